@@ -1,0 +1,176 @@
+"""The validated configuration: frozen plain values, no behaviour.
+
+The loader (`lb.config.loader`) is the only place that builds these from YAML; everything else reads
+them. Durations are float seconds, sizes are int bytes, networks are `ipaddress` objects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    url: str  # normalised: scheme://host:port, no trailing slash, no path
+    id: str  # default "host:port"
+    weight: int = 1  # 0: no new traffic
+
+
+@dataclass(frozen=True)
+class StickyConfig:
+    cookie: str = "lb_sticky"
+    max_age: float = 3600.0
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    path: str = "/health"
+    method: str = "GET"
+    interval: float = 5.0
+    timeout: float = 2.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+    # Inclusive ranges; "200-399" -> ((200, 399),), "200,204" -> ((200, 200), (204, 204)).
+    expected_status: tuple[tuple[int, int], ...] = ((200, 399),)
+    host: str | None = None  # Host header for the check; default: the backend's authority
+    jitter: float = 0.1  # fraction of interval, spreads checks of many backends/workers
+
+
+@dataclass(frozen=True)
+class PassiveHealthConfig:
+    max_failures: int = 3
+    ejection_time: float = 30.0
+    max_ejection_percent: float = 50.0
+
+
+RETRY_ON_NAMES = frozenset({"connect_error", "timeout", "502", "503", "504", "500"})
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int = 2  # total tries, first one included
+    retry_on: frozenset[str] = frozenset({"connect_error"})
+    budget_percent: float = 20.0
+    per_try_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    connect: float = 2.0
+    read: float = 30.0
+    pool: float = 5.0
+    total: float | None = None  # whole request, all tries; None: no limit
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    backends: tuple[BackendConfig, ...]
+    strategy: str = "round_robin"  # registry name or "package.module:ClassName"
+    # Strategy-specific knobs, passed to the strategy's constructor as keyword arguments
+    # (e.g. least_latency: {decay: 10s}; consistent_hash: {load_factor: 1.25}).
+    strategy_options: Mapping[str, object] = field(default_factory=dict)
+    hash_key: str = "client_ip"  # client_ip | header:NAME | cookie:NAME | path | query:NAME
+    sticky: StickyConfig | None = None
+    health_check: HealthCheckConfig | None = None
+    passive_health: PassiveHealthConfig | None = None
+    retries: RetryConfig = RetryConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
+    preserve_host: bool = True
+    slow_start: float = 0.0  # seconds over which a recovered backend's weight ramps up; 0: off
+    panic_threshold: float = (
+        0.0  # % usable below which the pool spreads over all; 0: only when none
+    )
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    rate: float
+    burst: int
+    key: str = "client_ip"  # client_ip | header:NAME
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = DEFAULT_REDIS_URL  # loader fills from $LB_REDIS_URL when unset
+    on_store_error: Literal["allow", "deny"] = "allow"
+    max_keys: int = 100_000
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = DEFAULT_REDIS_URL
+    max_entries: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_entry_bytes: int = 1024 * 1024
+    default_ttl: float = 0.0
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    pool: str
+    host: str | None = None  # lower-case, no port; "*.example.com" matches any subdomain
+    path_prefix: str = "/"
+    strip_prefix: bool = False
+    # None: inherit the top-level setting; False: off on this route; a config: this route's own.
+    rate_limit: RateLimitConfig | Literal[False] | None = None
+    cache: bool = True  # False: the cache layer is bypassed on this route
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    path_prefix: str = "/_lb"
+    token: str | None = None
+    allow: tuple[Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    path: str = "/_lb/metrics"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    access_log: bool = True
+    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    file: str | None = None  # access log destination; None: stdout
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    graceful_timeout: float = 30.0  # in-flight requests get this long after SIGTERM
+    max_header_bytes: int = 32 * 1024  # over: 431
+    max_target_bytes: int = 8 * 1024  # over: 414
+    keepalive_timeout: float = 5.0
+    watch_config: bool = False  # reload when the config file changes
+
+
+@dataclass(frozen=True)
+class Config:
+    pools: Mapping[str, PoolConfig]
+    routes: tuple[RouteConfig, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
+    rate_limit: RateLimitConfig | None = None
+    cache: CacheConfig | None = None
+    admin: AdminConfig = AdminConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    server: ServerConfig = ServerConfig()
+    source: str | None = None  # path the config was read from, for reload
+
+    def summary(self) -> str:
+        backends = sum(len(p.backends) for p in self.pools.values())
+        features = [n for n in ("rate_limit", "cache") if getattr(self, n) is not None]
+        extra = f", {', '.join(features)} on" if features else ""
+        return (
+            f"{len(self.pools)} pool(s), {backends} backend(s), {len(self.routes)} route(s){extra}"
+        )

@@ -1,0 +1,139 @@
+"""Validation of the smaller top-level sections: cache, admin, metrics, logging and server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from lb.config.fields import (
+    Invalid,
+    Problems,
+    Section,
+    describe,
+    read_networks,
+    section_or_flag,
+    to_bool,
+    to_choice,
+    to_duration,
+    to_int,
+    to_size,
+    to_str,
+    to_url_path,
+)
+from lb.config.model import (
+    AdminConfig,
+    CacheConfig,
+    LoggingConfig,
+    MetricsConfig,
+    ServerConfig,
+)
+from lb.config.routes import STORES, redis_url
+
+_LEVELS: tuple[Literal["debug", "info", "warning", "error", "critical"], ...] = (
+    "debug",
+    "info",
+    "warning",
+    "error",
+    "critical",
+)
+_FORMATS: tuple[Literal["json", "text"], ...] = ("json", "text")
+
+
+def _mapping(value: Any, path: str, problems: Problems) -> Mapping[Any, Any] | None:
+    """A section that is always on: absent or null means all defaults."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return value
+    problems.add(path, f"expected a mapping, got {describe(value)}")
+    return None
+
+
+def read_cache(value: Any, problems: Problems, environ: Mapping[str, str]) -> CacheConfig | None:
+    data = section_or_flag(value, "cache", problems)
+    if data is None:
+        return None
+    d = CacheConfig()
+    s = Section(data, "cache", problems, tuple(CacheConfig.__dataclass_fields__))
+    store = s.read("store", d.store, to_choice(STORES))
+    config = CacheConfig(
+        store=store,
+        redis_url=redis_url(s, store, environ),
+        max_entries=s.read("max_entries", d.max_entries, to_int(1)),
+        max_bytes=s.read("max_bytes", d.max_bytes, to_size(1)),
+        max_entry_bytes=s.read("max_entry_bytes", d.max_entry_bytes, to_size(1)),
+        default_ttl=s.read("default_ttl", d.default_ttl, to_duration(positive=False)),
+    )
+    # Checked on the resolved values, so a default on one side still counts.
+    if config.max_entry_bytes > config.max_bytes and s.valid("max_entry_bytes", "max_bytes"):
+        s.error("max_entry_bytes", "must not exceed max_bytes")
+    return config
+
+
+def _to_admin_prefix(value: Any) -> str:
+    text = to_url_path(value)
+    # Admin routes are matched as PREFIX/..., so a trailing "/" would double it.
+    if text.endswith("/") or "?" in text or "#" in text:
+        raise Invalid(f"expected a path like '/_lb' (no trailing '/', '?' or '#'), got {text!r}")
+    return text
+
+
+def read_admin(value: Any, problems: Problems) -> AdminConfig:
+    d = AdminConfig()
+    data = _mapping(value, "admin", problems)
+    if data is None:
+        return d
+    s = Section(data, "admin", problems, ("path_prefix", "token", "allow"))
+    token: str | None = d.token
+    if s.has("token") and s.raw("token") not in (None, ""):  # empty: `${LB_ADMIN_TOKEN}` unset
+        token = s.read("token", None, to_str)
+    return AdminConfig(
+        path_prefix=s.read("path_prefix", d.path_prefix, _to_admin_prefix),
+        token=token,
+        allow=read_networks(s, "allow", d.allow),
+    )
+
+
+def read_metrics(value: Any, problems: Problems) -> MetricsConfig:
+    d = MetricsConfig()
+    data = _mapping(value, "metrics", problems)
+    if data is None:
+        return d
+    s = Section(data, "metrics", problems, ("path",))
+    return MetricsConfig(path=s.read("path", d.path, to_url_path))
+
+
+def read_logging(value: Any, problems: Problems) -> LoggingConfig:
+    d = LoggingConfig()
+    data = _mapping(value, "logging", problems)
+    if data is None:
+        return d
+    s = Section(data, "logging", problems, tuple(LoggingConfig.__dataclass_fields__))
+    log_format = s.read("format", d.format, to_choice(_FORMATS, lower=True))
+    level = s.read("level", d.level, to_choice(_LEVELS, lower=True))
+    return LoggingConfig(
+        access_log=s.read("access_log", d.access_log, to_bool),
+        format=log_format,
+        level=level,
+        # Empty, like null, means stdout, so `file: ${LB_ACCESS_LOG}` works with the variable unset.
+        file=None if s.raw("file") == "" else s.read_optional("file", d.file, to_str),
+    )
+
+
+def read_server(value: Any, problems: Problems) -> ServerConfig:
+    d = ServerConfig()
+    data = _mapping(value, "server", problems)
+    if data is None:
+        return d
+    s = Section(data, "server", problems, tuple(ServerConfig.__dataclass_fields__))
+    return ServerConfig(
+        graceful_timeout=s.read(
+            "graceful_timeout", d.graceful_timeout, to_duration(positive=False)
+        ),
+        max_header_bytes=s.read("max_header_bytes", d.max_header_bytes, to_size(1)),
+        max_target_bytes=s.read("max_target_bytes", d.max_target_bytes, to_size(1)),
+        keepalive_timeout=s.read(
+            "keepalive_timeout", d.keepalive_timeout, to_duration(positive=True)
+        ),
+        watch_config=s.read("watch_config", d.watch_config, to_bool),
+    )
