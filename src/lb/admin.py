@@ -1,0 +1,131 @@
+"""The admin API under `admin.path_prefix`: probes, status, and the metrics path.
+
+Everything but `healthz` and `readyz` is guarded: the client must come from `admin.allow` (403
+otherwise) and, when a token is set, carry `Authorization: Bearer TOKEN` (401 otherwise). Admin
+requests are never proxied, rate limited or cached.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router
+
+from lb.headers import client_ip, is_trusted
+
+if TYPE_CHECKING:
+    from lb.app import LoadBalancer
+    from lb.generation import Generation
+
+
+def status_document(gen: Generation) -> dict[str, Any]:
+    pools: dict[str, Any] = {}
+    for name, pool in gen.pools.items():
+        backends = []
+        for backend in pool.backends.values():
+            p50, p95, p99 = backend.latency.percentiles(0.50, 0.95, 0.99)
+            backends.append(
+                {
+                    "id": backend.id,
+                    "url": backend.url,
+                    "state": backend.state,
+                    "weight": backend.weight,
+                    "active_requests": backend.active_requests,
+                    "requests_total": backend.requests_total,
+                    "failures_total": backend.failures_total,
+                    "latency_ms": {
+                        "p50": round(p50 * 1000, 3),
+                        "p95": round(p95 * 1000, 3),
+                        "p99": round(p99 * 1000, 3),
+                    },
+                }
+            )
+        pools[name] = {"strategy": pool.config.strategy, "backends": backends}
+    return {"pools": pools}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
+
+
+def build_admin(app: LoadBalancer, gen: Generation) -> Any:
+    prefix = gen.config.admin.path_prefix
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        empty = [name for name, pool in gen.pools.items() if not pool.usable()]
+        if empty:
+            return _json({"status": "unavailable", "pools_without_backend": empty}, 503)
+        return _json({"status": "ready"})
+
+    async def status(request: Request) -> Response:
+        return _json(status_document(app.generation))
+
+    routes = [
+        Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),
+        Route(f"{prefix}/readyz", readyz, methods=["GET", "HEAD"]),
+        Route(f"{prefix}/status", status, methods=["GET"]),
+    ]
+    router = Router(routes)
+    open_paths = {f"{prefix}/healthz".encode(), f"{prefix}/readyz".encode()}
+    return AdminGuard(router, gen, open_paths)
+
+
+class AdminGuard:
+    """Pure-ASGI access check in front of the admin router."""
+
+    def __init__(self, app: Any, gen: Generation, open_paths: set[bytes]) -> None:
+        self.app = app
+        self.gen = gen
+        self.open_paths = open_paths
+        token = gen.config.admin.token
+        self.token = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        path = scope["path"].encode()
+        root = scope.get("root_path", "").encode()
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if path not in self.open_paths:
+            denial = self._deny(scope)
+            if denial is not None:
+                return await denial(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def _deny(self, scope: Any) -> Response | None:
+        config = self.gen.config
+        peer = scope["client"][0] if scope.get("client") else ""
+        trusted = config.trusted_proxies
+        address = peer
+        if trusted and is_trusted(peer, trusted):
+            xff = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for") or None
+            address = client_ip(peer, xff, trusted)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is None or not any(ip in net for net in config.admin.allow):
+            return _json({"error": "forbidden", "detail": "admin not allowed from this address"}, 403)
+        if self.token is not None:
+            given = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    given = value
+                    break
+            if not hmac.compare_digest(given, self.token):
+                return _json(
+                    {"error": "unauthorized", "detail": "missing or invalid bearer token"},
+                    401,
+                    {"www-authenticate": "Bearer"},
+                )
+        return None

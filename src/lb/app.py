@@ -1,0 +1,237 @@
+"""The ASGI application: `create_app(config)` and the lazily configured `app` for `uvicorn lb.app:app`.
+
+`LoadBalancer` owns everything with a lifetime: the upstream transport and client, the pools, the
+background services (health checks, ...). It starts them on ASGI lifespan startup, or on the first
+request when a host app mounts it without running its lifespan, and stops them on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from lb.accesslog import AccessLog
+from lb.config import Config, ConfigError, default_config_path, load_config
+from lb.context import SCOPE_KEY, RequestContext
+from lb.errors import send_error
+from lb.generation import Generation
+from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
+from lb.routing import request_host
+from lb.transport import Transport
+from lb.websocket import proxy_websocket
+
+ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
+
+
+class Service(Protocol):
+    """A background part of the app (health checker, watcher, ...) started and stopped with it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class LoadBalancer:
+    """The balancer as one ASGI callable. Two instances share nothing."""
+
+    def __init__(self, config: ConfigSource) -> None:
+        self.config: Config = load_config(config)
+        self.transport = Transport(connect_timeout=_max_connect_timeout(self.config))
+        # The client is the documented upstream interface (health checks, library users); the hot
+        # path calls the same transport directly, skipping the client's per-request cookie and
+        # redirect machinery, which a proxy must not apply anyway.
+        self.client = httpx.AsyncClient(
+            transport=self.transport,
+            trust_env=False,
+            follow_redirects=False,
+            headers={},
+            cookies=None,
+        )
+        self.access_log = AccessLog(self.config.logging)
+        self.generation = Generation(self.config, self)
+        self.services: list[Service] = []
+        self._started = False
+        self._starting: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<LoadBalancer {self.config.summary()}>"
+
+    def lb_limits(self) -> tuple[int, int]:
+        """(max header section bytes, max request-target bytes), read by `lb.server`."""
+        server = self.config.server
+        return server.max_header_bytes, server.max_target_bytes
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        if self._started:
+            return
+        if self._starting is not None:
+            return await asyncio.shield(self._starting)
+        self._starting = asyncio.get_running_loop().create_future()
+        try:
+            self.services = list(self.generation.services())
+            for service in self.services:
+                await service.start()
+            self._started = True
+            self._starting.set_result(None)
+        except BaseException as exc:
+            self._starting.set_exception(exc)
+            self._starting.exception()  # mark retrieved; the caller sees `exc` raised here
+            self._starting = None
+            raise
+
+    async def shutdown(self) -> None:
+        for service in reversed(self.services):
+            await service.stop()
+        self.services = []
+        await self.client.aclose()
+        self.access_log.close()
+        self._started = False
+        self._starting = None
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            return await self._lifespan(receive, send)
+        if not self._started:
+            await self.startup()
+        gen = self.generation  # one generation for the whole request, even across a reload
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        root_path = scope.get("root_path")
+        if root_path:
+            # Mounted: proxy the path below the mount point.
+            root = root_path.encode("utf-8")
+            if raw_path.startswith(root):
+                raw_path = raw_path[len(root) :] or b"/"
+        if gen.is_admin_path(raw_path):
+            return await gen.admin(scope, receive, send)
+
+        headers = scope["headers"]
+        request_id = host = xff = traceparent = None
+        for name, value in headers:
+            if name == b"host":
+                host = value
+            elif name == b"x-request-id":
+                request_id = value
+            elif name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b"," + value
+            elif name == b"traceparent":
+                traceparent = value
+        if request_id is None or not valid_request_id(request_id):
+            request_id = new_request_id()
+        peer = scope["client"][0] if scope.get("client") else ""
+        trusted = self.config.trusted_proxies
+        peer_trusted = bool(trusted) and is_trusted(peer, trusted)
+        ip = client_ip(peer, xff, trusted) if peer_trusted else peer
+        query = scope.get("query_string")
+        target = raw_path + b"?" + query if query else raw_path
+        route = gen.router.match(request_host(((b"host", host),)) if host else "", raw_path)
+        ctx = RequestContext(
+            request_id,
+            ip,
+            peer_trusted,
+            scope.get("method", "GET"),
+            target,
+            route,
+            time.perf_counter(),
+        )
+        scope[SCOPE_KEY] = ctx
+
+        async def send_recorded(message: Any) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                ctx.status = message["status"]
+            elif kind == "http.response.body":
+                ctx.bytes_sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            if kind == "websocket":
+                if route is None:
+                    ctx.status = 404
+                    await send({"type": "websocket.close", "code": 1008})
+                else:
+                    await proxy_websocket(scope, receive, send, gen.pools[route.pool])
+            elif route is None:
+                await send_error(send_recorded, ctx, "no_route", "no route matches this request")
+            else:
+                await route.handler(scope, receive, send_recorded)
+        finally:
+            self.access_log.write(ctx, time.perf_counter(), traceparent)
+
+
+def _max_connect_timeout(config: Config) -> float:
+    return max((p.timeouts.connect for p in config.pools.values()), default=2.0)
+
+
+def create_app(config: ConfigSource) -> LoadBalancer:
+    """An ASGI app for `config`: a file path, a mapping (the parsed YAML) or a `Config`.
+
+    Raises `ConfigError` listing every problem when the config is invalid.
+    """
+    return LoadBalancer(config)
+
+
+class LazyApp:
+    """`lb.app:app`: reads `$LB_CONFIG` (else ./config.yaml) at startup, never at import."""
+
+    def __init__(self) -> None:
+        self._app: LoadBalancer | None = None
+
+    def _load(self) -> LoadBalancer:
+        if self._app is None:
+            self._app = LoadBalancer(default_config_path())
+        return self._app
+
+    def lb_limits(self) -> tuple[int, int]:
+        if self._app is None:
+            from lb.server import MAX_HEADER_BYTES, MAX_TARGET_BYTES
+
+            return MAX_HEADER_BYTES, MAX_TARGET_BYTES
+        return self._app.lb_limits()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan" and self._app is None:
+            message = await receive()
+            try:
+                app = self._load()
+            except ConfigError as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            replayed = False
+
+            async def replay() -> Any:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return message
+                return await receive()
+
+            return await app(scope, replay, send)
+        await self._load()(scope, receive, send)
+
+
+app = LazyApp()

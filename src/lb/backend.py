@@ -1,0 +1,144 @@
+"""A backend (Envoy: endpoint, HAProxy: server) and the state the balancer keeps about it.
+
+State changes happen in plain synchronous methods, never across an `await`, so no locks are needed
+(the httpcore rule). The pool is told about every change that alters who may be picked, so it can
+keep its list of usable backends cached instead of filtering on every request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+from urllib.parse import urlsplit
+
+from lb.config import BackendConfig
+
+AdminState = Literal["active", "draining", "disabled"]
+State = Literal["healthy", "unhealthy", "draining", "disabled"]
+
+_WINDOW = 1024  # latency samples kept per backend for percentiles
+
+
+class LatencyWindow:
+    """The last `_WINDOW` latencies in a preallocated ring: O(1) to record, sorted only when read."""
+
+    __slots__ = ("_samples", "_next", "_count")
+
+    def __init__(self) -> None:
+        self._samples = [0.0] * _WINDOW
+        self._next = 0
+        self._count = 0
+
+    def record(self, seconds: float) -> None:
+        self._samples[self._next] = seconds
+        self._next = (self._next + 1) % _WINDOW
+        if self._count < _WINDOW:
+            self._count += 1
+
+    def percentiles(self, *qs: float) -> list[float]:
+        if not self._count:
+            return [0.0 for _ in qs]
+        ordered = sorted(self._samples[: self._count])
+        last = len(ordered) - 1
+        return [ordered[min(last, max(0, math.ceil(q * len(ordered)) - 1))] for q in qs]
+
+
+class Backend:
+    """One upstream server of a pool, with its health, admin state and load counters."""
+
+    __slots__ = (
+        "id",
+        "url",
+        "scheme",
+        "host",
+        "port",
+        "authority",
+        "config_weight",
+        "weight",
+        "admin_state",
+        "healthy",
+        "ejected_until",
+        "active_requests",
+        "requests_total",
+        "failures_total",
+        "latency",
+        "strategy_data",
+        "_on_change",
+    )
+
+    def __init__(self, config: BackendConfig, on_change: Callable[[], None] | None = None) -> None:
+        parts = urlsplit(config.url)
+        self.id = config.id
+        self.url = config.url
+        self.scheme = parts.scheme
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.authority = parts.netloc.encode("ascii")
+        self.config_weight = config.weight
+        self.weight = config.weight
+        self.admin_state: AdminState = "active"
+        self.healthy = True
+        self.ejected_until = 0.0  # monotonic time; passive health ejection
+        self.active_requests = 0
+        self.requests_total = 0
+        self.failures_total = 0
+        self.latency = LatencyWindow()
+        # Free slot for a strategy's per-backend bookkeeping (e.g. EWMA, smooth-WRR current weight).
+        self.strategy_data: object = None
+        self._on_change = on_change
+
+    def __repr__(self) -> str:
+        return (
+            f"<Backend {self.id} {self.url} [{self.state}, weight {self.weight}, "
+            f"active {self.active_requests}]>"
+        )
+
+    @property
+    def ejected(self) -> bool:
+        return self.ejected_until > 0.0
+
+    @property
+    def state(self) -> State:
+        if self.admin_state == "disabled":
+            return "disabled"
+        if self.admin_state == "draining":
+            return "draining"
+        if not self.healthy or self.ejected:
+            return "unhealthy"
+        return "healthy"
+
+    @property
+    def usable(self) -> bool:
+        """May receive new requests: healthy, not ejected, active, and weight above zero."""
+        return (
+            self.admin_state == "active"
+            and self.healthy
+            and not self.ejected
+            and self.weight > 0
+        )
+
+    def changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def set_admin_state(self, state: AdminState) -> None:
+        if state != self.admin_state:
+            self.admin_state = state
+            self.changed()
+
+    def set_weight(self, weight: int) -> None:
+        if weight != self.weight:
+            self.weight = weight
+            self.changed()
+
+    def set_healthy(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            self.healthy = healthy
+            self.changed()
+
+    def set_ejected_until(self, until: float) -> None:
+        was = self.ejected
+        self.ejected_until = until
+        if was != self.ejected:
+            self.changed()

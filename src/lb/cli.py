@@ -1,0 +1,95 @@
+"""The `lb` command: `serve`, `check` and `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from lb import __version__
+from lb.config import Config, ConfigError, default_config_path, load_config
+
+
+def _load_or_report(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = args.config or default_config_path()
+    config = _load_or_report(path)
+    if config is None:
+        return 2
+    print(f"{path}: ok: {config.summary()}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lb.server import uvicorn_options
+
+    path = os.path.abspath(args.config or default_config_path())
+    config = _load_or_report(path)
+    if config is None:
+        return 2
+    # Workers (and the single-process server alike) load the app by import string and read the
+    # file named here, so every process serves exactly the config that was just validated.
+    os.environ["LB_CONFIG"] = path
+    options = uvicorn_options(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        graceful_timeout=config.server.graceful_timeout,
+        keepalive_timeout=config.server.keepalive_timeout,
+        log_level=config.logging.level,
+    )
+    if args.workers > 1:
+        from lb.multiprocess import prepare_multiprocess
+
+        prepare_multiprocess()
+    uvicorn.run("lb.app:app", **options)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lb.demo import run_demo
+
+    return run_demo(host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lb", description="An HTTP load balancer.")
+    parser.add_argument("--version", action="version", version=f"lb {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the balancer")
+    serve.add_argument("-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="validate a config file")
+    check.add_argument("-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)")
+    check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser("demo", help="three demo backends and the balancer, no config needed")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        print("--workers: must be at least 1", file=sys.stderr)
+        return 2
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,58 @@
+"""The per-request record every layer reads and fills in; the access log is written from it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lb.routing import Route
+
+SCOPE_KEY = "lb.context"
+
+
+class RequestContext:
+    """Lives in `scope[SCOPE_KEY]` for one request: never on a shared object."""
+
+    __slots__ = (
+        "request_id",
+        "client_ip",
+        "peer_trusted",
+        "method",
+        "target",
+        "route",
+        "start",
+        "status",
+        "bytes_sent",
+        "pool",
+        "backend",
+        "attempts",
+        "cache",
+        "error",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        request_id: bytes,
+        client_ip: str,
+        peer_trusted: bool,
+        method: str,
+        target: bytes,
+        route: Route | None,
+        start: float,
+    ) -> None:
+        self.request_id = request_id
+        self.client_ip = client_ip
+        self.peer_trusted = peer_trusted
+        self.method = method
+        self.target = target  # raw path + query as the client sent them (below any mount point)
+        self.route = route
+        self.start = start
+        self.status = 0
+        self.bytes_sent = 0
+        self.pool: str | None = route.pool if route is not None else None
+        self.backend: str | None = None
+        self.attempts = 0
+        self.cache: str | None = None
+        self.error: str | None = None  # why the balancer answered itself or aborted
+        self.trace_id: str | None = None

@@ -1,0 +1,66 @@
+"""One configuration made live: pools, router, per-route handler chains and the admin app.
+
+A reload builds a new generation and swaps it in one assignment; requests hold the generation they
+started with. Backends that stay (same pool, same id and URL) are carried over with their health,
+counters and strategy state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from lb.admin import build_admin
+from lb.backend import Backend
+from lb.config import Config
+from lb.pool import Pool
+from lb.proxy import Proxy
+from lb.routing import Route, Router
+
+if TYPE_CHECKING:
+    from lb.app import LoadBalancer, Service
+
+
+class Generation:
+    def __init__(self, config: Config, app: LoadBalancer, previous: Generation | None = None) -> None:
+        self.config = config
+        self.pools: dict[str, Pool] = {}
+        for name, pool_config in config.pools.items():
+            old = previous.pools.get(name) if previous is not None else None
+            backends = []
+            for backend_config in pool_config.backends:
+                kept = old.backends.get(backend_config.id) if old is not None else None
+                if kept is not None and kept.url == backend_config.url:
+                    kept.config_weight = backend_config.weight
+                    kept.weight = backend_config.weight
+                    backends.append(kept)
+                else:
+                    backends.append(Backend(backend_config))
+            self.pools[name] = Pool(pool_config, backends)
+        self.router = Router(config.routes, self.pools)
+        self.proxies = {name: Proxy(pool, app.transport) for name, pool in self.pools.items()}
+        for route in self.router.all():
+            route.handler = self._handler(route, app)
+        self.admin_prefix = config.admin.path_prefix.encode()
+        self.metrics_path = config.metrics.path.encode()
+        self.admin = build_admin(app, self)
+
+    def __repr__(self) -> str:
+        return f"<Generation {self.config.summary()}>"
+
+    def _handler(self, route: Route, app: LoadBalancer) -> Any:
+        """The ASGI chain for one route: rate limit, then cache, then the proxy."""
+        handler: Any = self.proxies[route.pool]
+        return handler
+
+    def is_admin_path(self, raw_path: bytes) -> bool:
+        prefix = self.admin_prefix
+        if raw_path.startswith(prefix) and (
+            len(raw_path) == len(prefix) or raw_path[len(prefix)] == 0x2F  # "/"
+        ):
+            return True
+        return raw_path == self.metrics_path
+
+    def services(self) -> Iterator[Service]:
+        """Background services this generation needs running (health checks, ...)."""
+        return iter(())

@@ -1,0 +1,153 @@
+"""Header handling between client and backend: hop-by-hop removal, X-Forwarded-*, request IDs.
+
+Header names from the ASGI server are lower-case bytes; values are passed on byte for byte.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+
+from lb.config.model import Network
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 7.6.1, plus the legacy Proxy-Connection.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def new_request_id() -> bytes:
+    return os.urandom(16).hex().encode("ascii")
+
+
+def valid_request_id(value: bytes) -> bool:
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def client_ip(peer: str, xff: bytes | None, trusted: Sequence[Network]) -> str:
+    """The peer address; from a trusted peer, the rightmost X-Forwarded-For hop not itself trusted."""
+    if not trusted or xff is None or not is_trusted(peer, trusted):
+        return peer
+    for hop in reversed(xff.split(b",")):
+        address = hop.strip().decode("latin-1")
+        if not address:
+            continue
+        if not is_trusted(address, trusted):
+            try:
+                return str(ipaddress.ip_address(address))
+            except ValueError:
+                return peer  # garbage in the header: believe nothing of it
+    return peer
+
+
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def upstream_request_headers(
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    peer: str,
+    scheme: str,
+    request_id: bytes,
+    host: bytes | None,
+    fallback_host: bytes,
+    peer_trusted: bool,
+) -> Headers:
+    """The headers to send to the backend.
+
+    `host` replaces the client's Host (preserve_host off); None keeps it, and `fallback_host` stands
+    in when the client sent none (HTTP/1.0). Chunked request framing is re-declared because
+    Transfer-Encoding itself is hop-by-hop.
+    """
+    out: Headers = []
+    drop: set[bytes] | None = None
+    xff: bytes | None = None
+    client_host = b""
+    chunked = False
+    has_length = False
+    forwarded_proto: bytes | None = None
+    forwarded_host: bytes | None = None
+    for name, value in headers:
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                drop = (drop or set()) | _connection_tokens(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+            continue
+        if name == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+            continue
+        if name == b"x-request-id":
+            continue
+        if name == b"host":
+            client_host = value
+            if host is not None:
+                continue
+        elif name == b"content-length":
+            has_length = True
+        elif name == b"x-forwarded-proto":
+            if peer_trusted:
+                forwarded_proto = value
+            continue
+        elif name == b"x-forwarded-host":
+            if peer_trusted:
+                forwarded_host = value
+            continue
+        out.append((name, value))
+    if drop:
+        out = [(n, v) for n, v in out if n not in drop]
+    if host is not None:
+        out.append((b"host", host))
+    elif not client_host:
+        out.append((b"host", fallback_host))
+    peer_bytes = peer.encode("latin-1")
+    out.append((b"x-forwarded-for", peer_bytes if xff is None else xff + b", " + peer_bytes))
+    out.append((b"x-forwarded-proto", forwarded_proto or scheme.encode("latin-1")))
+    if forwarded_host or client_host:
+        out.append((b"x-forwarded-host", forwarded_host or client_host))
+    out.append((b"x-request-id", request_id))
+    if chunked and not has_length:
+        out.append((b"transfer-encoding", b"chunked"))
+    return out
+
+
+def downstream_response_headers(headers: Sequence[tuple[bytes, bytes]], request_id: bytes) -> Headers:
+    """The backend's response headers for the client: hop-by-hop gone, our X-Request-ID added."""
+    out: Headers = []
+    drop: set[bytes] | None = None
+    for name, value in headers:
+        name = name.lower()
+        if name in HOP_BY_HOP:
+            if name == b"connection":
+                drop = (drop or set()) | _connection_tokens(value)
+            continue
+        if name == b"x-request-id":
+            continue
+        out.append((name, value))
+    if drop:
+        out = [(n, v) for n, v in out if n not in drop]
+    out.append((b"x-request-id", request_id))
+    return out

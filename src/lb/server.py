@@ -1,0 +1,171 @@
+"""Serving lb with uvicorn: the HTTP protocol lb runs on, and the uvicorn settings `lb serve` uses.
+
+`HttpProtocol` is uvicorn's httptools protocol with the edge rules of SPEC section 3 that must hold
+before any ASGI code runs: 414 for a request target over 8 KiB, 431 for a header section over
+32 KiB, 400 with the connection closed for a request llhttp finds ambiguous (conflicting
+Content-Length / Transfer-Encoding, bad chunk sizes, obs-folded headers), each with lb's JSON error
+body; and absolute-form targets (`GET http://h/x`) turned into origin-form with Host = authority.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from lb.errors import error_body
+from lb.headers import new_request_id
+
+logger = logging.getLogger("lb.server")
+
+MAX_HEADER_BYTES = 32 * 1024
+MAX_TARGET_BYTES = 8 * 1024
+
+_REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with lb's request limits and absolute-form handling."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = getattr(self.app, "lb_limits", None)
+        self.max_header_bytes, self.max_target_bytes = limits() if limits else (
+            MAX_HEADER_BYTES,
+            MAX_TARGET_BYTES,
+        )
+        self._header_bytes = 0
+        self._parsing = False
+        self._deferred: list[tuple[Any, Any]] = []
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.max_target_bytes:
+            raise _Reject(414, f"request target longer than {self.max_target_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.max_header_bytes:
+            raise _Reject(431, f"header section larger than {self.max_header_bytes} bytes")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        url = self.url
+        if not url.startswith(b"/") and b"://" in url[:12]:
+            # Absolute-form (RFC 9112 3.2.2): the authority becomes Host, the path is forwarded.
+            parsed = httptools.parse_url(url)
+            authority = parsed.host or b""
+            if parsed.port:
+                authority += b":%d" % parsed.port
+            self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"]
+            self.headers.append((b"host", authority))
+            target = parsed.path or b"/"
+            if parsed.query:
+                target += b"?" + parsed.query
+            self.url = target
+        super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self._parsing:
+            # Deferred until the whole packet has parsed: a framing error later in the same
+            # packet (a bad chunk size after a valid head) must stop the request before anything
+            # is forwarded.
+            self._deferred.append((cycle, app))
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    def _start_deferred(self) -> None:
+        for cycle, app in self._deferred:
+            super()._start_asgi_task(cycle, app)
+        self._deferred.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        self._parsing = True
+        try:
+            self.parser.feed_data(data)
+            self._parsing = False
+            self._start_deferred()
+        except httptools.HttpParserUpgrade:
+            self._parsing = False
+            self._start_deferred()
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError as exc:
+            self._parsing = False
+            self._deferred.clear()
+            reject = exc.__context__ if isinstance(exc.__context__, _Reject) else None
+            if reject is None and isinstance(exc.__cause__, _Reject):
+                reject = exc.__cause__
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                # A request already handed to the app sees its client disconnect; it must not
+                # answer on a connection whose framing can no longer be trusted.
+                cycle.disconnected = True
+                cycle.message_event.set()
+                if cycle.response_started:
+                    self.transport.close()
+                    return
+            if reject is not None:
+                self._send_rejection(reject.status, reject.detail)
+            else:
+                self._send_rejection(400, f"invalid HTTP request: {exc}")
+
+    def _send_rejection(self, status: int, detail: str) -> None:
+        logger.warning("rejected request from %s: %s", self.client, detail)
+        body = error_body("bad_request", detail, new_request_id())
+        head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"connection: close\r\n\r\n"
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+def uvicorn_options(
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    graceful_timeout: float = 30.0,
+    keepalive_timeout: float = 5.0,
+    log_level: str = "info",
+) -> dict[str, Any]:
+    """uvicorn.Config keyword arguments for lb: its protocol, no Server/Date/proxy headers."""
+    return {
+        "host": host,
+        "port": port,
+        "workers": workers if workers > 1 else None,
+        "http": "lb.server:HttpProtocol",
+        "loop": "uvloop" if _has_uvloop() else "asyncio",
+        "lifespan": "on",
+        "server_header": False,
+        "date_header": False,
+        "proxy_headers": False,
+        "access_log": False,
+        "timeout_graceful_shutdown": graceful_timeout,
+        "timeout_keep_alive": keepalive_timeout,
+        "log_level": log_level,
+    }

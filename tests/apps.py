@@ -1,0 +1,161 @@
+"""Backend ASGI apps the tests put behind the balancer. Each records what it saw."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+from typing import Any
+from urllib.parse import parse_qs
+
+
+class Backend:
+    """A configurable test backend: `name` shows up in every answer, `seen` records requests."""
+
+    def __init__(self, name: str = "b") -> None:
+        self.name = name
+        self.seen: list[dict[str, Any]] = []
+        self.health_status = 200
+        self.status = 200
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        # Set from tests (thread-safe) to release a streaming response's second part.
+        self.release = threading.Event()
+        self.cancelled = threading.Event()
+        self.in_flight = 0
+
+    def count(self, path: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for r in self.seen if path is None or r["path"] == path)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "websocket":
+            return await self.websocket(scope, receive, send)
+        path = scope["path"]
+        query = parse_qs(scope["query_string"].decode())
+        if path == "/health":
+            return await self.reply(send, self.health_status, b"ok")
+        record = {
+            "method": scope["method"],
+            "path": path,
+            "raw_path": scope["raw_path"].decode("latin-1"),
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+        }
+        with self.lock:
+            self.seen.append(record)
+        self.in_flight += 1
+        try:
+            return await self.handle(scope, receive, send, path, query, record)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def handle(
+        self, scope: Any, receive: Any, send: Any, path: str, query: dict[str, list[str]], record: Any
+    ) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if path == "/upload":
+            total = 0
+            while True:
+                message = await receive()
+                total += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            return await self.reply(send, 200, json.dumps({"received": total}).encode())
+        if path == "/big":
+            size = int(query["size"][0])
+            chunk = b"x" * 65536
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-length", str(size).encode())]})
+            sent = 0
+            while sent < size:
+                part = chunk[: min(len(chunk), size - sent)]
+                sent += len(part)
+                await send({"type": "http.response.body", "body": part, "more_body": sent < size})
+            return None
+        if path == "/sse":
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream")]})
+            await send({"type": "http.response.body", "body": b"data: first\n\n", "more_body": True})
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+            await send({"type": "http.response.body", "body": b"data: second\n\n", "more_body": False})
+            return None
+        if path == "/hang":
+            # uvicorn does not cancel an app whose client left; it reports it through receive().
+            async def wait_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+
+            disconnect = asyncio.ensure_future(wait_disconnect())
+            while not self.release.is_set():
+                if disconnect.done():
+                    self.cancelled.set()
+                    return None
+                await asyncio.sleep(0.01)
+            disconnect.cancel()
+            return await self.reply(send, 200, b"late")
+        if path == "/gzip":
+            body = gzip.compress(b"hello gzip " * 100, mtime=0)
+            return await self.reply(send, 200, body, [(b"content-encoding", b"gzip"),
+                                                      (b"content-type", b"text/plain")])
+        if path == "/cookies":
+            return await self.reply(send, 200, b"cookies", [
+                (b"set-cookie", b"a=1; Path=/"), (b"set-cookie", b"b=2; Path=/"),
+                (b"server", b"backend-server"), (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT")])
+        if path == "/hop":
+            return await self.reply(send, 200, b"hop", [
+                (b"connection", b"x-private"), (b"x-private", b"secret"),
+                (b"keep-alive", b"timeout=5"), (b"x-request-id", b"backend-id")])
+        if path.startswith("/status/"):
+            return await self.reply(send, int(path.rsplit("/", 1)[1]), b"status")
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        record["body"] = body.decode("latin-1")
+        payload = {"backend": self.name, **record}
+        return await self.reply(send, self.status, json.dumps(payload).encode(),
+                                [(b"content-type", b"application/json")])
+
+    async def reply(
+        self, send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        out = [(b"content-length", str(len(body)).encode()), (b"x-backend", self.name.encode())]
+        await send({"type": "http.response.start", "status": status, "headers": out + (headers or [])})
+        await send({"type": "http.response.body", "body": body})
+
+    async def websocket(self, scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        protocols = scope.get("subprotocols") or []
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if protocols:
+            accept["subprotocol"] = protocols[0]
+        await send(accept)
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is not None and text.startswith("close:"):
+                await send({"type": "websocket.close", "code": int(text.split(":")[1]), "reason": "bye"})
+                return
+            if text is not None:
+                await send({"type": "websocket.send", "text": f"{self.name}:{text}"})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import ThreadedServer  # noqa: E402
+
+
+@pytest.fixture
+def start_server() -> Iterator[type[ThreadedServer]]:
+    """Start real uvicorn servers: `start_server(app)`; all are stopped at teardown."""
+    started: list[ThreadedServer] = []
+
+    class _Tracked(ThreadedServer):
+        def start(self) -> ThreadedServer:
+            started.append(self)
+            return super().start()
+
+    def factory(app: object, **config: object) -> ThreadedServer:
+        return _Tracked(app, **config).start()
+
+    yield factory  # type: ignore[misc]
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def start_backends(start_server):  # type: ignore[no-untyped-def]
+    """`start_backends(n)` -> list of (Backend app, server) on free ports."""
+    from apps import Backend
+
+    def factory(n: int = 3) -> list[tuple[Backend, ThreadedServer]]:
+        out = []
+        for i in range(n):
+            app = Backend(f"b{i + 1}")
+            out.append((app, start_server(app)))
+        return out
+
+    return factory
+
+
+@pytest.fixture
+def start_balancer(start_server):  # type: ignore[no-untyped-def]
+    """`start_balancer(config)` -> a real lb (its own HTTP protocol) on a free port."""
+    from lb.app import LoadBalancer
+    from lb.server import uvicorn_options
+
+    def factory(config: object, **overrides: object) -> ThreadedServer:
+        app = config if isinstance(config, LoadBalancer) else LoadBalancer(config)  # type: ignore[arg-type]
+        options = uvicorn_options(host="127.0.0.1", port=0)
+        for key in ("host", "port", "workers", "log_level"):
+            options.pop(key)
+        options.update(overrides)
+        server = start_server(app, **options)
+        server.app = app  # type: ignore[attr-defined]
+        return server
+
+    return factory
+
+
+def pool_config(urls: list[str], **pool: object) -> dict[str, object]:
+    """A one-pool config dict for `urls`, access log off unless asked."""
+    return {"pools": {"web": {"backends": urls, **pool}}, "logging": {"access_log": False}}

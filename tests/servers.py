@@ -1,0 +1,174 @@
+"""Real servers for tests: uvicorn in a thread on a free loopback port, and helpers to poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {condition}")
+        time.sleep(interval)
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    def connectable() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        return False
+
+    wait_until(connectable, timeout)
+
+
+class ThreadedServer:
+    """A uvicorn server running an ASGI app in a background thread with its own event loop."""
+
+    def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "log_level": "warning",
+            "lifespan": "on",
+            "server_header": False,
+            "date_header": False,
+            "proxy_headers": False,
+        }
+        options.update(config)
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+        self.loop.run_until_complete(self.server.serve())
+        self.loop.close()
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), 15)
+        if not self.server.started:
+            raise RuntimeError(f"server on port {self.port} did not start")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serving(app: Any, **config: Any) -> Iterator[ThreadedServer]:
+    with ThreadedServer(app, **config) as server:
+        yield server
+
+
+class RawResponse:
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, closed: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.closed = closed  # the server closed the connection after this response
+
+    def header(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+def raw_request(
+    port: int, data: bytes, timeout: float = 10.0, check_closed: bool = False
+) -> RawResponse:
+    """Send bytes exactly as given on a fresh connection and parse one response.
+
+    For what httpx would normalise: raw targets, absolute-form, malformed framing.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout) as sock:
+        sock.sendall(data)
+        return read_response(sock, check_closed)
+
+
+def read_response(sock: socket.socket, check_closed: bool = False) -> RawResponse:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    lookup = {k.lower(): v for k, v in headers}
+    body = rest
+    closed = False
+    if "content-length" in lookup:
+        length = int(lookup["content-length"])
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    elif lookup.get("transfer-encoding") == "chunked":
+        decoded = b""
+        while True:
+            while b"\r\n" not in body:
+                body += sock.recv(65536)
+            size_line, _, body = body.partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(body) < size + 2:
+                body += sock.recv(65536)
+            decoded += body[:size]
+            body = body[size + 2 :]
+            if size == 0:
+                break
+        body = decoded
+    else:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            body += chunk
+    if not closed and check_closed:
+        sock.settimeout(2)
+        try:
+            closed = sock.recv(1) == b""
+        except (TimeoutError, OSError):
+            closed = False
+    return RawResponse(status, headers, body, closed)
