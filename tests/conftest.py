@@ -66,3 +66,13 @@ def start_balancer(start_server):  # type: ignore[no-untyped-def]
 def pool_config(urls: list[str], **pool: object) -> dict[str, object]:
     """A one-pool config dict for `urls`, access log off unless asked."""
     return {"pools": {"web": {"backends": urls, **pool}}, "logging": {"access_log": False}}
+
+
+@pytest.fixture
+def redis_server() -> Iterator[object]:
+    """A fresh real redis-server on a free port (`.url`, `.stop()`, `.start()`, `.restart()`)."""
+    from servers import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.stop()

@@ -21,6 +21,7 @@ from lb.context import SCOPE_KEY, RequestContext
 from lb.errors import send_error
 from lb.generation import Generation
 from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
+from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.transport import Transport
 from lb.websocket import proxy_websocket
@@ -53,6 +54,7 @@ class LoadBalancer:
             cookies=None,
         )
         self.access_log = AccessLog(self.config.logging)
+        self.metrics = Metrics()
         self.generation = Generation(self.config, self)
         self.services: list[Service] = []
         self._started = False
