@@ -80,7 +80,7 @@ def redis_server() -> Iterator[object]:
 
 @pytest.fixture
 def lb_process(tmp_path):  # type: ignore[no-untyped-def]
-    """`lb_process(config_dict, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown."""
+    """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown."""
     import yaml
 
     from servers import LbProcess
