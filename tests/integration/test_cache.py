@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+
 from conftest import pool_config
 from servers import wait_until
 
@@ -125,7 +126,7 @@ def test_head_is_answered_from_a_stored_get(cached) -> None:  # type: ignore[no-
     assert backend.count("/cache/head") == 1
 
 
-# -- Vary -------------------------------------------------------------------------------------------
+# -- Vary ---------------------------------------------------------------------------------------
 
 
 def test_vary_keeps_one_variant_per_normalised_request_value(cached) -> None:  # type: ignore[no-untyped-def]
