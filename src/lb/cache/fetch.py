@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lb.cache.conditional import not_modified, not_modified_headers
-from lb.cache.directives import weak_match
+from lb.cache.directives import format_http_date, weak_match
 from lb.cache.entry import Entry
 from lb.cache.rules import (
     ERROR_STATUSES,
@@ -55,6 +55,7 @@ class Tee:
         "release",
         "outcome",
         "entry",
+        "storable",
         "stored",
         "finished",
         "_mode",
@@ -85,6 +86,7 @@ class Tee:
         self.release = release  # wakes the requests waiting for this one, once stored
         self.outcome: Outcome | None = None
         self.entry: Entry | None = None
+        self.storable = False  # the response head allowed storing
         self.stored = False
         self.finished = False  # the last body message went out
         self._mode = _FORWARD
@@ -130,6 +132,7 @@ class Tee:
         ):
             length = _content_length(headers)
             if length is None or length <= cache.config.max_entry_bytes:
+                self.storable = True
                 self._buffer = []
                 self._status = status
                 self._headers = stored_headers(headers, info.cc)
@@ -214,6 +217,10 @@ class Tee:
             # Streamed (chunked) upstream; a replay sends the body in one piece with its length.
             if self._status not in (204, 304):
                 headers.append((b"content-length", str(len(body)).encode("ascii")))
+        if info.date is None:
+            # RFC 9110 §6.6.1: a recipient with a clock that caches a response without Date adds
+            # the time it was received.
+            headers.append((b"date", format_http_date(self._response_time)))
         entry = Entry(
             request.primary,
             self._status,

@@ -161,7 +161,7 @@ class CacheLayer:
         else:
             self._result(ctx, "MISS")
             await tee.finish()
-            if not tee.stored and release is not None:
+            if release is not None and tee.outcome is Outcome.FORWARDED and not tee.storable:
                 cache.uncacheable(request.primary)
 
     async def _serve(
