@@ -139,7 +139,7 @@ def test_entries_are_shared_by_every_balancer_on_one_redis(shared) -> None:  # t
         assert a.get(target).headers["x-cache"] == "MISS"
 
 
-def test_redis_outage_degrades_to_pass_through(start_backends, start_balancer, redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_redis_outage_means_pass_through(start_backends, start_balancer, redis_server) -> None:  # type: ignore[no-untyped-def]
     from lb.app import LoadBalancer
 
     class Recording(Metrics):
