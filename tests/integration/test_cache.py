@@ -269,6 +269,19 @@ def test_stale_while_revalidate_serves_stale_and_refreshes_once(cached) -> None:
     assert client.get(target).json()["n"] == 2
 
 
+def test_head_on_a_stale_get_entry_refreshes_it_with_a_get(cached) -> None:  # type: ignore[no-untyped-def]
+    backend, client, _ = cached()
+    target = url("swr-head", "cache-control: max-age=1, stale-while-revalidate=60", "age: 5")
+    client.get(target)
+    backend.cache_headers["/cache/swr-head"] = [("cache-control", "max-age=60")]
+    head = client.head(target)
+    assert head.headers["x-cache"] == "STALE" and head.content == b""
+    wait_until(lambda: backend.count("/cache/swr-head") == 2)
+    with backend.lock:
+        assert [r["method"] for r in backend.seen] == ["GET", "GET"]
+    wait_until(lambda: client.get(target).headers["x-cache"] == "HIT")
+
+
 def test_stale_if_error_serves_stale_when_the_backend_fails(cached) -> None:  # type: ignore[no-untyped-def]
     backend, client, lb = cached()
     target = url("sie", "cache-control: max-age=1, stale-if-error=600", "age: 5")

@@ -197,17 +197,21 @@ class CacheLayer:
     ) -> None:
         """stale-while-revalidate: revalidate `entry` in the background, once per entry."""
         cache = self.cache
+        method = ctx.method
+        if method == "HEAD" and entry.primary.startswith(b"GET "):
+            request = request.as_get()
+            method = "GET"
         own = RequestContext(
             new_request_id(),
             ctx.client_ip,
             ctx.peer_trusted,
-            ctx.method,
+            method,
             ctx.target,
             ctx.route,
             time.perf_counter(),
         )
         headers = validation_headers(request.headers, entry.etag, entry.last_modified_raw)
-        inner_scope = {**scope, "headers": headers, SCOPE_KEY: own}
+        inner_scope = {**scope, "method": method, "headers": headers, SCOPE_KEY: own}
 
         async def refresh() -> None:
             tee = Tee(cache, request, None, stale=entry, request_time=cache.clock())

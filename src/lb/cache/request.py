@@ -56,6 +56,20 @@ class CacheRequest:
     def __repr__(self) -> str:
         return f"<CacheRequest {self.primary!r}>"
 
+    def as_get(self) -> CacheRequest:
+        """The same request as a GET: how a stored GET response found for a HEAD is refreshed
+        in the background, so that the refresh can replace it."""
+        return CacheRequest(
+            "GET",
+            self.scheme,
+            self.host,
+            self.target,
+            self.headers,
+            self.directives,
+            self.conditions,
+            self.authorization,
+        )
+
     @property
     def may_store(self) -> bool:
         return not self.directives.no_store
