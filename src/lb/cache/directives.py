@@ -27,6 +27,9 @@ _MONTHS = {
 
 def _split_list(value: str) -> Iterable[str]:
     """Split a comma-separated list, keeping commas inside quoted strings (RFC 9110 §5.6.1)."""
+    if '"' not in value:
+        yield from value.split(",")
+        return
     start = 0
     quoted = False
     escaped = False

@@ -7,16 +7,18 @@ default port, the target (path and query) exactly as the client sent it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import urljoin, urlsplit
 
 _DEFAULT_PORTS = {"http": b":80", "https": b":443"}
+_NOT_IN_HOST = re.compile(rb"[/?#@\\\s]")
 
 
 def normalize_host(scheme: str, host: bytes) -> bytes | None:
     """The Host as a key part; None when it could not be part of a URI (lb then bypasses)."""
     host = host.strip().lower()
-    if any(c in host for c in b"/?# \t@\\"):
+    if _NOT_IN_HOST.search(host) is not None:
         return None
     default = _DEFAULT_PORTS.get(scheme)
     if default is not None and host.endswith(default):
