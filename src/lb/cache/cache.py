@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lb.cache.entry import Entry, select
-from lb.cache.store import MemoryStore, Store, StoreError
+from lb.cache.store import MemoryStore, Store, StoreDown, StoreError
 
 if TYPE_CHECKING:
     from lb.cache.layer import CacheLayer
@@ -122,7 +122,8 @@ class Cache:
 
     def store_failed(self, exc: Exception) -> None:
         self.metrics.store_error("cache")
-        logger.warning("cache store error, passing through: %s", exc)
+        if not isinstance(exc, StoreDown):  # one line per failure, not per request after it
+            logger.warning("cache store error, passing through: %s", exc)
 
     # -- collapsing ------------------------------------------------------------------------------
 

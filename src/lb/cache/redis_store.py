@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from lb.cache.entry import Entry
 from lb.cache.keys import target_of
-from lb.cache.store import MAX_VARIANTS, StoreError
+from lb.cache.store import MAX_VARIANTS, StoreDown, StoreError
 
 PREFIX = b"lb:cache:"
 RETRY_AFTER = 1.0  # seconds during which a failed Redis is not asked again
@@ -116,7 +116,7 @@ class RedisStore:
     async def _call(self, operation: Any) -> Any:
         """Run `operation()` (a coroutine factory) against Redis, mapping failures to StoreError."""
         if self._clock() < self._down_until:
-            raise StoreError("redis unavailable (recent failure)")
+            raise StoreDown("redis unavailable (recent failure)")
         try:
             return await operation()
         except (TimeoutError, RedisError, OSError) as exc:

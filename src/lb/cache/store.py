@@ -24,6 +24,10 @@ class StoreError(Exception):
     """The store could not be reached or answered nonsense."""
 
 
+class StoreDown(StoreError):
+    """Not even tried: the store failed moments ago."""
+
+
 class Store(Protocol):
     name: str
 
