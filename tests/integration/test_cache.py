@@ -337,6 +337,16 @@ def test_stampede_of_100_cold_requests_reaches_the_backend_once(cached) -> None:
     assert results.count("MISS") == 1 and results.count("HIT") == 99
 
 
+def test_a_waiting_request_gives_up_after_the_collapse_timeout(cached) -> None:  # type: ignore[no-untyped-def]
+    backend, client, lb = cached()
+    lb.app.generation.cache.collapse_timeout = 0.2
+    target = url("slow", "cache-control: max-age=60", delay="1")
+    responses = _concurrent_gets(lb.url, target, 2)
+    assert [r.status_code for r in responses] == [200, 200]
+    assert backend.count("/cache/slow") == 2  # the waiter went upstream itself
+    assert sorted(r.headers["x-cache"] for r in responses) == ["MISS", "MISS"]
+
+
 def test_uncacheable_responses_are_not_shared_between_waiters(cached) -> None:  # type: ignore[no-untyped-def]
     backend, client, lb = cached()
     target = url("private", "cache-control: private, max-age=60", delay="0.2")
@@ -394,6 +404,20 @@ def test_responses_over_max_entry_bytes_stream_through_unstored(cached) -> None:
     hit = client.get(small)
     assert hit.headers["x-cache"] == "HIT" and hit.headers["content-length"] == "1000"
     assert len(hit.content) == 1000
+
+
+def test_a_storable_response_still_streams_while_it_is_copied(cached) -> None:  # type: ignore[no-untyped-def]
+    backend, client, _ = cached(default_ttl="1m")  # /sse carries no freshness of its own
+    backend.release.clear()
+    with client.stream("GET", "/sse") as response:
+        chunks = response.iter_bytes()
+        assert next(chunks) == b"data: first\n\n"  # before the backend has finished
+        backend.release.set()
+        assert b"".join(chunks) == b"data: second\n\n"
+    hit = client.get("/sse")
+    assert hit.headers["x-cache"] == "HIT"
+    assert hit.content == b"data: first\n\ndata: second\n\n"
+    assert backend.count("/sse") == 1
 
 
 # -- purge, access log, reload ------------------------------------------------------------------

@@ -169,6 +169,9 @@ class Tee:
             self.outcome = Outcome.MISMATCH
             return
         merged = updated_headers(stale.headers, headers)
+        if info.date is None:  # as when storing: the time of receipt stands in (RFC 9110 §6.6.1)
+            merged = [(n, v) for n, v in merged if n != b"date"]
+            merged.append((b"date", format_http_date(now)))
         merged_info = ResponseInfo(merged)
         merged = stored_headers(merged, merged_info.cc)
         lifetime = freshness_lifetime(merged_info, stale.status, now, self.cache.config.default_ttl)
