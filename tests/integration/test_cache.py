@@ -500,6 +500,9 @@ def test_access_log_and_metrics_record_the_result(start_backends, start_balancer
 
     wait_until(lambda: len(lines()) == 3)
     assert [line["cache"] for line in lines()] == ["MISS", "HIT", "BYPASS"]
+    miss, hit, _ = lines()
+    assert hit["bytes_sent"] == miss["bytes_sent"] > 0
+    assert hit["backend"] is None and miss["backend"] is not None
     assert recording.results == ["MISS", "HIT", "BYPASS"]
 
 

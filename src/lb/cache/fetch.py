@@ -241,6 +241,11 @@ class Tee:
         if self.release is not None:
             self.release()
 
+    @property
+    def answered_304(self) -> bool:
+        """The client got a 304 for the full response that came from upstream."""
+        return self._mode == _NOT_MODIFIED
+
     async def finish(self) -> None:
         """Complete a 304 sent to the client whose upstream body broke off (nothing to abort)."""
         if self._mode == _NOT_MODIFIED and not self.finished:

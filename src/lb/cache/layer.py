@@ -147,6 +147,8 @@ class CacheLayer:
         tee = Tee(cache, request, send, stale=stale, request_time=cache.clock(), release=release)
         await self.inner(inner_scope, receive, tee)
         outcome = tee.outcome
+        if outcome is not Outcome.FORWARDED or tee.answered_304:
+            ctx.bytes_sent = 0  # the proxy counted a body the client never got
         if outcome is Outcome.REFRESHED and tee.entry is not None:
             entry = tee.entry
             await cache.put(entry)
