@@ -62,184 +62,71 @@ def req(*pairs: str) -> RequestDirectives:
     return RequestDirectives.from_headers(H(*pairs))
 
 
+def cases(table: list[tuple[object, ...]]) -> list[object]:
+    """pytest params from rows whose first item is the case id."""
+    return [pytest.param(*row[1:], id=str(row[0])) for row in table]
+
+
+EXPIRES_60 = "expires: " + format_http_date(NOW + 60).decode()
+DATE_NOW = "date: " + DATE.decode()
+AUTH = ["authorization: Bearer x"]
+
 # -- storability (RFC 9111 §3, §3.5, §5.2) -------------------------------------------------------
+
+# fmt: off
+STORABLE = [
+    # id, status, response headers, request headers, default_ttl, stored?
+    ("9111-3-max-age-stored", 200, ["cache-control: max-age=60"], [], 0, True),
+    ("9111-3-expires-stored", 200, [EXPIRES_60, DATE_NOW], [], 0, True),
+    ("9111-3-s-maxage-stored", 200, ["cache-control: s-maxage=60"], [], 0, True),
+    ("9111-3-no-store-response-not-stored", 200, ["cache-control: no-store, max-age=60"], [], 0,
+     False),
+    ("9111-5.2.1.5-no-store-request-not-stored", 200, ["cache-control: max-age=60"],
+     ["cache-control: no-store"], 0, False),
+    ("9111-5.2.2.7-private-not-stored-by-shared-cache", 200,
+     ["cache-control: private, max-age=60"], [], 0, False),
+    ("9111-5.2.2.7-qualified-private-stored-without-the-field", 200,
+     ['cache-control: private="set-cookie", max-age=60'], [], 0, True),
+    ("9111-3-206-not-stored", 206, ["cache-control: max-age=60"], [], 0, False),
+    ("9111-3-304-not-stored", 304, ["cache-control: max-age=60"], [], 0, False),
+    ("9111-3-non-final-not-stored", 101, ["cache-control: max-age=60"], [], 0, False),
+    ("9111-3.5-authorization-not-stored", 200, ["cache-control: max-age=60"], AUTH, 0, False),
+    ("9111-3.5-authorization-public-stored", 200, ["cache-control: public, max-age=60"], AUTH, 0,
+     True),
+    ("9111-3.5-authorization-s-maxage-stored", 200, ["cache-control: s-maxage=60"], AUTH, 0, True),
+    ("9111-3.5-authorization-must-revalidate-stored", 200,
+     ["cache-control: must-revalidate, max-age=60"], AUTH, 0, True),
+    ("9111-4.2.2-no-freshness-default-ttl-0-not-stored", 200, [], [], 0, False),
+    ("9111-4.2.2-heuristic-default-ttl-stored", 200, [], [], 30, True),
+    ("9111-4.2.2-heuristic-404-stored", 404, [], [], 30, True),
+    ("9111-4.2.2-201-not-heuristically-cacheable", 201, [], [], 30, False),
+    ("9111-4.2.2-public-makes-any-status-heuristic", 201, ["cache-control: public"], [], 30, True),
+    ("9111-3-explicit-freshness-any-final-status", 201, ["cache-control: max-age=60"], [], 0,
+     True),
+    ("9111-5.2.2.3-must-understand-known-status-ignores-no-store", 200,
+     ["cache-control: must-understand, no-store, max-age=60"], [], 0, True),
+    ("9111-5.2.2.3-must-understand-unknown-status-not-stored", 299,
+     ["cache-control: must-understand, no-store, max-age=60"], [], 0, False),
+    ("9111-4.1-vary-star-never-matches-not-stored", 200,
+     ["cache-control: max-age=60", "vary: *"], [], 0, False),
+    ("lb-set-cookie-needs-public-or-s-maxage", 200,
+     ["cache-control: max-age=60", "set-cookie: s=1"], [], 0, False),
+    ("lb-set-cookie-with-public-stored", 200,
+     ["cache-control: public, max-age=60", "set-cookie: s=1"], [], 0, True),
+    ("lb-never-fresh-without-validator-not-stored", 200, ["cache-control: max-age=0"], [], 0,
+     False),
+    ("9111-4.3-never-fresh-with-validator-stored-for-revalidation", 200,
+     ["cache-control: max-age=0", 'etag: "a"'], [], 0, True),
+    ("5861-3-never-fresh-with-swr-stored", 200,
+     ["cache-control: max-age=0, stale-while-revalidate=30"], [], 0, True),
+    ("9111-5.2.2.4-no-cache-without-freshness-default-ttl-0", 200,
+     ["cache-control: no-cache", 'etag: "a"'], [], 0, False),
+]
+# fmt: on
 
 
 @pytest.mark.parametrize(
-    ("status", "response", "request_headers", "default_ttl", "expected"),
-    [
-        pytest.param(200, ["cache-control: max-age=60"], [], 0, True, id="9111-3-max-age-stored"),
-        pytest.param(
-            200,
-            ["expires: " + format_http_date(NOW + 60).decode(), "date: " + DATE.decode()],
-            [],
-            0,
-            True,
-            id="9111-3-expires-stored",
-        ),  # fmt: skip
-        pytest.param(200, ["cache-control: s-maxage=60"], [], 0, True, id="9111-3-s-maxage-stored"),
-        pytest.param(
-            200,
-            ["cache-control: no-store, max-age=60"],
-            [],
-            0,
-            False,
-            id="9111-3-no-store-response-not-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: max-age=60"],
-            ["cache-control: no-store"],
-            0,
-            False,
-            id="9111-5.2.1.5-no-store-request-not-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: private, max-age=60"],
-            [],
-            0,
-            False,
-            id="9111-5.2.2.7-private-not-stored-by-shared-cache",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ['cache-control: private="set-cookie", max-age=60'],
-            [],
-            0,
-            True,
-            id="9111-5.2.2.7-qualified-private-stored-without-the-field",
-        ),  # fmt: skip
-        pytest.param(206, ["cache-control: max-age=60"], [], 0, False, id="9111-3-206-not-stored"),
-        pytest.param(304, ["cache-control: max-age=60"], [], 0, False, id="9111-3-304-not-stored"),
-        pytest.param(
-            101, ["cache-control: max-age=60"], [], 0, False, id="9111-3-non-final-not-stored"
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: max-age=60"],
-            ["authorization: Bearer x"],
-            0,
-            False,
-            id="9111-3.5-authorization-not-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: public, max-age=60"],
-            ["authorization: Bearer x"],
-            0,
-            True,
-            id="9111-3.5-authorization-public-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: s-maxage=60"],
-            ["authorization: Bearer x"],
-            0,
-            True,
-            id="9111-3.5-authorization-s-maxage-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: must-revalidate, max-age=60"],
-            ["authorization: Bearer x"],
-            0,
-            True,
-            id="9111-3.5-authorization-must-revalidate-stored",
-        ),  # fmt: skip
-        pytest.param(200, [], [], 0, False, id="9111-4.2.2-no-freshness-default-ttl-0-not-stored"),
-        pytest.param(200, [], [], 30, True, id="9111-4.2.2-heuristic-default-ttl-stored"),
-        pytest.param(404, [], [], 30, True, id="9111-4.2.2-heuristic-404-stored"),
-        pytest.param(201, [], [], 30, False, id="9111-4.2.2-201-not-heuristically-cacheable"),
-        pytest.param(
-            201,
-            ["cache-control: public"],
-            [],
-            30,
-            True,
-            id="9111-4.2.2-public-makes-any-status-heuristic",
-        ),  # fmt: skip
-        pytest.param(
-            201,
-            ["cache-control: max-age=60"],
-            [],
-            0,
-            True,
-            id="9111-3-explicit-freshness-any-final-status",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: must-understand, no-store, max-age=60"],
-            [],
-            0,
-            True,
-            id="9111-5.2.2.3-must-understand-known-status-ignores-no-store",
-        ),  # fmt: skip
-        pytest.param(
-            299,
-            ["cache-control: must-understand, no-store, max-age=60"],
-            [],
-            0,
-            False,
-            id="9111-5.2.2.3-must-understand-unknown-status-not-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: max-age=60", "vary: *"],
-            [],
-            0,
-            False,
-            id="9111-4.1-vary-star-never-matches-not-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: max-age=60", "set-cookie: s=1"],
-            [],
-            0,
-            False,
-            id="lb-set-cookie-needs-public-or-s-maxage",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: public, max-age=60", "set-cookie: s=1"],
-            [],
-            0,
-            True,
-            id="lb-set-cookie-with-public-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: max-age=0"],
-            [],
-            0,
-            False,
-            id="lb-never-fresh-without-validator-not-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: max-age=0", 'etag: "a"'],
-            [],
-            0,
-            True,
-            id="9111-4.3-never-fresh-with-validator-stored-for-revalidation",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: max-age=0, stale-while-revalidate=30"],
-            [],
-            0,
-            True,
-            id="5861-3-never-fresh-with-swr-stored",
-        ),  # fmt: skip
-        pytest.param(
-            200,
-            ["cache-control: no-cache", 'etag: "a"'],
-            [],
-            0,
-            False,
-            id="9111-5.2.2.4-no-cache-without-freshness-default-ttl-0",
-        ),  # fmt: skip
-    ],
+    ("status", "response", "request_headers", "default_ttl", "expected"), cases(STORABLE)
 )
 def test_storable(
     status: int, response: list[str], request_headers: list[str], default_ttl: float, expected: bool
@@ -247,79 +134,39 @@ def test_storable(
     info = ResponseInfo(H(*response))
     lifetime = freshness_lifetime(info, status, NOW, default_ttl)
     authorization = any(h.lower().startswith("authorization") for h in request_headers)
-    assert (
-        storable(
-            status, info, req(*request_headers), authorization=authorization, lifetime=lifetime
-        )
-        is expected
-    )
+    directives = req(*request_headers)
+    stored = storable(status, info, directives, authorization=authorization, lifetime=lifetime)
+    assert stored is expected
 
 
 # -- freshness lifetime (RFC 9111 §4.2.1, §5.3) --------------------------------------------------
 
+# fmt: off
+LIFETIME = [
+    # id, response headers, lifetime (None: no explicit freshness)
+    ("9111-4.2.1-s-maxage-beats-max-age", ["cache-control: max-age=100, s-maxage=10"], 10.0),
+    ("9111-5.3-max-age-beats-expires", ["cache-control: max-age=100", EXPIRES_60, DATE_NOW],
+     100.0),
+    ("9111-4.2.1-expires-minus-date", [EXPIRES_60, DATE_NOW], 60.0),
+    ("9111-4.2.1-expires-without-date-uses-response-time", [EXPIRES_60], 60.0),
+    ("9111-5.3-invalid-expires-is-in-the-past", ["expires: 0"], 0.0),
+    ("9111-4.2.1-two-expires-stale", [EXPIRES_60, EXPIRES_60], 0.0),
+    ("9111-4.2.1-invalid-max-age-stale", ["cache-control: max-age=abc"], 0.0),
+    ("9111-4.2.1-conflicting-max-age-stale",
+     ["cache-control: max-age=10", "cache-control: max-age=20"], 0.0),
+    ("9111-4.2.1-repeated-identical-max-age", ["cache-control: max-age=10, max-age=10"], 10.0),
+    ("9111-5.2-quoted-argument-accepted", ['cache-control: max-age="60"'], 60.0),
+    ("9111-5.2-directive-case-insensitive", ["cache-control: Max-Age=7"], 7.0),
+    ("9111-1.2.2-delta-seconds-capped-at-2^31", ["cache-control: max-age=99999999999"],
+     float(MAX_DELTA)),
+    ("9111-4.2.1-invalid-s-maxage-wins-and-is-stale", ["cache-control: s-maxage=abc, max-age=60"],
+     0.0),
+    ("9111-4.2.1-no-explicit-freshness", [], None),
+]
+# fmt: on
 
-@pytest.mark.parametrize(
-    ("response", "expected"),
-    [
-        pytest.param(
-            ["cache-control: max-age=100, s-maxage=10"],
-            10.0,
-            id="9111-4.2.1-s-maxage-beats-max-age",
-        ),  # fmt: skip
-        pytest.param(
-            [
-                "cache-control: max-age=100",
-                "expires: " + format_http_date(NOW + 5).decode(),
-                "date: " + DATE.decode(),
-            ],
-            100.0,
-            id="9111-5.3-max-age-beats-expires",
-        ),  # fmt: skip
-        pytest.param(
-            ["expires: " + format_http_date(NOW + 50).decode(), "date: " + DATE.decode()],
-            50.0,
-            id="9111-4.2.1-expires-minus-date",
-        ),  # fmt: skip
-        pytest.param(
-            ["expires: " + format_http_date(NOW + 40).decode()],
-            40.0,
-            id="9111-4.2.1-expires-without-date-uses-response-time",
-        ),  # fmt: skip
-        pytest.param(["expires: 0"], 0.0, id="9111-5.3-invalid-expires-is-in-the-past"),
-        pytest.param(
-            [
-                "expires: " + format_http_date(NOW + 50).decode(),
-                "expires: " + format_http_date(NOW + 50).decode(),
-            ],
-            0.0,
-            id="9111-4.2.1-two-expires-stale",
-        ),  # fmt: skip
-        pytest.param(["cache-control: max-age=abc"], 0.0, id="9111-4.2.1-invalid-max-age-stale"),
-        pytest.param(
-            ["cache-control: max-age=10", "cache-control: max-age=20"],
-            0.0,
-            id="9111-4.2.1-conflicting-max-age-stale",
-        ),  # fmt: skip
-        pytest.param(
-            ["cache-control: max-age=10, max-age=10"],
-            10.0,
-            id="9111-4.2.1-repeated-identical-max-age",
-        ),  # fmt: skip
-        pytest.param(['cache-control: max-age="60"'], 60.0, id="9111-5.2-quoted-argument-accepted"),
-        pytest.param(["cache-control: Max-Age=7"], 7.0, id="9111-5.2-directive-case-insensitive"),
-        pytest.param(
-            ["cache-control: max-age=99999999999"],
-            float(MAX_DELTA),
-            id="9111-1.2.2-delta-seconds-capped-at-2^31",
-        ),  # fmt: skip
-        pytest.param(
-            ["cache-control: s-maxage=abc, max-age=60"],
-            0.0,
-            id="9111-4.2.1-invalid-s-maxage-wins-and-is-stale",
-        ),  # fmt: skip
-        pytest.param([], None, id="9111-4.2.1-no-explicit-freshness"),
-    ],
-)
+
+@pytest.mark.parametrize(("response", "expected"), cases(LIFETIME))
 def test_explicit_lifetime(response: list[str], expected: float | None) -> None:
     assert explicit_lifetime(ResponseInfo(H(*response)), NOW) == expected
 
@@ -332,37 +179,24 @@ def test_9111_4_2_2_heuristic_only_through_default_ttl() -> None:
 
 # -- Age (RFC 9111 §4.2.3, §5.1) ------------------------------------------------------------------
 
+# fmt: off
+INITIAL_AGE = [
+    # id, response headers, request_time, response_time, corrected initial age
+    ("9111-4.2.3-response-delay-counts", [], NOW - 2, NOW, 2.0),
+    ("9111-4.2.3-age-value-plus-response-delay", ["age: 30"], NOW - 1, NOW, 31.0),
+    ("9111-4.2.3-apparent-age-from-date", ["date: " + format_http_date(NOW - 100).decode()], NOW,
+     NOW, 100.0),
+    ("9111-4.2.3-date-in-future-apparent-age-zero",
+     ["date: " + format_http_date(NOW + 100).decode()], NOW, NOW, 0.0),
+    ("9111-4.2.3-larger-of-apparent-and-corrected-age",
+     ["date: " + format_http_date(NOW - 10).decode(), "age: 50"], NOW, NOW, 50.0),
+    ("9111-5.1-invalid-age-ignored", ["age: banana"], NOW, NOW, 0.0),
+]
+# fmt: on
+
 
 @pytest.mark.parametrize(
-    ("response", "request_time", "response_time", "expected"),
-    [
-        pytest.param([], NOW - 2, NOW, 2.0, id="9111-4.2.3-response-delay-counts"),
-        pytest.param(
-            ["age: 30"], NOW - 1, NOW, 31.0, id="9111-4.2.3-age-value-plus-response-delay"
-        ),  # fmt: skip
-        pytest.param(
-            ["date: " + format_http_date(NOW - 100).decode()],
-            NOW,
-            NOW,
-            100.0,
-            id="9111-4.2.3-apparent-age-from-date",
-        ),  # fmt: skip
-        pytest.param(
-            ["date: " + format_http_date(NOW + 100).decode()],
-            NOW,
-            NOW,
-            0.0,
-            id="9111-4.2.3-date-in-future-apparent-age-zero",
-        ),  # fmt: skip
-        pytest.param(
-            ["date: " + format_http_date(NOW - 10).decode(), "age: 50"],
-            NOW,
-            NOW,
-            50.0,
-            id="9111-4.2.3-larger-of-apparent-and-corrected-age",
-        ),  # fmt: skip
-        pytest.param(["age: banana"], NOW, NOW, 0.0, id="9111-5.1-invalid-age-ignored"),
-    ],
+    ("response", "request_time", "response_time", "expected"), cases(INITIAL_AGE)
 )
 def test_initial_age(
     response: list[str], request_time: float, response_time: float, expected: float
@@ -377,11 +211,13 @@ def test_9111_4_2_3_current_age_adds_resident_time() -> None:
 
 @pytest.mark.parametrize(
     ("age", "expected"),
-    [
-        pytest.param(0.9, b"0", id="9111-5.1-age-whole-seconds"),
-        pytest.param(61.5, b"61", id="9111-5.1-age-rounded-down"),
-        pytest.param(1e12, str(MAX_DELTA).encode(), id="9111-5.1-age-capped-at-2^31"),
-    ],
+    cases(
+        [
+            ("9111-5.1-age-whole-seconds", 0.9, b"0"),
+            ("9111-5.1-age-rounded-down", 61.5, b"61"),
+            ("9111-5.1-age-capped-at-2^31", 1e12, str(MAX_DELTA).encode()),
+        ]
+    ),
 )
 def test_age_header(age: float, expected: bytes) -> None:
     assert age_header(age) == expected
@@ -394,174 +230,69 @@ def policy(cc: str, lifetime: float) -> Policy:
     return Policy(parse_cache_control([cc.encode()]), lifetime)
 
 
+CC = "cache-control: "
+
+# fmt: off
+REUSE = [
+    # id, response Cache-Control, lifetime, age, request headers, decision
+    ("9111-4.2-fresh-reused", "max-age=60", 60, 10, [], Reuse.FRESH),
+    ("9111-4.2-age-equal-lifetime-is-stale", "max-age=60", 60, 60, [], Reuse.REVALIDATE),
+    ("9111-5.2.1.4-request-no-cache-revalidates", "max-age=60", 60, 10, [CC + "no-cache"],
+     Reuse.REVALIDATE),
+    ("9111-5.4-pragma-no-cache-without-cache-control", "max-age=60", 60, 10, ["pragma: no-cache"],
+     Reuse.REVALIDATE),
+    ("9111-5.4-pragma-ignored-with-cache-control", "max-age=60", 60, 10,
+     ["pragma: no-cache", CC + "max-stale"], Reuse.FRESH),
+    ("9111-5.2.1.1-request-max-age-exceeded", "max-age=60", 60, 10, [CC + "max-age=5"],
+     Reuse.REVALIDATE),
+    ("9111-5.2.1.1-request-max-age-equal-ok", "max-age=60", 60, 10, [CC + "max-age=10"],
+     Reuse.FRESH),
+    ("9111-5.2.1.3-min-fresh-not-met", "max-age=60", 60, 40, [CC + "min-fresh=30"],
+     Reuse.REVALIDATE),
+    ("9111-5.2.1.3-min-fresh-met", "max-age=60", 60, 20, [CC + "min-fresh=30"], Reuse.FRESH),
+    ("9111-5.2.1.2-max-stale-any", "max-age=60", 60, 1000, [CC + "max-stale"], Reuse.STALE),
+    ("9111-5.2.1.2-max-stale-within", "max-age=60", 60, 70, [CC + "max-stale=10"], Reuse.STALE),
+    ("9111-5.2.1.2-max-stale-beyond", "max-age=60", 60, 71, [CC + "max-stale=10"],
+     Reuse.REVALIDATE),
+    ("9111-5.2.2.2-must-revalidate-beats-max-stale", "max-age=60, must-revalidate", 60, 70,
+     [CC + "max-stale"], Reuse.REVALIDATE),
+    ("9111-5.2.2.8-proxy-revalidate-beats-max-stale", "max-age=60, proxy-revalidate", 60, 70,
+     [CC + "max-stale"], Reuse.REVALIDATE),
+    ("9111-5.2.2.10-s-maxage-implies-proxy-revalidate", "s-maxage=60", 60, 70,
+     [CC + "max-stale"], Reuse.REVALIDATE),
+    ("9111-5.2.2.4-response-no-cache-always-revalidates", "max-age=60, no-cache", 60, 1, [],
+     Reuse.REVALIDATE),
+    ("9111-5.2.2.4-qualified-no-cache-as-unqualified", 'max-age=60, no-cache="set-cookie"', 60, 1,
+     [], Reuse.REVALIDATE),
+    ("5861-3-swr-within-window", "max-age=60, stale-while-revalidate=30", 60, 90, [],
+     Reuse.STALE_WHILE_REVALIDATE),
+    ("5861-3-swr-beyond-window", "max-age=60, stale-while-revalidate=30", 60, 91, [],
+     Reuse.REVALIDATE),
+    ("9111-4.2.4-must-revalidate-forbids-swr",
+     "max-age=60, stale-while-revalidate=30, must-revalidate", 60, 70, [], Reuse.REVALIDATE),
+    ("lb-explicit-swr-with-s-maxage", "s-maxage=60, stale-while-revalidate=30", 60, 70, [],
+     Reuse.STALE_WHILE_REVALIDATE),
+    ("9111-5.2.1.4-request-no-cache-beats-swr", "max-age=60, stale-while-revalidate=30", 60, 70,
+     [CC + "no-cache"], Reuse.REVALIDATE),
+]
+
+STALE_ON_ERROR = [
+    # id, response Cache-Control (lifetime 60), age, request headers, may serve stale?
+    ("5861-4-sie-within", "max-age=60, stale-if-error=30", 80, [], True),
+    ("5861-4-sie-beyond", "max-age=60, stale-if-error=30", 91, [], False),
+    ("5861-4-request-sie", "max-age=60", 80, [CC + "stale-if-error=60"], True),
+    ("5861-4-sie-zero-at-expiry", "max-age=60, stale-if-error=0", 60, [], True),
+    ("9111-4.2.4-no-permission-no-stale", "max-age=60", 80, [], False),
+    ("9111-5.2.2.2-must-revalidate-forbids-stale-on-error",
+     "max-age=60, stale-if-error=30, must-revalidate", 70, [], False),
+    ("9111-5.2.2.4-no-cache-forbids-stale-on-error", "max-age=60, stale-if-error=30, no-cache",
+     70, [], False),
+]
+# fmt: on
+
+
 @pytest.mark.parametrize(
-    ("response_cc", "lifetime", "age", "request_headers", "expected"),
-    [
-        pytest.param("max-age=60", 60, 10, [], Reuse.FRESH, id="9111-4.2-fresh-reused"),
-        pytest.param(
-            "max-age=60", 60, 60, [], Reuse.REVALIDATE, id="9111-4.2-age-equal-lifetime-is-stale"
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            10,
-            ["cache-control: no-cache"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.1.4-request-no-cache-revalidates",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            10,
-            ["pragma: no-cache"],
-            Reuse.REVALIDATE,
-            id="9111-5.4-pragma-no-cache-without-cache-control",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            10,
-            ["pragma: no-cache", "cache-control: max-stale"],
-            Reuse.FRESH,
-            id="9111-5.4-pragma-ignored-with-cache-control",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            10,
-            ["cache-control: max-age=5"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.1.1-request-max-age-exceeded",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            10,
-            ["cache-control: max-age=10"],
-            Reuse.FRESH,
-            id="9111-5.2.1.1-request-max-age-equal-ok",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            40,
-            ["cache-control: min-fresh=30"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.1.3-min-fresh-not-met",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            20,
-            ["cache-control: min-fresh=30"],
-            Reuse.FRESH,
-            id="9111-5.2.1.3-min-fresh-met",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            1000,
-            ["cache-control: max-stale"],
-            Reuse.STALE,
-            id="9111-5.2.1.2-max-stale-any",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            70,
-            ["cache-control: max-stale=10"],
-            Reuse.STALE,
-            id="9111-5.2.1.2-max-stale-within",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60",
-            60,
-            71,
-            ["cache-control: max-stale=10"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.1.2-max-stale-beyond",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, must-revalidate",
-            60,
-            70,
-            ["cache-control: max-stale"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.2.2-must-revalidate-beats-max-stale",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, proxy-revalidate",
-            60,
-            70,
-            ["cache-control: max-stale"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.2.8-proxy-revalidate-beats-max-stale",
-        ),  # fmt: skip
-        pytest.param(
-            "s-maxage=60",
-            60,
-            70,
-            ["cache-control: max-stale"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.2.10-s-maxage-implies-proxy-revalidate",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, no-cache",
-            60,
-            1,
-            [],
-            Reuse.REVALIDATE,
-            id="9111-5.2.2.4-response-no-cache-always-revalidates",
-        ),  # fmt: skip
-        pytest.param(
-            'max-age=60, no-cache="set-cookie"',
-            60,
-            1,
-            [],
-            Reuse.REVALIDATE,
-            id="9111-5.2.2.4-qualified-no-cache-as-unqualified",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, stale-while-revalidate=30",
-            60,
-            90,
-            [],
-            Reuse.STALE_WHILE_REVALIDATE,
-            id="5861-3-swr-within-window",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, stale-while-revalidate=30",
-            60,
-            91,
-            [],
-            Reuse.REVALIDATE,
-            id="5861-3-swr-beyond-window",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, stale-while-revalidate=30, must-revalidate",
-            60,
-            70,
-            [],
-            Reuse.REVALIDATE,
-            id="9111-4.2.4-must-revalidate-forbids-swr",
-        ),  # fmt: skip
-        pytest.param(
-            "s-maxage=60, stale-while-revalidate=30",
-            60,
-            70,
-            [],
-            Reuse.STALE_WHILE_REVALIDATE,
-            id="lb-explicit-swr-with-s-maxage",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, stale-while-revalidate=30",
-            60,
-            70,
-            ["cache-control: no-cache"],
-            Reuse.REVALIDATE,
-            id="9111-5.2.1.4-request-no-cache-beats-swr",
-        ),  # fmt: skip
-    ],
+    ("response_cc", "lifetime", "age", "request_headers", "expected"), cases(REUSE)
 )
 def test_reuse(
     response_cc: str, lifetime: float, age: float, request_headers: list[str], expected: Reuse
@@ -570,30 +301,7 @@ def test_reuse(
 
 
 @pytest.mark.parametrize(
-    ("response_cc", "age", "request_headers", "expected"),
-    [
-        pytest.param("max-age=60, stale-if-error=30", 80, [], True, id="5861-4-sie-within"),
-        pytest.param("max-age=60, stale-if-error=30", 91, [], False, id="5861-4-sie-beyond"),
-        pytest.param(
-            "max-age=60", 80, ["cache-control: stale-if-error=60"], True, id="5861-4-request-sie"
-        ),  # fmt: skip
-        pytest.param("max-age=60, stale-if-error=0", 60, [], True, id="5861-4-sie-zero-at-expiry"),
-        pytest.param("max-age=60", 80, [], False, id="9111-4.2.4-no-permission-no-stale"),
-        pytest.param(
-            "max-age=60, stale-if-error=30, must-revalidate",
-            70,
-            [],
-            False,
-            id="9111-5.2.2.2-must-revalidate-forbids-stale-on-error",
-        ),  # fmt: skip
-        pytest.param(
-            "max-age=60, stale-if-error=30, no-cache",
-            70,
-            [],
-            False,
-            id="9111-5.2.2.4-no-cache-forbids-stale-on-error",
-        ),  # fmt: skip
-    ],
+    ("response_cc", "age", "request_headers", "expected"), cases(STALE_ON_ERROR)
 )
 def test_stale_on_error(
     response_cc: str, age: float, request_headers: list[str], expected: bool
@@ -634,62 +342,26 @@ def test_9111_3_2_a_304_replaces_fields_but_not_content_length() -> None:
 
 # -- Vary (RFC 9111 §4.1) -------------------------------------------------------------------------
 
+# fmt: off
+VARY = [
+    # id, field, values in one request, values in another, equal after normalisation?
+    ("9111-4.1-whitespace-removed-where-allowed", "accept-encoding", ["gzip, br"], ["gzip,br"],
+     True),
+    ("9111-4.1-field-lines-combined", "accept-encoding", ["gzip", "br"], ["gzip, br"], True),
+    ("9111-4.1-case-folded-where-case-insensitive", "accept-encoding", ["GZIP"], ["gzip"], True),
+    ("9111-4.1-order-folded-where-insignificant", "accept-encoding", ["br, gzip"], ["gzip, br"],
+     True),
+    ("9111-4.1-ows-around-parameters", "accept-encoding", ["gzip;q=0.5"], ["gzip ; q=0.5"], True),
+    ("9111-4.1-language-order-kept", "accept-language", ["de, en"], ["en, de"], False),
+    ("9111-4.1-language-tags-case-insensitive", "accept-language", ["EN-us"], ["en-US"], True),
+    ("9111-4.1-unknown-field-compared-exactly", "x-tenant", ["Acme"], ["acme"], False),
+    ("9111-4.1-absent-differs-from-empty", "accept-encoding", [], [""], False),
+    ("9111-4.1-absent-matches-absent", "accept-encoding", [], [], True),
+]
+# fmt: on
 
-@pytest.mark.parametrize(
-    ("name", "a", "b", "equal"),
-    [
-        pytest.param(
-            "accept-encoding",
-            ["gzip, br"],
-            ["gzip,br"],
-            True,
-            id="9111-4.1-whitespace-removed-where-allowed",
-        ),  # fmt: skip
-        pytest.param(
-            "accept-encoding",
-            ["gzip", "br"],
-            ["gzip, br"],
-            True,
-            id="9111-4.1-field-lines-combined",
-        ),  # fmt: skip
-        pytest.param(
-            "accept-encoding",
-            ["GZIP"],
-            ["gzip"],
-            True,
-            id="9111-4.1-case-folded-where-case-insensitive",
-        ),  # fmt: skip
-        pytest.param(
-            "accept-encoding",
-            ["br, gzip"],
-            ["gzip, br"],
-            True,
-            id="9111-4.1-order-folded-where-insignificant",
-        ),  # fmt: skip
-        pytest.param(
-            "accept-encoding",
-            ["gzip;q=0.5"],
-            ["gzip ; q=0.5"],
-            True,
-            id="9111-4.1-ows-around-parameters",
-        ),  # fmt: skip
-        pytest.param(
-            "accept-language", ["de, en"], ["en, de"], False, id="9111-4.1-language-order-kept"
-        ),  # fmt: skip
-        pytest.param(
-            "accept-language",
-            ["EN-us"],
-            ["en-US"],
-            True,
-            id="9111-4.1-language-tags-case-insensitive",
-        ),  # fmt: skip
-        pytest.param(
-            "x-tenant", ["Acme"], ["acme"], False, id="9111-4.1-unknown-field-compared-exactly"
-        ),  # fmt: skip
-        pytest.param("accept-encoding", [], [""], False, id="9111-4.1-absent-differs-from-empty"),
-        pytest.param("accept-encoding", [], [], True, id="9111-4.1-absent-matches-absent"),
-    ],
-)
+
+@pytest.mark.parametrize(("name", "a", "b", "equal"), cases(VARY))
 def test_vary_normalisation(name: str, a: list[str], b: list[str], equal: bool) -> None:
     na = normalize(name, [v.encode() for v in a])
     nb = normalize(name, [v.encode() for v in b])
@@ -720,46 +392,29 @@ def cond(*pairs: str) -> Conditions | None:
 
 
 LM = NOW - 1000
+INM = "if-none-match: "
+IMS = "if-modified-since: "
+
+# fmt: off
+NOT_MODIFIED = [
+    # id, request headers, stored ETag, stored Last-Modified, 304?
+    ("9110-13.1.2-etag-matches", [INM + '"a"'], b'"a"', None, True),
+    ("9110-8.8.3.2-weak-comparison", [INM + 'W/"a"'], b'"a"', None, True),
+    ("9110-13.1.2-any-tag-in-list", [INM + '"x", "a"'], b'W/"a"', None, True),
+    ("9110-13.1.2-no-match", [INM + '"b"'], b'"a"', None, False),
+    ("9110-13.1.2-star", [INM + "*"], b'"a"', None, True),
+    ("9110-13.1.3-ims-ignored-with-inm", [INM + '"b"', IMS + format_http_date(NOW).decode()],
+     b'"a"', LM, False),
+    ("9110-13.1.3-not-modified-since", [IMS + format_http_date(LM).decode()], None, LM, True),
+    ("9110-13.1.3-modified-since", [IMS + format_http_date(LM - 1).decode()], None, LM, False),
+    ("9110-13.1.3-invalid-date-ignored", [IMS + "yesterday"], None, LM, False),
+    ("9110-13-unconditional", [], b'"a"', LM, False),
+]
+# fmt: on
 
 
 @pytest.mark.parametrize(
-    ("request_headers", "etag", "last_modified", "expected"),
-    [
-        pytest.param(['if-none-match: "a"'], b'"a"', None, True, id="9110-13.1.2-etag-matches"),
-        pytest.param(
-            ['if-none-match: W/"a"'], b'"a"', None, True, id="9110-8.8.3.2-weak-comparison"
-        ),  # fmt: skip
-        pytest.param(
-            ['if-none-match: "x", "a"'], b'W/"a"', None, True, id="9110-13.1.2-any-tag-in-list"
-        ),  # fmt: skip
-        pytest.param(['if-none-match: "b"'], b'"a"', None, False, id="9110-13.1.2-no-match"),
-        pytest.param(["if-none-match: *"], b'"a"', None, True, id="9110-13.1.2-star"),
-        pytest.param(
-            ['if-none-match: "b"', "if-modified-since: " + format_http_date(NOW).decode()],
-            b'"a"',
-            LM,
-            False,
-            id="9110-13.1.3-ims-ignored-with-inm",
-        ),  # fmt: skip
-        pytest.param(
-            ["if-modified-since: " + format_http_date(LM).decode()],
-            None,
-            LM,
-            True,
-            id="9110-13.1.3-not-modified-since",
-        ),  # fmt: skip
-        pytest.param(
-            ["if-modified-since: " + format_http_date(LM - 1).decode()],
-            None,
-            LM,
-            False,
-            id="9110-13.1.3-modified-since",
-        ),  # fmt: skip
-        pytest.param(
-            ["if-modified-since: yesterday"], None, LM, False, id="9110-13.1.3-invalid-date-ignored"
-        ),  # fmt: skip
-        pytest.param([], b'"a"', LM, False, id="9110-13-unconditional"),
-    ],
+    ("request_headers", "etag", "last_modified", "expected"), cases(NOT_MODIFIED)
 )
 def test_not_modified(
     request_headers: list[str], etag: bytes | None, last_modified: float | None, expected: bool
@@ -825,30 +480,22 @@ def test_9111_2_primary_key_and_host_normalisation() -> None:
     assert key == b"GET http://h/a?b=1" and target_of(key) == b"/a?b=1"
 
 
-@pytest.mark.parametrize(
-    ("response", "expected"),
-    [
-        pytest.param([], [b"/items"], id="9111-4.4-target-uri"),
-        pytest.param(
-            ["location: /items/7"], [b"/items", b"/items/7"], id="9111-4.4-location-same-origin"
-        ),  # fmt: skip
-        pytest.param(
-            ["content-location: http://shop.example/items/7?v=1"],
-            [b"/items", b"/items/7?v=1"],
-            id="9111-4.4-content-location-absolute",
-        ),  # fmt: skip
-        pytest.param(["location: 7"], [b"/items", b"/7"], id="9111-4.4-relative-reference"),
-        pytest.param(
-            ["location: http://other.example/items/7"],
-            [b"/items"],
-            id="9111-4.4-other-origin-not-invalidated",
-        ),  # fmt: skip
-        pytest.param(
-            ["location: https://shop.example/items/7"],
-            [b"/items"],
-            id="9111-4.4-other-scheme-not-invalidated",
-        ),  # fmt: skip
-    ],
-)
+# fmt: off
+INVALIDATED = [
+    # id, unsafe request's response headers, targets invalidated (request: /items on shop.example)
+    ("9111-4.4-target-uri", [], [b"/items"]),
+    ("9111-4.4-location-same-origin", ["location: /items/7"], [b"/items", b"/items/7"]),
+    ("9111-4.4-content-location-absolute", ["content-location: http://shop.example/items/7?v=1"],
+     [b"/items", b"/items/7?v=1"]),
+    ("9111-4.4-relative-reference", ["location: 7"], [b"/items", b"/7"]),
+    ("9111-4.4-other-origin-not-invalidated", ["location: http://other.example/items/7"],
+     [b"/items"]),
+    ("9111-4.4-other-scheme-not-invalidated", ["location: https://shop.example/items/7"],
+     [b"/items"]),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("response", "expected"), cases(INVALIDATED))
 def test_invalidated_targets(response: list[str], expected: list[bytes]) -> None:
     assert invalidated_targets("http", b"shop.example", b"/items", H(*response)) == expected
