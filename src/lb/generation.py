@@ -44,7 +44,7 @@ class Generation:
             self.pools[name] = Pool(pool_config, backends)
         self.router = Router(config.routes, self.pools)
         self.proxies = {name: Proxy(pool, app.transport) for name, pool in self.pools.items()}
-        self.rate_limits = RateLimiting(
+        self.rate_limits: RateLimiting = RateLimiting(
             config,
             self.router.all(),
             app.metrics,

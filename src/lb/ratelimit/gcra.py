@@ -49,7 +49,7 @@ class Decision:
         self.allowed = allowed
         self.remaining = remaining  # whole requests the key may still make now
         self.reset = reset  # whole seconds, rounded up, until the bucket is full
-        self.retry_after = retry_after  # whole seconds, rounded up, until one is allowed; 0 if allowed
+        self.retry_after = retry_after  # whole seconds, rounded up, until allowed (0: allowed)
 
     def __repr__(self) -> str:
         verdict = "allowed" if self.allowed else f"rejected retry_after={self.retry_after}"

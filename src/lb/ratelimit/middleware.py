@@ -31,13 +31,18 @@ KeyOf = Callable[[Any, RequestContext], str]
 def key_function(spec: str) -> KeyOf:
     """`client_ip` or `header:NAME` (NAME lower-case); a missing or empty header: the client IP."""
     if spec == "client_ip":
-        return lambda scope, ctx: ctx.client_ip
+
+        def by_client_ip(scope: Any, ctx: RequestContext) -> str:
+            return ctx.client_ip
+
+        return by_client_ip
     kind, _, name = spec.partition(":")
     if kind != "header" or not name:
         raise ValueError(f"unknown rate limit key {spec!r}")
     wanted = name.encode("latin-1")
 
     def by_header(scope: Any, ctx: RequestContext) -> str:
+        value: bytes
         for header, value in scope["headers"]:
             if header == wanted:
                 if not value:
@@ -73,7 +78,7 @@ class RateLimit:
         except StoreUnavailable:
             self.metrics.store_error("ratelimit")
             if self.deny_on_store_error:
-                return await _reject(
+                await _reject(
                     scope,
                     receive,
                     send,
@@ -83,14 +88,17 @@ class RateLimit:
                     UNAVAILABLE_RETRY_AFTER,
                     None,
                 )
-            return await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
         self.metrics.rate_limit(result.allowed)
         extra = rate_limit_headers(self.limit, result)
-        if not result.allowed:
-            return await _reject(
+        if result.allowed:
+            await self.app(scope, receive, _with_headers(send, extra))
+        else:
+            await _reject(
                 scope, receive, send, ctx, "rate_limited", self.detail, result.retry_after, extra
             )
-        return await self.app(scope, receive, _with_headers(send, extra))
 
 
 def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
@@ -118,8 +126,9 @@ async def _reject(
     headers: list[tuple[bytes, bytes]] | None,
 ) -> None:
     if scope["type"] == "http":
-        return await send_error(send, ctx, code, detail, retry_after=retry_after, headers=headers)
-    await _reject_websocket(scope, receive, send, ctx, code, detail, retry_after, headers)
+        await send_error(send, ctx, code, detail, retry_after=retry_after, headers=headers)
+    else:
+        await _reject_websocket(scope, receive, send, ctx, code, detail, retry_after, headers)
 
 
 async def _reject_websocket(
@@ -153,4 +162,3 @@ async def _reject_websocket(
         out.extend(headers)
     await send({"type": "websocket.http.response.start", "status": status, "headers": out})
     await send({"type": "websocket.http.response.body", "body": body})
-

@@ -138,8 +138,10 @@ class RedisConnection:
             self._client = Redis.from_pool(pool)
         return self._client
 
-    async def _load_script(self, client: Redis) -> None:
-        self._sha = str(await client.script_load(SCRIPT))
+    async def _load_script(self, client: Redis) -> str:
+        sha = await client.script_load(SCRIPT)
+        self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
+        return self._sha
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -167,7 +169,7 @@ class RedisConnection:
         try:
             try:
                 results = await self._run(batch)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
                 self._failed(exc)
                 for _, _, future in batch:
                     if not future.done():
@@ -188,11 +190,12 @@ class RedisConnection:
 
     async def _run(self, batch: list[_Pending]) -> list[Any]:
         client = self._connect()
-        if self._sha is None:
-            await self._load_script(client)
+        sha = self._sha
+        if sha is None:
+            sha = await self._load_script(client)
         async with client.pipeline(transaction=False) as pipe:
             for key, args, _ in batch:
-                pipe.evalsha(self._sha, 1, key, *args)
+                pipe.evalsha(sha, 1, key, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if lost:  # Redis restarted or SCRIPT FLUSH: EVAL sends the text and caches it again

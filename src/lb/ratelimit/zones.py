@@ -71,9 +71,7 @@ class RateLimiting:
     def __repr__(self) -> str:
         return f"<RateLimiting {len(self.stores)} zone(s), {len(self.connections)} redis>"
 
-    def _new_store(
-        self, zone: ZoneKey, old_connections: Mapping[str, RedisConnection]
-    ) -> Store:
+    def _new_store(self, zone: ZoneKey, old_connections: Mapping[str, RedisConnection]) -> Store:
         name, config = zone
         limit = Limit.of(config)
         if config.store == "memory":
