@@ -132,6 +132,7 @@ class Proxy:
         self.retry_connect = "connect_error" in config.retries.retry_on
         self.retry_timeout = "timeout" in config.retries.retry_on
         self.preserve_host = config.preserve_host
+        self._urls: dict[Backend, httpx.URL] = {}
 
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"
@@ -246,9 +247,13 @@ class Proxy:
         )
         route = ctx.route
         target = ctx.target if route is None else route.upstream_path(ctx.target)
+        url = self._urls.get(backend)
+        if url is None:
+            # Parsing a URL string costs more than the rest of the request set-up: once per backend.
+            url = self._urls[backend] = httpx.URL(backend.url)
         request = httpx.Request(
             ctx.method,
-            backend.url,
+            url,
             headers=headers,
             stream=body,
             # "target" is the request-target sent on the wire, byte for byte (httpcore honours it
