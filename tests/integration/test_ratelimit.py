@@ -8,10 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import pool_config
-from servers import read_response, wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+
+from conftest import pool_config
+from servers import read_response, wait_until
 
 
 def limited(urls: list[str], **limit: Any) -> dict[str, Any]:

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio
-from conftest import pool_config
-from servers import free_port, wait_until
 
+from conftest import pool_config
 from lb.app import LoadBalancer
 from lb.ratelimit import Limit, MemoryStore, RedisConnection, RedisStore
 from lb.ratelimit.redis import redact
+from servers import free_port, wait_until
 
 pytestmark = pytest.mark.redis
 
