@@ -21,8 +21,8 @@ import redis.asyncio
 
 from conftest import pool_config
 from lb.app import LoadBalancer
-from lb.ratelimit import Limit, MemoryStore, RedisConnection, RedisStore
-from lb.ratelimit.redis import redact
+from lb.ratelimit import Limit, MemoryStore, RedisConnection, RedisStore, StoreUnavailable
+from lb.ratelimit.redis import RETRY_INTERVAL, redact
 from servers import free_port, wait_until
 
 pytestmark = pytest.mark.redis
@@ -112,6 +112,49 @@ async def test_the_connection_is_shared_by_reference_count(redis_server) -> None
     assert connection._client is None
     assert (await store.decide("k")).remaining == 8  # connects again when used
     await connection.stop()
+
+
+async def test_after_a_failure_one_probe_at_a_time_tries_redis(caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.WARNING, logger="lb.ratelimit")
+    now = [0.0]
+    connection = RedisConnection(f"redis://127.0.0.1:{free_port()}/0", clock=lambda: now[0])
+    store = RedisStore(connection, Limit(1, 1), "test:")
+    tried: list[int] = []
+    real_run = connection._run
+
+    async def counting_run(batch: Any) -> Any:
+        tried.append(len(batch))
+        return await real_run(batch)
+
+    connection._run = counting_run  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreUnavailable):  # refused
+            await store.decide("k")
+        assert connection.failing and tried == [1]
+        for _ in range(3):  # inside the interval: answered without trying
+            with pytest.raises(StoreUnavailable):
+                await store.decide("k")
+        assert tried == [1]
+        now[0] += RETRY_INTERVAL
+        results = await asyncio.gather(
+            *(store.decide("k") for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreUnavailable) for r in results)
+        assert tried == [1, 1]  # one probe; the other four answered at once
+    finally:
+        await connection.stop()
+    assert len([r for r in caplog.records if r.name == "lb.ratelimit"]) == 1
+
+
+def test_timeouts_and_pool_size_in_the_url_win_over_the_defaults() -> None:
+    defaults = RedisConnection("redis://127.0.0.1:1/0")._connect().connection_pool
+    assert defaults.connection_kwargs["socket_timeout"] == 0.25
+    assert defaults.max_connections == 32
+    url = "redis://127.0.0.1:1/0?socket_timeout=2&max_connections=7"
+    tuned = RedisConnection(url)._connect().connection_pool
+    assert tuned.connection_kwargs["socket_timeout"] == 2.0
+    assert tuned.connection_kwargs["socket_connect_timeout"] == 0.25
+    assert tuned.max_connections == 7
 
 
 def test_logs_never_show_the_password() -> None:

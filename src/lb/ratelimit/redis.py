@@ -7,8 +7,9 @@ go out as one pipeline (EVALSHA, falling back to EVAL when Redis has lost the sc
 bounded connection pool with short timeouts.
 
 When Redis is down or slow the store raises `StoreUnavailable` at once for `RETRY_INTERVAL` seconds
-after a failure instead of waiting on every request, logs once per outage, and tries again after
-that interval, so it recovers by itself.
+after a failure instead of waiting on every request, logs once per outage, and then lets one
+decision probe Redis (the rest still answered at once) until one succeeds, so it recovers by
+itself.
 """
 
 from __future__ import annotations
@@ -152,8 +153,13 @@ class RedisConnection:
 
     async def evaluate(self, key: str, args: tuple[bytes, bytes, bytes]) -> Any:
         """Run the script for `key`, batched with the other calls of this loop turn."""
-        if self.failing and self._clock() < self._down_until:
-            raise StoreUnavailable(f"redis {redact(self.url)} unavailable (retrying shortly)")
+        if self.failing:
+            now = self._clock()
+            if now < self._down_until:
+                raise StoreUnavailable(f"redis {redact(self.url)} unavailable (retrying shortly)")
+            # This decision probes; the others keep answering at once until it has succeeded,
+            # so a hung Redis costs one timeout per interval, not one per request.
+            self._down_until = now + RETRY_INTERVAL
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((key, args, future))
