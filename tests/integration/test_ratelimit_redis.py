@@ -101,6 +101,29 @@ async def test_a_flushed_script_is_sent_again(redis_server) -> None:  # type: ig
         await connection.stop()
 
 
+async def test_an_error_reply_is_an_outage_too(redis_server, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.WARNING, logger="lb.ratelimit")
+    now = [0.0]
+    connection = RedisConnection(redis_server.url, clock=lambda: now[0])
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        store = RedisStore(connection, Limit(0.01, 3), "test:")
+        assert (await store.decide("k")).allowed
+        await admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # read-only now
+        with pytest.raises(StoreUnavailable, match="read only replica"):
+            await store.decide("k")
+        assert connection.failing
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        now[0] += RETRY_INTERVAL
+        assert (await store.decide("k")).remaining == 1
+        assert not connection.failing
+    finally:
+        await admin.aclose()
+        await connection.stop()
+    logs = [r.getMessage() for r in caplog.records if r.name == "lb.ratelimit"]
+    assert len(logs) == 2 and "ReadOnlyError" in logs[0]
+
+
 async def test_the_connection_is_shared_by_reference_count(redis_server) -> None:  # type: ignore[no-untyped-def]
     connection = RedisConnection(redis_server.url)
     store = RedisStore(connection, Limit(0.01, 10), "test:")

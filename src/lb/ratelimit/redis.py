@@ -186,11 +186,16 @@ class RedisConnection:
                     if not future.done():
                         future.set_exception(StoreUnavailable(f"redis: {exc}"))
                 return
-            self._succeeded()
+            # An error reply (READONLY replica, OOM, ...) is an outage like a refused connection.
+            error = next((r for r in results if isinstance(r, Exception)), None)
+            if error is None:
+                self._succeeded()
+            else:
+                self._failed(error)
             for (_, _, future), result in zip(batch, results, strict=True):
                 if future.done():  # the request went away meanwhile
                     continue
-                if isinstance(result, Exception):  # e.g. OOM, wrong key type
+                if isinstance(result, Exception):
                     future.set_exception(StoreUnavailable(f"redis: {result}"))
                 else:
                     future.set_result(result)
