@@ -62,10 +62,10 @@ class LoadBalancer:
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
 
-    def lb_limits(self) -> tuple[int, int]:
-        """(max header section bytes, max request-target bytes), read by `lb.server`."""
+    def lb_limits(self) -> tuple[int, int, float]:
+        """(max header section bytes, max request-target bytes, header timeout): `lb.server`."""
         server = self.config.server
-        return server.max_header_bytes, server.max_target_bytes
+        return server.max_header_bytes, server.max_target_bytes, server.header_timeout
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -208,11 +208,11 @@ class LazyApp:
             self._app = LoadBalancer(default_config_path())
         return self._app
 
-    def lb_limits(self) -> tuple[int, int]:
+    def lb_limits(self) -> tuple[int, int, float]:
         if self._app is None:
-            from lb.server import MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES
 
-            return MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT
         return self._app.lb_limits()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
