@@ -32,6 +32,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from lb.logsetup import log_config
     from lb.server import uvicorn_options
 
     path = os.path.abspath(args.config or default_config_path())
@@ -49,11 +50,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keepalive_timeout=config.server.keepalive_timeout,
         log_level=config.logging.level,
     )
-    if args.workers > 1:
-        from lb.multiprocess import prepare_multiprocess
+    options["log_config"] = log_config(config.logging)
+    from lb.multiprocess import multiprocess_dir, prepare_multiprocess
 
-        prepare_multiprocess()
-    uvicorn.run("lb.app:app", **options)
+    if args.workers <= 1 and multiprocess_dir() is None:
+        uvicorn.run("lb.app:app", **options)
+        return 0
+    # Before any worker exists: they import prometheus_client with the shared directory named
+    # (and a directory the user named is emptied of an earlier run's files).
+    cleanup = prepare_multiprocess()
+    try:
+        uvicorn.run("lb.app:app", **options)
+    finally:
+        cleanup()
     return 0
 
 

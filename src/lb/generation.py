@@ -38,7 +38,9 @@ class Generation:
                     backends.append(Backend(backend_config))
             self.pools[name] = Pool(pool_config, backends)
         self.router = Router(config.routes, self.pools)
-        self.proxies = {name: Proxy(pool, app.transport) for name, pool in self.pools.items()}
+        self.proxies = {
+            name: Proxy(pool, app.transport, metrics=app.metrics) for name, pool in self.pools.items()
+        }
         for route in self.router.all():
             route.handler = self._handler(route, app)
         self.admin_prefix = config.admin.path_prefix.encode()

@@ -26,6 +26,7 @@ from lb.backend import Backend
 from lb.context import SCOPE_KEY, RequestContext
 from lb.errors import send_error
 from lb.headers import downstream_response_headers, upstream_request_headers
+from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.retry import IDEMPOTENT, RetryBudget
 from lb.strategy import PickRequest
@@ -114,9 +115,11 @@ class Proxy:
         transport: httpx.AsyncBaseTransport,
         *,
         retry_budget: RetryBudget | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.transport = transport
+        self.metrics = metrics if metrics is not None else Metrics()
         config = pool.config
         self.retries = config.retries
         self.budget = retry_budget or RetryBudget(config.retries.budget_percent)
@@ -147,6 +150,8 @@ class Proxy:
                     async with asyncio.timeout(total):
                         await self._forward(scope, send, ctx, body)
                 except TimeoutError:
+                    if ctx.backend is not None:
+                        self.metrics.upstream_error(self.pool.name, ctx.backend, "timeout")
                     if ctx.status == 0:
                         await send_error(send, ctx, "timeout", "request exceeded timeouts.total")
                     else:
@@ -193,11 +198,13 @@ class Proxy:
             except httpx.HTTPError as exc:
                 pool.done(backend, time.perf_counter() - start, False)
                 ctx.error = _describe(exc)
+                self.metrics.upstream_error(pool.name, backend.id, _kind(exc))
                 logger.warning(
                     "upstream error: pool=%s backend=%s cause=%s request_id=%s",
                     pool.name, backend.id, ctx.error, ctx.request_id.decode(),
                 )
                 if ctx.attempts < attempts and self._may_retry(exc, method, body):
+                    self.metrics.retry(pool.name)
                     continue
                 return await self._answer_failure(send, ctx, exc)
             except BaseException:
@@ -213,6 +220,7 @@ class Proxy:
             ):
                 await response.aclose()
                 pool.done(backend, time.perf_counter() - start, False)
+                self.metrics.retry(pool.name)
                 continue
             try:
                 ok = await self._stream_response(send, ctx, backend, response)
@@ -303,6 +311,7 @@ class Proxy:
         except httpx.HTTPError as exc:
             ctx.bytes_sent = sent
             ctx.error = _describe(exc)
+            self.metrics.upstream_error(self.pool.name, backend.id, "aborted")
             logger.warning(
                 "upstream broke off mid-response, aborting the client connection: pool=%s "
                 "backend=%s cause=%s request_id=%s",
@@ -315,6 +324,19 @@ class Proxy:
             await response.aclose()
         ctx.bytes_sent = sent
         return True
+
+
+def _kind(exc: httpx.HTTPError) -> str:
+    """The `kind` label of lb_upstream_errors_total."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool_timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    return "bad_response"
 
 
 def _describe(exc: BaseException) -> str:
