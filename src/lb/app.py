@@ -189,7 +189,11 @@ class LoadBalancer:
         finally:
             end = time.perf_counter()
             self.metrics.request(
-                ctx.pool or "", ctx.backend, ctx.method, ctx.status, end - ctx.start,
+                ctx.pool or "",
+                ctx.backend,
+                ctx.method,
+                ctx.status,
+                end - ctx.start,
                 timed=kind == "http",
             )
             self.access_log.write(ctx, end, traceparent)

@@ -41,7 +41,8 @@ class Generation:
             self.pools[name] = Pool(pool_config, backends)
         self.router = Router(config.routes, self.pools)
         self.proxies = {
-            name: Proxy(pool, app.transport, metrics=app.metrics) for name, pool in self.pools.items()
+            name: Proxy(pool, app.transport, metrics=app.metrics)
+            for name, pool in self.pools.items()
         }
         for route in self.router.all():
             route.handler = self._handler(route, app)

@@ -55,7 +55,7 @@ def log_config(config: LoggingConfig) -> dict[str, Any]:
 
     out: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     out["formatters"]["lb"] = (
-        {"()": "lb.logsetup.JsonFormatter"}
+        {"()": JsonFormatter}
         if config.format == "json"
         else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     )

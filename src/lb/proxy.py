@@ -72,10 +72,11 @@ class DisconnectWatcher:
     It may listen on `receive` only once the body has been read (the body reader owns it before).
     """
 
-    __slots__ = ("_receive", "_task", "_watch", "disconnected")
+    __slots__ = ("_receive", "_send", "_task", "_watch", "disconnected")
 
-    def __init__(self, receive: Any) -> None:
+    def __init__(self, receive: Any, send: Any) -> None:
         self._receive = receive
+        self._send = send
         self._task = asyncio.current_task()
         self._watch: asyncio.Task[None] | None = None
         self.disconnected = False
@@ -95,6 +96,14 @@ class DisconnectWatcher:
     def stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+
+    async def send(self, message: Any) -> None:
+        """`send`, standing down once the response is whole: the server reports a disconnect to
+        every `receive` after that, which must not cancel the request's clean-up (closing the
+        upstream response) nor count a delivered response as failed."""
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.stop()
+        await self._send(message)
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -143,7 +152,8 @@ class Proxy:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
-        watcher = DisconnectWatcher(receive)
+        watcher = DisconnectWatcher(receive, send)
+        send = watcher.send
         headers = scope["headers"]
         body = RequestBody(receive, _has_body(headers), watcher.start)
         if not body.expected:
@@ -195,6 +205,8 @@ class Proxy:
                     f"no usable backend in pool {pool.name!r}",
                     retry_after=1,
                 )
+            if tried:
+                self.metrics.retry(pool.name)  # counted when another backend takes it
             tried += (backend,)
             ctx.attempts += 1
             ctx.backend = backend.id
@@ -216,7 +228,6 @@ class Proxy:
                     ctx.request_id.decode(),
                 )
                 if ctx.attempts < attempts and self._may_retry(exc, method, body):
-                    self.metrics.retry(pool.name)
                     continue
                 return await self._answer_failure(send, ctx, exc)
             except BaseException:
@@ -232,7 +243,6 @@ class Proxy:
             ):
                 await response.aclose()
                 pool.done(backend, time.perf_counter() - start, False)
-                self.metrics.retry(pool.name)
                 continue
             try:
                 ok = await self._stream_response(send, ctx, backend, response)
