@@ -222,8 +222,7 @@ def test_prepare_multiprocess_empties_a_named_directory(tmp_path, monkeypatch) -
     directory.mkdir()
     (directory / "counter_1.db").write_bytes(b"old")
     (directory / "keep.txt").write_text("not ours")
-    monkeypatch.setenv(mp.ENV_DIR, str(directory))
-    monkeypatch.delenv(mp.ENV_READY, raising=False)
+    monkeypatch.setattr(os, "environ", {mp.ENV_DIR: str(directory)})  # restored after the test
     cleanup = mp.prepare_multiprocess()
     assert sorted(os.listdir(directory)) == ["keep.txt"]
     # A worker started later (after a crash) must not wipe what the others wrote.
@@ -235,8 +234,7 @@ def test_prepare_multiprocess_empties_a_named_directory(tmp_path, monkeypatch) -
 
 
 def test_prepare_multiprocess_makes_and_removes_a_temporary_directory(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.delenv(mp.ENV_DIR, raising=False)
-    monkeypatch.delenv(mp.ENV_READY, raising=False)
+    monkeypatch.setattr(os, "environ", {})  # prepare_multiprocess sets variables: restored after
     cleanup = mp.prepare_multiprocess()
     path = os.environ[mp.ENV_DIR]
     assert os.path.isdir(path) and os.listdir(path) == []
