@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lb import multiprocess as mp
 
@@ -37,22 +37,8 @@ logger = logging.getLogger("lb.metrics")
 # Proxy latencies: a cache hit or a loopback backend answers well under a millisecond, a slow
 # upstream or a long poll takes tens of seconds.
 BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
+    *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
@@ -98,28 +84,20 @@ class _BackendSeries:
 class Metrics:
     """One per app. `generation` returns the app's live generation, read by `refresh()`."""
 
-    def __init__(
-        self,
-        generation: Callable[[], Generation] | None = None,
-        *,
-        multiprocess: bool | None = None,
-    ) -> None:
+    def __init__(self, generation: Callable[[], Generation] | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self._generation = generation
         active = mp.multiprocess_active()
+        # Multiprocess mode: the directory every worker's values are summed from; None otherwise.
         self.directory = mp.multiprocess_dir() if active else None
-        if multiprocess is None:
-            multiprocess = active and self.directory is not None
-        elif multiprocess and not active:
-            raise RuntimeError("multiprocess metrics asked for, but prometheus_client is not in it")
         if not active and mp.multiprocess_dir() is not None:
             logger.warning(
                 "%s is set but prometheus_client was imported before it: metrics cover this "
                 "worker only; set it in the environment before the server starts",
                 mp.ENV_DIR,
             )
-        self.multiprocess: bool = multiprocess
+        self.multiprocess = self.directory is not None
         self.registry: CollectorRegistry = CollectorRegistry(auto_describe=True)
         r = self.registry
         pb = ("pool", "backend")
@@ -390,7 +368,7 @@ class Metrics:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.multiprocess and self.directory:
+        if self.directory is not None:
             # This worker is going away: its live gauges (in flight, up, panic) leave the sums.
             mp.mark_dead(os.getpid(), self.directory)
 
@@ -409,41 +387,15 @@ class Metrics:
         from prometheus_client import generate_latest
 
         self.refresh()
-        if not self.multiprocess:
+        if self.directory is None:
             return generate_latest(self.registry)
         # Reading every worker's files is file I/O: off the event loop.
-        return await asyncio.to_thread(self._render_multiprocess)
-
-    def _render_multiprocess(self) -> bytes:
-        from prometheus_client import CollectorRegistry, generate_latest
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        assert self.directory is not None
-        mp.sweep_dead(self.directory)
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, self.directory)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        return await asyncio.to_thread(mp.render, self.directory)
 
     async def backend_totals(self) -> dict[tuple[str, str], dict[str, float]] | None:
         """Multiprocess mode: {(pool, backend): {requests_total, failures_total, active_requests}}
         summed over every worker; None in a single process (the backend's own counters are it)."""
-        if not self.multiprocess:
+        if self.directory is None:
             return None
         self.refresh()
-        return await asyncio.to_thread(self._read_totals)
-
-    def _read_totals(self) -> dict[tuple[str, str], dict[str, float]]:
-        assert self.directory is not None
-        mp.sweep_dead(self.directory)
-        samples = mp.read_samples(self.directory, ("counter", "gauge_livesum"))
-        totals: dict[tuple[str, str], dict[str, float]] = {}
-        for sample, field in (
-            ("lb_backend_requests_total", "requests_total"),
-            ("lb_backend_failures_total", "failures_total"),
-            ("lb_backend_active_requests", "active_requests"),
-        ):
-            for labels, value in samples.get(sample, {}).items():
-                named: dict[str, Any] = dict(labels)
-                key = (named.get("pool", ""), named.get("backend", ""))
-                totals.setdefault(key, {})[field] = value
-        return totals
+        return await asyncio.to_thread(mp.backend_totals, self.directory)

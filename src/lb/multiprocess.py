@@ -126,3 +126,31 @@ def read_samples(
             labels = tuple(sorted(sample.labels.items()))
             out.setdefault(sample.name, {})[labels] = sample.value
     return out
+
+
+def render(path: str) -> bytes:
+    """The Prometheus text exposition of every worker's values, summed."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    sweep_dead(path)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def backend_totals(path: str) -> dict[tuple[str, str], dict[str, float]]:
+    """{(pool, backend): {requests_total, failures_total, active_requests}} over every worker."""
+    sweep_dead(path)
+    samples = read_samples(path, ("counter", "gauge_livesum"))
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    for sample, field in (
+        ("lb_backend_requests_total", "requests_total"),
+        ("lb_backend_failures_total", "failures_total"),
+        ("lb_backend_active_requests", "active_requests"),
+    ):
+        for labels, value in samples.get(sample, {}).items():
+            named = dict(labels)
+            key = (named.get("pool", ""), named.get("backend", ""))
+            totals.setdefault(key, {})[field] = value
+    return totals
