@@ -275,3 +275,21 @@ def test_read_samples_sums_workers_and_sweep_drops_dead_live_gauges(tmp_path) ->
 def test_sweep_keeps_live_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     _write(str(tmp_path), "gauge_livesum", os.getpid(), [("lb_backend_active_requests", {}, 1.0)])
     assert mp.sweep_dead(str(tmp_path)) == []
+
+
+def test_importing_lb_leaves_prometheus_client_unimported() -> None:
+    """gunicorn's master imports lb (worker class, config) before lb's worker names the shared
+    directory; prometheus_client fixes its mode at first import, so lb must not import it early."""
+    import subprocess
+    import sys
+
+    from servers import lb_env
+
+    code = (
+        "import sys, lb.app, lb.worker, lb.gunicorn_conf; print('prometheus_client' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=lb_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
