@@ -43,7 +43,10 @@ class Generation:
                     backends.append(Backend(backend_config))
             self.pools[name] = Pool(pool_config, backends)
         self.router = Router(config.routes, self.pools)
-        self.proxies = {name: Proxy(pool, app.transport) for name, pool in self.pools.items()}
+        self.proxies = {
+            name: Proxy(pool, app.transport, metrics=app.metrics)
+            for name, pool in self.pools.items()
+        }
         self.rate_limits: RateLimiting = RateLimiting(
             config,
             self.router.all(),
