@@ -44,7 +44,10 @@ class Generation:
                     backends.append(Backend(backend_config))
             self.pools[name] = Pool(pool_config, backends)
         self.router = Router(config.routes, self.pools)
-        self.proxies = {name: Proxy(pool, app.transport) for name, pool in self.pools.items()}
+        self.proxies = {
+            name: Proxy(pool, app.transport, metrics=app.metrics)
+            for name, pool in self.pools.items()
+        }
         # A reload that keeps the cache config keeps the cache (entries, store connection).
         old_cache = previous.cache if previous is not None else None
         self.cache: Cache | None = None
