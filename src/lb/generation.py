@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from lb.admin import build_admin
 from lb.backend import Backend
 from lb.config import Config
+from lb.health import HealthChecker
 from lb.pool import Pool
 from lb.proxy import Proxy
 from lb.routing import Route, Router
@@ -36,7 +37,7 @@ class Generation:
                     backends.append(kept)
                 else:
                     backends.append(Backend(backend_config))
-            self.pools[name] = Pool(pool_config, backends)
+            self.pools[name] = Pool(pool_config, backends, app.metrics)
         self.router = Router(config.routes, self.pools)
         self.proxies = {name: Proxy(pool, app.transport) for name, pool in self.pools.items()}
         for route in self.router.all():
@@ -44,6 +45,7 @@ class Generation:
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
         self.admin = build_admin(app, self)
+        self._client = app.client
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
@@ -63,4 +65,7 @@ class Generation:
 
     def services(self) -> Iterator[Service]:
         """Background services this generation needs running (health checks, ...)."""
-        return iter(())
+        for pool in self.pools.values():
+            config = pool.config
+            if config.health_check is not None or config.passive_health is not None:
+                yield HealthChecker(pool, self._client)

@@ -1,14 +1,14 @@
 """The proxy handler: one ASGI callable that forwards a request to a backend of its pool.
 
-It builds the upstream request, streams both ways, retries what may be retried, and maps upstream
-failures to the balancer's own error responses. Failure classes and how they are answered:
+It builds the upstream request, streams both ways, retries what may be retried (the rules and the
+budget are in `lb.retry`), and maps upstream failures to the balancer's own error responses:
 
-    connect error / refused / DNS   -> retried on another backend (connect_error), else 502
-    connect timeout / read timeout  -> retried if `timeout` is in retry_on and the method is
-                                       idempotent, else 504
+    connect error / refused / DNS   -> 502 (after retries)
+    connect/read/per-try timeout    -> 504 (after retries)
     pool timeout                    -> 503 unavailable (the balancer is out of connections)
-    bad or no answer                -> 502 (retried only if the backend never got the request)
-    retry_on status (502/503/504)   -> retried if idempotent, else passed on as the backend sent it
+    bad or no answer                -> 502 (after retries)
+    retry_on status (502/503/504)   -> passed on as the backend sent it once retries are spent
+    no usable backend               -> 503 with Retry-After (see `PoolHealth.retry_after`)
     failure after the response head -> the client connection is aborted, never ended cleanly
 """
 
@@ -27,12 +27,10 @@ from lb.context import SCOPE_KEY, RequestContext
 from lb.errors import send_error
 from lb.headers import downstream_response_headers, upstream_request_headers
 from lb.pool import Pool
-from lb.retry import IDEMPOTENT, RetryBudget
+from lb.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
 
 logger = logging.getLogger("lb.proxy")
-
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class ClientDisconnected(Exception):
@@ -118,14 +116,10 @@ class Proxy:
         self.pool = pool
         self.transport = transport
         config = pool.config
-        self.retries = config.retries
-        self.budget = retry_budget or RetryBudget(config.retries.budget_percent)
-        timeouts = config.timeouts
-        read = config.retries.per_try_timeout or timeouts.read
-        self.timeout = {"connect": timeouts.connect, "read": read, "write": read, "pool": timeouts.pool}
-        self.retry_statuses = frozenset(int(s) for s in config.retries.retry_on if s.isdigit())
-        self.retry_connect = "connect_error" in config.retries.retry_on
-        self.retry_timeout = "timeout" in config.retries.retry_on
+        self.policy = RetryPolicy(config.retries, pool.name, pool.metrics, retry_budget)
+        self.budget = self.policy.budget
+        t = config.timeouts
+        self.timeout = {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}
         self.preserve_host = config.preserve_host
 
     def __repr__(self) -> str:
@@ -141,11 +135,11 @@ class Proxy:
             watcher.start()
         try:
             if total is None:
-                await self._forward(scope, send, ctx, body)
+                await self._forward(scope, send, ctx, body, watcher)
             else:
                 try:
                     async with asyncio.timeout(total):
-                        await self._forward(scope, send, ctx, body)
+                        await self._forward(scope, send, ctx, body, watcher)
                 except TimeoutError:
                     if ctx.status == 0:
                         await send_error(send, ctx, "timeout", "request exceeded timeouts.total")
@@ -164,13 +158,19 @@ class Proxy:
         finally:
             watcher.stop()
 
-    async def _forward(self, scope: Any, send: Any, ctx: RequestContext, body: RequestBody) -> None:
+    async def _forward(
+        self,
+        scope: Any,
+        send: Any,
+        ctx: RequestContext,
+        body: RequestBody,
+        watcher: DisconnectWatcher,
+    ) -> None:
         pool = self.pool
-        method = ctx.method
+        policy = self.policy
         request = PickRequest(scope, ctx.client_ip, pool.config.hash_key)
         tried: tuple[Backend, ...] = ()
-        attempts = self.retries.attempts
-        self.budget.record_request()
+        policy.budget.record_request()
         while True:
             backend = pool.pick(request, tried)
             if backend is None:
@@ -179,7 +179,7 @@ class Proxy:
                     return await self._answer_failure(send, ctx)
                 return await send_error(
                     send, ctx, "no_backend", f"no usable backend in pool {pool.name!r}",
-                    retry_after=1,
+                    retry_after=pool.health.retry_after(),
                 )
             tried += (backend,)
             ctx.attempts += 1
@@ -189,7 +189,7 @@ class Proxy:
             pool.start(backend)
             ok = False
             try:
-                response = await self.transport.handle_async_request(upstream)
+                response = await policy.send(self.transport, upstream)
             except httpx.HTTPError as exc:
                 pool.done(backend, time.perf_counter() - start, False)
                 ctx.error = _describe(exc)
@@ -197,19 +197,18 @@ class Proxy:
                     "upstream error: pool=%s backend=%s cause=%s request_id=%s",
                     pool.name, backend.id, ctx.error, ctx.request_id.decode(),
                 )
-                if ctx.attempts < attempts and self._may_retry(exc, method, body):
+                if self._retry(ctx, tried, policy.error_retryable(exc, ctx.method, body.started)):
                     continue
                 return await self._answer_failure(send, ctx, exc)
-            except BaseException:
-                pool.done(backend, time.perf_counter() - start, False)
+            except BaseException as exc:
+                # A client that left is no failure of the backend's (passive health must not
+                # count it); a total timeout is.
+                left = watcher.disconnected or isinstance(exc, ClientDisconnected)
+                pool.done(backend, time.perf_counter() - start, left)
                 raise
             status = response.status_code
-            if (
-                status in self.retry_statuses
-                and ctx.attempts < attempts
-                and (method in IDEMPOTENT)
-                and not body.started
-                and self.budget.try_acquire()
+            if policy.status_retryable(status, ctx.method, body.started) and self._retry(
+                ctx, tried, True
             ):
                 await response.aclose()
                 pool.done(backend, time.perf_counter() - start, False)
@@ -217,8 +216,19 @@ class Proxy:
             try:
                 ok = await self._stream_response(send, ctx, backend, response)
             finally:
+                ok = ok or watcher.disconnected
                 pool.done(backend, time.perf_counter() - start, ok and status < 500)
             return None
+
+    def _retry(self, ctx: RequestContext, tried: tuple[Backend, ...], retryable: bool) -> bool:
+        """Retry on another backend: allowed by the rules, tries left, a backend left to try,
+        and room in the budget (checked last, so it is spent only on a retry that happens)."""
+        return (
+            retryable
+            and ctx.attempts < self.policy.attempts
+            and self.pool.has_untried(tried)
+            and self.policy.take()
+        )
 
     def _build_request(
         self, scope: Any, ctx: RequestContext, backend: Backend, body: RequestBody
@@ -245,19 +255,6 @@ class Proxy:
             extensions={"timeout": self.timeout, "target": target},
         )
         return request
-
-    def _may_retry(self, exc: httpx.HTTPError, method: str, body: RequestBody) -> bool:
-        if isinstance(exc, httpx.PoolTimeout):
-            return False
-        if isinstance(exc, _NOT_SENT) or getattr(exc, "request_sent", True) is False:
-            allowed = self.retry_connect if not isinstance(exc, httpx.TimeoutException) else (
-                self.retry_timeout or self.retry_connect
-            )
-        elif isinstance(exc, httpx.TimeoutException):
-            allowed = self.retry_timeout and method in IDEMPOTENT and not body.started
-        else:
-            return False
-        return allowed and self.budget.try_acquire()
 
     async def _answer_failure(
         self, send: Any, ctx: RequestContext, exc: httpx.HTTPError | None = None
