@@ -189,7 +189,10 @@ class Proxy:
             pool.start(backend)
             ok = False
             try:
-                response = await policy.send(self.transport, upstream)
+                if policy.per_try_timeout is None:
+                    response = await self.transport.handle_async_request(upstream)
+                else:
+                    response = await policy.send(self.transport, upstream)
             except httpx.HTTPError as exc:
                 pool.done(backend, time.perf_counter() - start, False)
                 ctx.error = _describe(exc)
