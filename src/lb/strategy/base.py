@@ -58,10 +58,10 @@ def _key_value(scope: Any, hash_key: str) -> str | None:
                 except CookieError:
                     continue
                 if name in cookie:
-                    return cookie[name].value
+                    return str(cookie[name].value)
         return None
     if kind == "query":
-        query = scope.get("query_string", b"").decode("latin-1")
+        query: str = scope.get("query_string", b"").decode("latin-1")
         for qname, qvalue in parse_qsl(query, keep_blank_values=True):
             if qname == name:
                 return qvalue
