@@ -32,35 +32,62 @@ from lb.strategy import PickRequest
 
 logger = logging.getLogger("lb.proxy")
 
+REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
+
 
 class ClientDisconnected(Exception):
     pass
 
 
 class RequestBody(httpx.AsyncByteStream):
-    """The client's request body as an httpx stream, read from ASGI `receive` as it arrives."""
+    """The client's request body as an httpx stream, read from ASGI `receive` as it arrives.
+
+    What is read is kept while it is no more than `REPLAY_LIMIT` bytes (or one chunk), so that a
+    retry can send it again: a body that small, or any body of which a transport took only the
+    first chunk before failing to connect. Past that the body streams on without being kept and
+    cannot be sent again.
+    """
 
     def __init__(self, receive: Any, expected: bool, on_done: Any) -> None:
         self._receive = receive
         self.expected = expected
-        self.started = False
+        self.started = False  # some of it was read from the client
+        self._kept: list[bytes] | None = []  # None: over REPLAY_LIMIT, cannot be sent again
+        self._kept_bytes = 0
+        self._more = expected  # the client has more to send
         self._on_done = on_done
 
+    @property
+    def replayable(self) -> bool:
+        """Whether all of the body read so far can be sent again."""
+        return self._kept is not None
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if not self.expected or self.started:
+        if not self.expected:
             return
+        if self._kept is None:
+            raise RuntimeError("the request body was streamed and cannot be sent again")
+        for chunk in tuple(self._kept):
+            yield chunk
         self.started = True
         receive = self._receive
-        while True:
+        while self._more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
             body = message.get("body", b"")
+            self._more = message.get("more_body", False)
             if body:
+                if self._kept is not None:
+                    # Kept before it is handed on: the transport may fail to send it.
+                    self._kept_bytes += len(body)
+                    if self._kept_bytes <= REPLAY_LIMIT or not self._kept:
+                        self._kept.append(body)
+                    else:
+                        self._kept = None
                 yield body
-            if not message.get("more_body", False):
-                break
-        self._on_done()
+            if not self._more:
+                self._on_done()
 
 
 class DisconnectWatcher:
@@ -198,7 +225,9 @@ class Proxy:
                 else:
                     response = await policy.send(self.transport, upstream)
             except httpx.HTTPError as exc:
-                pool.done(backend, time.perf_counter() - start, False)
+                # A request the transport would not write is the client's fault, not the backend's.
+                ours = isinstance(exc, httpx.LocalProtocolError)
+                pool.done(backend, time.perf_counter() - start, ours)
                 ctx.error = _describe(exc)
                 logger.warning(
                     "upstream error: pool=%s backend=%s cause=%s request_id=%s",
@@ -207,7 +236,8 @@ class Proxy:
                     ctx.error,
                     ctx.request_id.decode(),
                 )
-                if self._retry(ctx, tried, policy.error_retryable(exc, ctx.method, body.started)):
+                spent = not body.replayable
+                if self._retry(ctx, tried, policy.error_retryable(exc, ctx.method, spent)):
                     continue
                 return await self._answer_failure(send, ctx, exc)
             except BaseException as exc:
@@ -217,7 +247,7 @@ class Proxy:
                 pool.done(backend, time.perf_counter() - start, left)
                 raise
             status = response.status_code
-            if policy.status_retryable(status, ctx.method, body.started) and self._retry(
+            if policy.status_retryable(status, ctx.method, not body.replayable) and self._retry(
                 ctx, tried, True
             ):
                 await response.aclose()

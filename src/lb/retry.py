@@ -1,15 +1,18 @@
 """Retry policy: which failures may be retried, and the budget that stops retry storms.
 
 A request may be retried on another backend, up to `attempts` tries in all, only when nothing has
-reached the client yet and the request can be sent again (its body has not been read: bodies stream
-and are never buffered). Which failures qualify (SPEC 5, `retries.retry_on`):
+reached the client yet and its body can be sent again (bodies stream, never buffered whole: the
+proxy keeps a small body, or the first chunk, for this; see `lb.proxy.RequestBody`). Which
+failures qualify (SPEC 5, `retries.retry_on`):
 
     provably never sent (connect error, DNS, refused,  -> any method, with connect_error
-      or `exc.request_sent = False` from the transport)   (or timeout, for a connect timeout)
+      no free connection to that backend in time,         (or timeout, for the timeouts)
+      or `exc.request_sent = False` from the transport)
     timeout (read, write, per-try)                     -> idempotent methods, with timeout
     bad or no answer (reset, closed before the head)   -> idempotent methods, with 502
     500/502/503/504 answered by the backend            -> idempotent methods, with that code
-    pool timeout (the balancer is out of connections)  -> never: another backend would not help
+    a request the transport refuses to write           -> never: no backend would take it
+      (LocalProtocolError)
 
 The budget follows Envoy/Finagle: retries may add at most `budget_percent` to the pool's requests
 over the last 10 seconds, with a floor of 3 retries per second so a quiet pool can still retry.
@@ -108,9 +111,9 @@ class RetryPolicy:
     def __repr__(self) -> str:
         return f"<RetryPolicy {self._pool} attempts={self.attempts} {self.budget!r}>"
 
-    def error_retryable(self, exc: httpx.HTTPError, method: str, body_started: bool) -> bool:
+    def error_retryable(self, exc: httpx.HTTPError, method: str, body_spent: bool) -> bool:
         """Whether the rules allow retrying a request that failed with `exc` (budget aside)."""
-        if body_started or isinstance(exc, httpx.PoolTimeout):
+        if body_spent or isinstance(exc, httpx.LocalProtocolError):
             return False
         if not was_sent(exc):
             if isinstance(exc, httpx.TimeoutException):
@@ -122,8 +125,8 @@ class RetryPolicy:
             return self._timeout
         return self._bad_answer
 
-    def status_retryable(self, status: int, method: str, body_started: bool) -> bool:
-        return status in self._statuses and method in IDEMPOTENT and not body_started
+    def status_retryable(self, status: int, method: str, body_spent: bool) -> bool:
+        return status in self._statuses and method in IDEMPOTENT and not body_spent
 
     def take(self) -> bool:
         """Spend one retry from the budget; False when it is used up."""

@@ -15,6 +15,7 @@ import pytest
 from conftest import pool_config
 from faults import RawServer
 from lb.app import LoadBalancer
+from servers import wait_until
 
 
 def logged(config: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -22,8 +23,14 @@ def logged(config: dict[str, Any], path: Path) -> dict[str, Any]:
     return config
 
 
-def access_log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def last_logged(path: Path) -> dict[str, Any]:
+    """The last access-log line, once written (the client may see the response first)."""
+
+    def lines() -> list[str]:
+        return path.read_text().splitlines() if path.exists() else []
+
+    line: str = wait_until(lines, 5)[-1]
+    return dict(json.loads(line))
 
 
 def test_connect_errors_are_retried_on_another_backend_for_any_method(
@@ -37,8 +44,24 @@ def test_connect_errors_are_retried_on_another_backend_for_any_method(
         response = client.post("/echo", content=b"hello")  # round robin: b1 first, refused
         assert response.status_code == 200
         assert response.json()["backend"] == "b2" and response.json()["body"] == "hello"
-    lines = access_log(log)
-    assert lines[-1]["attempts"] == 2 and lines[-1]["backend"] == f"127.0.0.1:{s2.port}"
+    line = last_logged(log)
+    assert line["attempts"] == 2 and line["backend"] == f"127.0.0.1:{s2.port}"
+
+
+def test_a_large_upload_is_retried_after_a_connect_error_and_streams_whole(
+    start_backends, start_balancer
+) -> None:  # type: ignore[no-untyped-def]
+    (b1, s1), (b2, s2) = start_backends(2)
+    s1.stop()
+    lb = start_balancer(pool_config([s1.url, s2.url]))
+
+    def chunks() -> Any:
+        for _ in range(64):
+            yield b"u" * 16384
+
+    response = httpx.post(f"{lb.url}/upload", content=chunks(), timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"received": 64 * 16384}
 
 
 def test_post_is_not_replayed_once_the_backend_may_have_received_it(
@@ -126,16 +149,20 @@ def test_the_budget_caps_retries(start_backends, start_balancer, percent: int) -
 def test_per_try_timeout_moves_on_to_another_backend(
     start_backends, start_balancer, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    (b1, s1), (b2, s2) = start_backends(2)
-    b1.delay = 1.0
-    log = tmp_path / "access.log"
-    retries = {"retry_on": ["timeout"], "per_try_timeout": 0.2}
-    lb = start_balancer(logged(pool_config([s1.url, s2.url], retries=retries), log))
-    started = time.monotonic()
-    response = httpx.get(f"{lb.url}/", timeout=5)
-    assert response.status_code == 200 and response.json()["backend"] == "b2"
-    assert time.monotonic() - started < 0.9
-    assert access_log(log)[-1]["attempts"] == 2
+    ((b2, s2),) = start_backends(1)
+    hang = RawServer("hang").start()
+    try:
+        log = tmp_path / "access.log"
+        retries = {"retry_on": ["timeout"], "per_try_timeout": 0.2}
+        lb = start_balancer(logged(pool_config([hang.url, s2.url], retries=retries), log))
+        started = time.monotonic()
+        response = httpx.get(f"{lb.url}/", timeout=10)  # round robin: the hanging one first
+        assert response.status_code == 200 and response.json()["backend"] == "b1"
+        assert time.monotonic() - started < 1.5  # not the 30 s read timeout
+        assert hang.requests == 1
+        assert last_logged(log)["attempts"] == 2
+    finally:
+        hang.stop()
 
 
 def test_timeouts_answer_504_and_nothing_hangs(start_backends, start_balancer) -> None:  # type: ignore[no-untyped-def]
@@ -161,8 +188,6 @@ def test_timeouts_answer_504_and_nothing_hangs(start_backends, start_balancer) -
 
 
 def test_a_client_that_leaves_is_not_a_backend_failure(start_backends, start_balancer) -> None:  # type: ignore[no-untyped-def]
-    from servers import wait_until
-
     (b1, s1), (b2, s2) = start_backends(2)
     passive = {"max_failures": 1, "ejection_time": 30, "max_ejection_percent": 50}
     lb = start_balancer(pool_config([s1.url, s2.url], passive_health=passive))

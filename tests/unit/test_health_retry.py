@@ -99,8 +99,12 @@ def unsent(exc: httpx.HTTPError) -> httpx.HTTPError:
         (["connect_error"], httpx.ConnectTimeout("slow"), "PATCH", False, True),
         (["connect_error"], unsent(httpx.RemoteProtocolError("closed")), "POST", False, True),
         (["connect_error"], unsent(httpx.ReadError("reset")), "POST", False, True),
-        # the balancer's own pool is full: another backend would not help
-        (["connect_error", "timeout"], httpx.PoolTimeout("full"), "GET", False, False),
+        # no free connection to that backend: another one may have room
+        (["connect_error"], httpx.PoolTimeout("full"), "POST", False, True),
+        (["timeout"], httpx.PoolTimeout("full"), "GET", False, True),
+        # a request the transport refuses to write: no backend would take it
+        (["connect_error"], unsent(httpx.LocalProtocolError("CR in header")), "GET", False, False),
+        (["502"], httpx.LocalProtocolError("body longer than Content-Length"), "GET", False, False),
         # the backend may have received it: idempotent only
         (["timeout"], httpx.ReadTimeout("slow"), "GET", False, True),
         (["timeout"], httpx.ReadTimeout("slow"), "POST", False, False),
@@ -164,3 +168,63 @@ async def test_per_try_timeout_bounds_the_wait_for_the_response_head() -> None:
     assert info.value.request is request
     assert (await rules.send(SlowTransport(0.0), request)).status_code == 200
     assert (await policy().send(SlowTransport(0.01), request)).status_code == 200
+
+
+class Receive:
+    """ASGI `receive` handing out `chunks` as http.request messages."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.messages = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+        self.calls = 0
+
+    async def __call__(self) -> dict[str, object]:
+        self.calls += 1
+        return self.messages.pop(0)
+
+
+async def test_a_small_body_is_sent_again_whole_after_a_partial_read() -> None:
+    from lb.proxy import RequestBody
+
+    done: list[bool] = []
+    body = RequestBody(Receive(b"ab", b"cd", b"ef"), True, lambda: done.append(True))
+    first = body.__aiter__()
+    assert await first.__anext__() == b"ab"  # a transport took the first chunk, then failed
+    assert body.started and body.replayable
+    assert [c async for c in body] == [b"ab", b"cd", b"ef"]
+    assert done == [True]
+    assert [c async for c in body] == [b"ab", b"cd", b"ef"]  # and again, from what was kept
+    assert done == [True]
+
+
+async def test_a_body_over_the_replay_limit_cannot_be_sent_again() -> None:
+    from lb.proxy import REPLAY_LIMIT, RequestBody
+
+    big = b"x" * (REPLAY_LIMIT // 2 + 1)
+    body = RequestBody(Receive(big, big), True, lambda: None)
+    assert [len(c) async for c in body] == [len(big), len(big)]
+    assert not body.replayable
+    with pytest.raises(RuntimeError):
+        [c async for c in body]
+
+
+async def test_a_first_chunk_over_the_limit_is_kept_until_the_next_one_is_read() -> None:
+    from lb.proxy import REPLAY_LIMIT, RequestBody
+
+    big = b"x" * (REPLAY_LIMIT + 1)
+    body = RequestBody(Receive(big, b"tail"), True, lambda: None)
+    chunks = body.__aiter__()
+    assert await chunks.__anext__() == big  # taken before a connect that failed
+    assert body.replayable
+    assert [len(c) async for c in body] == [len(big), 4]
+    assert not body.replayable
+
+
+async def test_no_body_is_always_replayable() -> None:
+    from lb.proxy import RequestBody
+
+    receive = Receive()
+    body = RequestBody(receive, False, lambda: None)
+    assert [c async for c in body] == [] and body.replayable and receive.calls == 0

@@ -119,8 +119,9 @@ class HealthChecker:
                 finally:
                     await response.aclose()
         except httpx.PoolTimeout:
-            # The balancer is out of connections: that says nothing about the backend.
-            return ERROR, "no free connection in the balancer's pool", False
+            # Every connection to the backend is busy with traffic: that says nothing about its
+            # health (passive health sees overload).
+            return ERROR, "no free connection to the backend", False
         except (TimeoutError, httpx.TimeoutException):
             return TIMEOUT, f"no answer within {timeout:g}s", True
         except httpx.HTTPError as exc:
