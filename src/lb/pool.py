@@ -52,6 +52,10 @@ class Pool:
             backend._on_change = self.invalidate
             self.backends[backend.id] = backend
         self.invalidate()
+        if not self.panic:
+            # Say so once at start: a pool that left panic mode in a previous generation must
+            # not keep showing it.
+            self.metrics.panic(self.name, False)
 
     def __repr__(self) -> str:
         usable = len(self._usable)

@@ -27,7 +27,6 @@ from collections.abc import Callable
 import httpx
 
 from lb.config import RetryConfig
-from lb.metrics import Metrics
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -84,20 +83,13 @@ def was_sent(exc: httpx.HTTPError) -> bool:
 
 
 class RetryPolicy:
-    """The retry rules of one pool (`retries`), with its budget; reports each retry to metrics."""
+    """The retry rules of one pool (`retries`), with its budget."""
 
     __slots__ = (
         "attempts", "budget", "per_try_timeout", "_statuses", "_connect", "_timeout", "_bad_answer",
-        "_pool", "_metrics",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        config: RetryConfig,
-        pool: str,
-        metrics: Metrics,
-        budget: RetryBudget | None = None,
-    ) -> None:
+    def __init__(self, config: RetryConfig, budget: RetryBudget | None = None) -> None:
         self.attempts = config.attempts
         self.budget = budget or RetryBudget(config.budget_percent)
         self.per_try_timeout = config.per_try_timeout
@@ -105,11 +97,9 @@ class RetryPolicy:
         self._connect = "connect_error" in config.retry_on
         self._timeout = "timeout" in config.retry_on
         self._bad_answer = "502" in config.retry_on
-        self._pool = pool
-        self._metrics = metrics
 
     def __repr__(self) -> str:
-        return f"<RetryPolicy {self._pool} attempts={self.attempts} {self.budget!r}>"
+        return f"<RetryPolicy attempts={self.attempts} {self.budget!r}>"
 
     def error_retryable(self, exc: httpx.HTTPError, method: str, body_spent: bool) -> bool:
         """Whether the rules allow retrying a request that failed with `exc` (budget aside)."""
@@ -130,10 +120,7 @@ class RetryPolicy:
 
     def take(self) -> bool:
         """Spend one retry from the budget; False when it is used up."""
-        if self.budget.try_acquire():
-            self._metrics.retry(self._pool)
-            return True
-        return False
+        return self.budget.try_acquire()
 
     async def send(
         self, transport: httpx.AsyncBaseTransport, request: httpx.Request

@@ -27,7 +27,10 @@ class Recorder(Metrics):
 def make_pool(n: int = 3, **config: object) -> tuple[Pool, Recorder]:
     backends = tuple(BackendConfig(f"http://127.0.0.1:{9000 + i}", f"b{i}") for i in range(n))
     metrics = Recorder()
-    return Pool(PoolConfig("web", backends, **config), metrics=metrics), metrics  # type: ignore[arg-type]
+    pool = Pool(PoolConfig("web", backends, **config), metrics=metrics)  # type: ignore[arg-type]
+    assert metrics.events == [("panic", "web", False)]
+    metrics.events.clear()
+    return pool, metrics
 
 
 REQUEST = PickRequest({"headers": []}, "10.0.0.1")

@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from lb.config import RetryConfig
-from lb.metrics import Metrics
 from lb.retry import PerTryTimeout, RetryBudget, RetryPolicy, was_sent
 
 
@@ -75,8 +74,7 @@ def test_a_retry_storm_is_capped_at_percent_plus_floor() -> None:
 
 
 def policy(*retry_on: str, attempts: int = 2, per_try: float | None = None) -> RetryPolicy:
-    config = RetryConfig(attempts, frozenset(retry_on), 20.0, per_try)
-    return RetryPolicy(config, "web", Metrics())
+    return RetryPolicy(RetryConfig(attempts, frozenset(retry_on), 20.0, per_try))
 
 
 def sent_error(cls: type[httpx.HTTPError]) -> httpx.HTTPError:
@@ -139,14 +137,10 @@ def test_which_statuses_may_be_retried() -> None:
     assert not rules.status_retryable(503, "PUT", True)
 
 
-def test_take_spends_the_budget_and_reports_each_retry() -> None:
+def test_take_spends_the_budget() -> None:
     clock = FakeClock()
-    seen: list[str] = []
-    metrics = Metrics()
-    metrics.retry = seen.append  # type: ignore[method-assign]
-    rules = RetryPolicy(RetryConfig(3, frozenset(), 0.0), "web", metrics, RetryBudget(0.0, clock))
+    rules = RetryPolicy(RetryConfig(3, frozenset(), 0.0), RetryBudget(0.0, clock))
     assert [rules.take() for _ in range(5)] == [True, True, True, False, False]
-    assert seen == ["web"] * 3
 
 
 class SlowTransport(httpx.AsyncBaseTransport):
