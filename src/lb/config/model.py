@@ -85,9 +85,9 @@ class PoolConfig:
     timeouts: TimeoutConfig = TimeoutConfig()
     preserve_host: bool = True
     slow_start: float = 0.0  # seconds over which a recovered backend's weight ramps up; 0: off
-    panic_threshold: float = (
-        0.0  # % usable below which the pool spreads over all; 0: only when none
-    )
+    # % of backends usable below which the pool spreads traffic over all of them (panic mode);
+    # 0: only when none is usable; None (`panic_threshold: false`): panic mode off, 503 instead.
+    panic_threshold: float | None = 0.0
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,18 @@ def _read_timeouts(value: Any, path: str, problems: Problems) -> TimeoutConfig:
     )
 
 
+def _to_panic_threshold(value: Any) -> float | None:
+    """A percentage, or false to turn panic mode off."""
+    if value is False:
+        return None
+    try:
+        return _PERCENT(value)
+    except Invalid:
+        raise Invalid(
+            f"expected a number between 0 and 100 or false, got {describe(value)}"
+        ) from None
+
+
 def _to_options(value: Any) -> dict[str, object]:
     if value is None:
         return {}
@@ -296,7 +308,7 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         timeouts=_read_timeouts(s.raw("timeouts"), s.key_path("timeouts"), problems),
         preserve_host=s.read("preserve_host", d.preserve_host, to_bool),
         slow_start=s.read("slow_start", d.slow_start, to_duration(positive=False)),
-        panic_threshold=s.read("panic_threshold", d.panic_threshold, _PERCENT),
+        panic_threshold=s.read("panic_threshold", d.panic_threshold, _to_panic_threshold),
     )
 
 
