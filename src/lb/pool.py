@@ -11,6 +11,7 @@ from typing import Any
 
 from lb.backend import Backend
 from lb.config import PoolConfig
+from lb.sticky import StickySessions
 from lb.strategy import PickRequest, Strategy, create_strategy
 
 
@@ -23,6 +24,7 @@ class Pool:
         self._on_done: Callable[[Backend, float, bool], Any] | None = getattr(
             self.strategy, "on_done", None
         )
+        self.sticky = StickySessions(config.sticky, config.name) if config.sticky else None
         self.backends: dict[str, Backend] = {}
         for backend in backends if backends is not None else map(Backend, config.backends):
             self.add(backend)
@@ -36,6 +38,8 @@ class Pool:
         backend._on_change = self.invalidate
         self.backends[backend.id] = backend
         self._usable = None
+        if self.sticky is not None:
+            self.sticky.add(backend.id)
 
     def remove(self, backend_id: str) -> Backend | None:
         backend = self.backends.pop(backend_id, None)
@@ -52,10 +56,23 @@ class Pool:
         return usable
 
     def pick(self, request: PickRequest, exclude: tuple[Backend, ...] = ()) -> Backend | None:
+        """The backend for `request`: the one its sticky cookie pins, if that may take it, else
+        the strategy's pick among the usable backends not in `exclude` (those already tried)."""
+        if self.sticky is not None:
+            pinned = self.sticky.pinned(request, self.backends)
+            if pinned is not None and pinned not in exclude:
+                return pinned
         candidates = self.usable()
         if exclude:
             candidates = tuple(b for b in candidates if b not in exclude)
         return self.strategy.pick(candidates, request)
+
+    def sticky_cookie(self, request: PickRequest, backend: Backend) -> bytes | None:
+        """The Set-Cookie value to send with `backend`'s response, when sticky sessions are on
+        and the request is not already pinned to it."""
+        if self.sticky is None:
+            return None
+        return self.sticky.set_cookie(request, backend)
 
     def start(self, backend: Backend) -> None:
         backend.active_requests += 1

@@ -215,7 +215,8 @@ class Proxy:
                 pool.done(backend, time.perf_counter() - start, False)
                 continue
             try:
-                ok = await self._stream_response(send, ctx, backend, response)
+                set_cookie = pool.sticky_cookie(request, backend)
+                ok = await self._stream_response(send, ctx, backend, response, set_cookie)
             finally:
                 pool.done(backend, time.perf_counter() - start, ok and status < 500)
             return None
@@ -271,10 +272,18 @@ class Proxy:
             await send_error(send, ctx, "bad_gateway", detail)
 
     async def _stream_response(
-        self, send: Any, ctx: RequestContext, backend: Backend, response: httpx.Response
+        self,
+        send: Any,
+        ctx: RequestContext,
+        backend: Backend,
+        response: httpx.Response,
+        set_cookie: bytes | None = None,
     ) -> bool:
-        """Send the backend's response on; False if it broke off after the head was sent."""
+        """Send the backend's response on; False if it broke off after the head was sent.
+        `set_cookie` is the sticky session cookie to add, if any."""
         headers = downstream_response_headers(response.headers.raw, ctx.request_id)
+        if set_cookie is not None:
+            headers.append((b"set-cookie", set_cookie))
         length = -1
         for name, value in headers:
             if name == b"content-length":

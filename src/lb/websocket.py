@@ -66,7 +66,8 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    backend = pool.pick(PickRequest(scope, ctx.client_ip, pool.config.hash_key))
+    request = PickRequest(scope, ctx.client_ip, pool.config.hash_key)
+    backend = pool.pick(request)
     if backend is None:
         return await _reject(send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name!r}")
     ctx.backend = backend.id
@@ -129,6 +130,9 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
             status, code = (504, "timeout") if isinstance(exc, TimeoutError) else (502, "bad_gateway")
             return await _reject(send, scope, ctx, status, code, ctx.error)
         accept: dict[str, Any] = {"type": "websocket.accept", "headers": [(b"x-request-id", ctx.request_id)]}
+        set_cookie = pool.sticky_cookie(request, backend)
+        if set_cookie is not None:
+            accept["headers"].append((b"set-cookie", set_cookie))
         if upstream.subprotocol:
             accept["subprotocol"] = upstream.subprotocol
         await send(accept)
