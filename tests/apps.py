@@ -63,7 +63,13 @@ class Backend:
             self.in_flight -= 1
 
     async def handle(
-        self, scope: Any, receive: Any, send: Any, path: str, query: dict[str, list[str]], record: Any
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        path: str,
+        query: dict[str, list[str]],
+        record: Any,
     ) -> None:
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -78,8 +84,13 @@ class Backend:
         if path == "/big":
             size = int(query["size"][0])
             chunk = b"x" * 65536
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-length", str(size).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", str(size).encode())],
+                }
+            )
             sent = 0
             while sent < size:
                 part = chunk[: min(len(chunk), size - sent)]
@@ -87,12 +98,21 @@ class Backend:
                 await send({"type": "http.response.body", "body": part, "more_body": sent < size})
             return None
         if path == "/sse":
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/event-stream")]})
-            await send({"type": "http.response.body", "body": b"data: first\n\n", "more_body": True})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            await send(
+                {"type": "http.response.body", "body": b"data: first\n\n", "more_body": True}
+            )
             while not self.release.is_set():
                 await asyncio.sleep(0.01)
-            await send({"type": "http.response.body", "body": b"data: second\n\n", "more_body": False})
+            await send(
+                {"type": "http.response.body", "body": b"data: second\n\n", "more_body": False}
+            )
             return None
         if path == "/hang":
             # uvicorn does not cancel an app whose client left; it reports it through receive().
@@ -110,16 +130,33 @@ class Backend:
             return await self.reply(send, 200, b"late")
         if path == "/gzip":
             body = gzip.compress(b"hello gzip " * 100, mtime=0)
-            return await self.reply(send, 200, body, [(b"content-encoding", b"gzip"),
-                                                      (b"content-type", b"text/plain")])
+            return await self.reply(
+                send, 200, body, [(b"content-encoding", b"gzip"), (b"content-type", b"text/plain")]
+            )
         if path == "/cookies":
-            return await self.reply(send, 200, b"cookies", [
-                (b"set-cookie", b"a=1; Path=/"), (b"set-cookie", b"b=2; Path=/"),
-                (b"server", b"backend-server"), (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT")])
+            return await self.reply(
+                send,
+                200,
+                b"cookies",
+                [
+                    (b"set-cookie", b"a=1; Path=/"),
+                    (b"set-cookie", b"b=2; Path=/"),
+                    (b"server", b"backend-server"),
+                    (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+                ],
+            )
         if path == "/hop":
-            return await self.reply(send, 200, b"hop", [
-                (b"connection", b"x-private"), (b"x-private", b"secret"),
-                (b"keep-alive", b"timeout=5"), (b"x-request-id", b"backend-id")])
+            return await self.reply(
+                send,
+                200,
+                b"hop",
+                [
+                    (b"connection", b"x-private"),
+                    (b"x-private", b"secret"),
+                    (b"keep-alive", b"timeout=5"),
+                    (b"x-request-id", b"backend-id"),
+                ],
+            )
         if path.startswith("/status/"):
             return await self.reply(send, int(path.rsplit("/", 1)[1]), b"status")
         body = b""
@@ -130,14 +167,20 @@ class Backend:
                 break
         record["body"] = body.decode("latin-1")
         payload = {"backend": self.name, **record}
-        return await self.reply(send, self.status, json.dumps(payload).encode(),
-                                [(b"content-type", b"application/json")])
+        return await self.reply(
+            send,
+            self.status,
+            json.dumps(payload).encode(),
+            [(b"content-type", b"application/json")],
+        )
 
     async def reply(
         self, send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         out = [(b"content-length", str(len(body)).encode()), (b"x-backend", self.name.encode())]
-        await send({"type": "http.response.start", "status": status, "headers": out + (headers or [])})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": out + (headers or [])}
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def websocket(self, scope: Any, receive: Any, send: Any) -> None:
@@ -153,7 +196,9 @@ class Backend:
                 return
             text = message.get("text")
             if text is not None and text.startswith("close:"):
-                await send({"type": "websocket.close", "code": int(text.split(":")[1]), "reason": "bye"})
+                await send(
+                    {"type": "websocket.close", "code": int(text.split(":")[1]), "reason": "bye"}
+                )
                 return
             if text is not None:
                 await send({"type": "websocket.send", "text": f"{self.name}:{text}"})

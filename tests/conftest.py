@@ -76,3 +76,24 @@ def redis_server() -> Iterator[object]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def lb_process(tmp_path):  # type: ignore[no-untyped-def]
+    """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown."""
+    import yaml
+
+    from servers import LbProcess
+
+    started: list[LbProcess] = []
+
+    def factory(config: dict[str, object], workers: int = 1, **env: str) -> LbProcess:
+        path = tmp_path / f"config-{len(started)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        process = LbProcess(str(path), workers, env)
+        started.append(process)
+        return process.wait_ready()
+
+    yield factory
+    for process in started:
+        process.stop()

@@ -92,7 +92,9 @@ def serving(app: Any, **config: Any) -> Iterator[ThreadedServer]:
 
 
 class RawResponse:
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, closed: bool) -> None:
+    def __init__(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, closed: bool
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -191,8 +193,19 @@ class RedisServer:
         import subprocess
 
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "no"],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -208,3 +221,91 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+SRC = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "src")
+
+
+def lb_env(**extra: str) -> dict[str, str]:
+    """Environment for an `lb` subprocess that imports this checkout's src/."""
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+class LbProcess:
+    """`python -m lb serve` as a subprocess on a free port; always stopped by its fixture."""
+
+    def __init__(
+        self, config_path: str, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "lb", "serve", "-c", config_path, "--host", "127.0.0.1"]
+        args += ["--port", str(self.port), "--workers", str(workers)]
+        # Output goes to a file: a pipe nobody reads would block the server once it fills.
+        self.log_path = config_path + ".log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            args,
+            env=lb_env(**(env or {})),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> LbProcess:
+        import urllib.request
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"lb exited: {self.output()}")
+            try:
+                with urllib.request.urlopen(self.url + "/_lb/healthz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_until(ready, timeout, 0.05)
+        return self
+
+    def rss_kib(self) -> int:
+        """Resident memory of the process tree (the server and any workers), in KiB."""
+        import os
+
+        total = 0
+        pids = [self.process.pid]
+        children = f"/proc/{self.process.pid}/task/{self.process.pid}/children"
+        if os.path.exists(children):
+            with open(children) as f:
+                pids += [int(p) for p in f.read().split()]
+        for pid in pids:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total
+
+    def stop(self, sig: int = 15, timeout: float = 20.0) -> int:
+        import os
+        import subprocess
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(5)
+        self.log.close()
+        return int(self.process.returncode)

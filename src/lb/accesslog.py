@@ -34,7 +34,7 @@ class AccessLog:
         self._owned: IO[str] | None = None
         self._stream: IO[str] = sys.stdout
         if self.enabled and config.file:
-            # Line-buffered: each line is whole on disk as soon as it is written (tail -f, shippers).
+            # Line-buffered: each line is whole on disk once written (tail -f, log shippers).
             self._owned = self._stream = open(config.file, "a", buffering=1, encoding="utf-8")
 
     def close(self) -> None:

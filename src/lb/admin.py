@@ -115,7 +115,9 @@ class AdminGuard:
         except ValueError:
             ip = None
         if ip is None or not any(ip in net for net in config.admin.allow):
-            return _json({"error": "forbidden", "detail": "admin not allowed from this address"}, 403)
+            return _json(
+                {"error": "forbidden", "detail": "admin not allowed from this address"}, 403
+            )
         if self.token is not None:
             given = b""
             for name, value in scope["headers"]:

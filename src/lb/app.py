@@ -1,4 +1,4 @@
-"""The ASGI application: `create_app(config)` and the lazily configured `app` for `uvicorn lb.app:app`.
+"""The ASGI application: `create_app(config)`, and `app` for `uvicorn lb.app:app`.
 
 `LoadBalancer` owns everything with a lifetime: the upstream transport and client, the pools, the
 background services (health checks, ...). It starts them on ASGI lifespan startup, or on the first
@@ -129,7 +129,8 @@ class LoadBalancer:
             if raw_path.startswith(root):
                 raw_path = raw_path[len(root) :] or b"/"
         if gen.is_admin_path(raw_path):
-            return await gen.admin(scope, receive, send)
+            await gen.admin(scope, receive, send)
+            return
 
         headers = scope["headers"]
         request_id = host = xff = traceparent = None
@@ -232,7 +233,8 @@ class LazyApp:
                     return message
                 return await receive()
 
-            return await app(scope, replay, send)
+            await app(scope, replay, send)
+            return
         await self._load()(scope, receive, send)
 
 

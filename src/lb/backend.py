@@ -21,7 +21,7 @@ _WINDOW = 1024  # latency samples kept per backend for percentiles
 
 
 class LatencyWindow:
-    """The last `_WINDOW` latencies in a preallocated ring: O(1) to record, sorted only when read."""
+    """The last `_WINDOW` latencies in a preallocated ring: O(1) to record, sorted when read."""
 
     __slots__ = ("_samples", "_next", "_count")
 
@@ -112,10 +112,7 @@ class Backend:
     def usable(self) -> bool:
         """May receive new requests: healthy, not ejected, active, and weight above zero."""
         return (
-            self.admin_state == "active"
-            and self.healthy
-            and not self.ejected
-            and self.weight > 0
+            self.admin_state == "active" and self.healthy and not self.ejected and self.weight > 0
         )
 
     def changed(self) -> None:

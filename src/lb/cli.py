@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +54,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from lb.multiprocess import prepare_multiprocess
 
         prepare_multiprocess()
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully, so that the
+    # process ends "killed by SIGTERM". A graceful stop is a success for us: exit status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     uvicorn.run("lb.app:app", **options)
     return 0
 
@@ -69,14 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the balancer")
-    serve.add_argument("-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)")
+    serve.add_argument(
+        "-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)"
+    )
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config file")
-    check.add_argument("-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)")
+    check.add_argument(
+        "-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)"
+    )
     check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="three demo backends and the balancer, no config needed")

@@ -36,7 +36,10 @@ def demo_backend(name: str) -> Any:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"server", f"demo-{name}".encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"server", f"demo-{name}".encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -55,7 +58,9 @@ def demo_config(backend_urls: list[str]) -> dict[str, Any]:
         "pools": {
             "demo": {
                 "strategy": "round_robin",
-                "backends": [{"url": url, "id": f"demo-{i + 1}"} for i, url in enumerate(backend_urls)],
+                "backends": [
+                    {"url": url, "id": f"demo-{i + 1}"} for i, url in enumerate(backend_urls)
+                ],
                 "health_check": {"path": "/health", "interval": "2s", "timeout": "1s"},
             }
         },

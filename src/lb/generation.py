@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 
 class Generation:
-    def __init__(self, config: Config, app: LoadBalancer, previous: Generation | None = None) -> None:
+    def __init__(
+        self, config: Config, app: LoadBalancer, previous: Generation | None = None
+    ) -> None:
         self.config = config
         self.pools: dict[str, Pool] = {}
         for name, pool_config in config.pools.items():

@@ -43,7 +43,7 @@ def _connection_tokens(value: bytes) -> set[bytes]:
 
 
 def client_ip(peer: str, xff: bytes | None, trusted: Sequence[Network]) -> str:
-    """The peer address; from a trusted peer, the rightmost X-Forwarded-For hop not itself trusted."""
+    """The peer address; from a trusted peer, the rightmost X-Forwarded-For hop not trusted."""
     if not trusted or xff is None or not is_trusted(peer, trusted):
         return peer
     for hop in reversed(xff.split(b",")):
@@ -134,7 +134,9 @@ def upstream_request_headers(
     return out
 
 
-def downstream_response_headers(headers: Sequence[tuple[bytes, bytes]], request_id: bytes) -> Headers:
+def downstream_response_headers(
+    headers: Sequence[tuple[bytes, bytes]], request_id: bytes
+) -> Headers:
     """The backend's response headers for the client: hop-by-hop gone, our X-Request-ID added."""
     out: Headers = []
     drop: set[bytes] | None = None

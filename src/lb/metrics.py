@@ -10,7 +10,9 @@ from __future__ import annotations
 class Metrics:
     """One per app (two apps in one process share nothing)."""
 
-    def request(self, pool: str, backend: str | None, method: str, status: int, seconds: float) -> None:
+    def request(
+        self, pool: str, backend: str | None, method: str, status: int, seconds: float
+    ) -> None:
         """A proxied request finished (backend None: the balancer answered itself)."""
 
     def upstream_error(self, pool: str, backend: str, kind: str) -> None:

@@ -122,11 +122,17 @@ class Proxy:
         self.budget = retry_budget or RetryBudget(config.retries.budget_percent)
         timeouts = config.timeouts
         read = config.retries.per_try_timeout or timeouts.read
-        self.timeout = {"connect": timeouts.connect, "read": read, "write": read, "pool": timeouts.pool}
+        self.timeout = {
+            "connect": timeouts.connect,
+            "read": read,
+            "write": read,
+            "pool": timeouts.pool,
+        }
         self.retry_statuses = frozenset(int(s) for s in config.retries.retry_on if s.isdigit())
         self.retry_connect = "connect_error" in config.retries.retry_on
         self.retry_timeout = "timeout" in config.retries.retry_on
         self.preserve_host = config.preserve_host
+        self._urls: dict[Backend, httpx.URL] = {}
 
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"
@@ -178,7 +184,10 @@ class Proxy:
                     # Every backend failed this request already: the last failure stands.
                     return await self._answer_failure(send, ctx)
                 return await send_error(
-                    send, ctx, "no_backend", f"no usable backend in pool {pool.name!r}",
+                    send,
+                    ctx,
+                    "no_backend",
+                    f"no usable backend in pool {pool.name!r}",
                     retry_after=1,
                 )
             tried += (backend,)
@@ -195,7 +204,10 @@ class Proxy:
                 ctx.error = _describe(exc)
                 logger.warning(
                     "upstream error: pool=%s backend=%s cause=%s request_id=%s",
-                    pool.name, backend.id, ctx.error, ctx.request_id.decode(),
+                    pool.name,
+                    backend.id,
+                    ctx.error,
+                    ctx.request_id.decode(),
                 )
                 if ctx.attempts < attempts and self._may_retry(exc, method, body):
                     continue
@@ -236,9 +248,13 @@ class Proxy:
         )
         route = ctx.route
         target = ctx.target if route is None else route.upstream_path(ctx.target)
+        url = self._urls.get(backend)
+        if url is None:
+            # Parsing a URL string costs more than the rest of the request set-up: once per backend.
+            url = self._urls[backend] = httpx.URL(backend.url)
         request = httpx.Request(
             ctx.method,
-            backend.url,
+            url,
             headers=headers,
             stream=body,
             # "target" is the request-target sent on the wire, byte for byte (httpcore honours it
@@ -251,8 +267,10 @@ class Proxy:
         if isinstance(exc, httpx.PoolTimeout):
             return False
         if isinstance(exc, _NOT_SENT) or getattr(exc, "request_sent", True) is False:
-            allowed = self.retry_connect if not isinstance(exc, httpx.TimeoutException) else (
-                self.retry_timeout or self.retry_connect
+            allowed = (
+                self.retry_connect
+                if not isinstance(exc, httpx.TimeoutException)
+                else (self.retry_timeout or self.retry_connect)
             )
         elif isinstance(exc, httpx.TimeoutException):
             allowed = self.retry_timeout and method in IDEMPOTENT and not body.started
@@ -295,14 +313,18 @@ class Proxy:
         if ctx.method == "HEAD":
             length = 0
         ctx.status = response.status_code
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
         sent = 0
         try:
             if length != 0:
                 async for chunk in response.stream:  # type: ignore[union-attr]
                     sent += len(chunk)
                     # With a known length the last chunk ends the response: one send fewer.
-                    await send({"type": "http.response.body", "body": chunk, "more_body": sent != length})
+                    await send(
+                        {"type": "http.response.body", "body": chunk, "more_body": sent != length}
+                    )
                     if sent == length:
                         break
             if sent != length or length == 0:
@@ -315,7 +337,10 @@ class Proxy:
             logger.warning(
                 "upstream broke off mid-response, aborting the client connection: pool=%s "
                 "backend=%s cause=%s request_id=%s",
-                self.pool.name, backend.id, ctx.error, ctx.request_id.decode(),
+                self.pool.name,
+                backend.id,
+                ctx.error,
+                ctx.request_id.decode(),
             )
             # Returning without the final body message makes the server close the connection,
             # so the client sees a truncated response rather than a clean end.

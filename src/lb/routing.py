@@ -59,7 +59,9 @@ def _compile(config: RouteConfig) -> Route:
 class Router:
     def __init__(self, routes: Sequence[RouteConfig], pools: Mapping[str, object]) -> None:
         self.routes = tuple(_compile(r) for r in routes)
-        default = "default" if "default" in pools else (next(iter(pools)) if len(pools) == 1 else None)
+        default = (
+            "default" if "default" in pools else (next(iter(pools)) if len(pools) == 1 else None)
+        )
         self.fallback = None if default is None else _compile(RouteConfig(pool=default))
 
     def all(self) -> tuple[Route, ...]:

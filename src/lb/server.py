@@ -47,10 +47,10 @@ class HttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         limits = getattr(self.app, "lb_limits", None)
-        self.max_header_bytes, self.max_target_bytes = limits() if limits else (
-            MAX_HEADER_BYTES,
-            MAX_TARGET_BYTES,
-        )
+        self.max_header_bytes: int = MAX_HEADER_BYTES
+        self.max_target_bytes: int = MAX_TARGET_BYTES
+        if limits is not None:
+            self.max_header_bytes, self.max_target_bytes = limits()
         self._header_bytes = 0
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []

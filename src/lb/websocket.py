@@ -40,7 +40,9 @@ _HANDSHAKE = frozenset(
 _RESERVED_CLOSE = frozenset({1005, 1006, 1015})
 
 
-async def _reject(send: Any, scope: Any, ctx: RequestContext, status: int, code: str, detail: str) -> None:
+async def _reject(
+    send: Any, scope: Any, ctx: RequestContext, status: int, code: str, detail: str
+) -> None:
     ctx.status = status
     ctx.error = code
     if "websocket.http.response" in scope.get("extensions", {}):
@@ -69,7 +71,9 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
     request = PickRequest(scope, ctx.client_ip, pool.config.hash_key)
     backend = pool.pick(request)
     if backend is None:
-        return await _reject(send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name!r}")
+        return await _reject(
+            send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name!r}"
+        )
     ctx.backend = backend.id
     ctx.attempts = 1
     headers: list[tuple[str, str]] = []
@@ -122,14 +126,22 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
         except InvalidURI:
             ctx.error = "invalid Host for the upstream handshake"
             return await _reject(send, scope, ctx, 400, "bad_request", ctx.error)
-        except (OSError, TimeoutError, asyncio.TimeoutError, Exception) as exc:
+        except (OSError, TimeoutError, Exception) as exc:
             ctx.error = f"{type(exc).__name__} ({exc})"
             logger.warning(
-                "websocket upstream error: pool=%s backend=%s cause=%s", pool.name, backend.id, ctx.error
+                "websocket upstream error: pool=%s backend=%s cause=%s",
+                pool.name,
+                backend.id,
+                ctx.error,
             )
-            status, code = (504, "timeout") if isinstance(exc, TimeoutError) else (502, "bad_gateway")
+            status, code = (
+                (504, "timeout") if isinstance(exc, TimeoutError) else (502, "bad_gateway")
+            )
             return await _reject(send, scope, ctx, status, code, ctx.error)
-        accept: dict[str, Any] = {"type": "websocket.accept", "headers": [(b"x-request-id", ctx.request_id)]}
+        accept: dict[str, Any] = {
+            "type": "websocket.accept",
+            "headers": [(b"x-request-id", ctx.request_id)],
+        }
         set_cookie = pool.sticky_cookie(request, backend)
         if set_cookie is not None:
             accept["headers"].append((b"set-cookie", set_cookie))
@@ -172,9 +184,14 @@ async def _relay(receive: Any, send: Any, upstream: ClientConnection, ctx: Reque
         rcvd = upstream.close_code
         code = 1011 if rcvd is None or rcvd in _RESERVED_CLOSE else rcvd
         with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": code, "reason": upstream.close_reason or ""})
+            await send(
+                {"type": "websocket.close", "code": code, "reason": upstream.close_reason or ""}
+            )
 
-    tasks = [asyncio.ensure_future(client_to_upstream()), asyncio.ensure_future(upstream_to_client())]
+    tasks = [
+        asyncio.ensure_future(client_to_upstream()),
+        asyncio.ensure_future(upstream_to_client()),
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -1,19 +1,27 @@
-"""`gunicorn lb.app:app -k lb.worker.UvicornWorker`: uvicorn-worker set up as `lb serve` sets uvicorn."""
+"""`gunicorn lb.app:app -k lb.worker.UvicornWorker`: uvicorn-worker set up like `lb serve`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from uvicorn_worker import UvicornWorker as _UvicornWorker
+from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[import-untyped]
 
 from lb.server import uvicorn_options
 
 
 def _worker_kwargs() -> dict[str, Any]:
     options = uvicorn_options(host="", port=0)
-    keep = ("http", "loop", "lifespan", "server_header", "date_header", "proxy_headers", "access_log")
+    keep = (
+        "http",
+        "loop",
+        "lifespan",
+        "server_header",
+        "date_header",
+        "proxy_headers",
+        "access_log",
+    )
     return {key: options[key] for key in keep}
 
 
-class UvicornWorker(_UvicornWorker):
+class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
     CONFIG_KWARGS = _worker_kwargs()

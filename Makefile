@@ -1,0 +1,29 @@
+# `make test` is the project's test command (README, CI); `make demo` runs the balancer.
+VENV ?= .venv
+PYTHON ?= python3
+
+.PHONY: test demo lint deps install
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+deps:
+	./scripts/system-deps.sh
+
+test: deps install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+
+demo: install
+	$(VENV)/bin/lb demo
