@@ -167,7 +167,7 @@ def _read_sticky(value: Any, path: str, problems: Problems) -> StickyConfig | No
         cookie=s.read("cookie", default.cookie, _to_cookie_name),
         max_age=s.read("max_age", default.max_age, to_duration(positive=True)),
         # Empty (e.g. an unset `${STICKY_SECRET}`) means no secret, like `admin.token`.
-        secret=s.read_optional("secret", default.secret, to_str) or None,
+        secret=s.read("secret", None, to_str) if s.raw("secret") not in (None, "") else None,
     )
 
 

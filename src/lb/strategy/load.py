@@ -193,7 +193,9 @@ class LeastLatency:
         now = self._clock()
         score = self.score
         if self._choices >= count:
-            indices: Sequence[int] = range(count)
+            # Every backend, from a random one on, so that ties (idle, no sample yet) spread.
+            start = int(self._random() * count) % count
+            indices: Sequence[int] = [*range(start, count), *range(start)]
         elif self._choices == 2:
             table = self._table = table_for(self._table, backends)
             indices = draw_two(table, self._random)
