@@ -12,6 +12,8 @@ import random
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import compress, repeat
+from operator import add, attrgetter, eq, truediv
 
 from lb.backend import Backend
 from lb.strategy import options
@@ -21,6 +23,8 @@ from lb.strategy.weighted import WeightTable, table_for
 # Score of a backend that has no latency sample yet but a request in flight (Finagle's penalty):
 # it is probed with one request at a time until its first answer says how fast it is.
 _PENALTY = 1e6
+
+_active = attrgetter("active_requests")
 
 
 def draw_two(table: WeightTable, fraction: Callable[[], float]) -> tuple[int, int]:
@@ -53,6 +57,7 @@ class LeastConnections:
         self._backends: Sequence[Backend] = ()
         self._weights: list[int] = []
         self._current: list[int] = []
+        self._total = 0
         self._uniform = True
         self._next = 0
 
@@ -63,6 +68,7 @@ class LeastConnections:
         previous = dict(zip(self._backends, self._current, strict=True))
         self._weights = [b.weight for b in backends]
         self._current = [previous.get(b, 0) for b in backends]
+        self._total = sum(self._weights)
         self._uniform = len(set(self._weights)) <= 1
         self._backends = backends
 
@@ -72,9 +78,10 @@ class LeastConnections:
         count = len(backends)
         if count < 2:
             return backends[0] if count else None
-        active = [b.active_requests for b in backends]
+        # Built-ins (attrgetter, min, index, count) run in C: a pick stays cheap in big pools.
+        active = list(map(_active, backends))
         if self._uniform:
-            # min() and index() run in C; starting after the last pick makes ties round-robin.
+            # Starting after the last pick makes ties round-robin.
             least = min(active)
             start = self._next % count
             try:
@@ -83,22 +90,29 @@ class LeastConnections:
                 index = active.index(least)
             self._next = index + 1
             return backends[index]
-        weights = self._weights
-        best_active, best_weight = active[0], weights[0]
-        for index in range(1, count):
-            if active[index] * best_weight < best_active * weights[index]:
-                best_active, best_weight = active[index], weights[index]
+        # Division is correctly rounded, so equal ratios (2/6, 1/3) give equal floats: ties hold.
+        ratios = list(map(truediv, active, self._weights))
+        least = min(ratios)
+        tied = ratios.count(least)
+        if tied == 1:
+            return backends[ratios.index(least)]
         # Smooth WRR among the tied: only they gain their weight, as in nginx.
+        weights = self._weights
+        if tied == count:  # e.g. an idle pool: everyone gains, done in C
+            current = self._current = list(map(add, self._current, weights))
+            best_value = max(current)
+            best = current.index(best_value)
+            current[best] = best_value - self._total
+            return backends[best]
         current = self._current
         best = -1
         best_value = total = 0
-        for index in range(count):
+        for index in compress(range(count), map(eq, ratios, repeat(least))):
             weight = weights[index]
-            if active[index] * best_weight == best_active * weight:
-                value = current[index] = current[index] + weight
-                total += weight
-                if best < 0 or value > best_value:
-                    best, best_value = index, value
+            value = current[index] = current[index] + weight
+            total += weight
+            if best < 0 or value > best_value:
+                best, best_value = index, value
         current[best] = best_value - total
         return backends[best]
 
@@ -178,7 +192,9 @@ class LeastLatency:
         return state
 
     def score(self, backend: Backend, now: float) -> float:
-        state = self._state(backend)
+        state = backend.strategy_data
+        if type(state) is not PeakEwma:
+            state = self._state(backend)
         active = backend.active_requests
         cost = state.cost
         if cost == 0.0:
@@ -192,13 +208,15 @@ class LeastLatency:
             return backends[0] if count else None
         now = self._clock()
         score = self.score
+        if self._choices == 2 and count > 2:
+            table = self._table = table_for(self._table, backends)
+            first, second = draw_two(table, self._random)
+            a, b = backends[first], backends[second]
+            return b if score(b, now) < score(a, now) else a
         if self._choices >= count:
             # Every backend, from a random one on, so that ties (idle, no sample yet) spread.
             start = int(self._random() * count) % count
             indices: Sequence[int] = [*range(start, count), *range(start)]
-        elif self._choices == 2:
-            table = self._table = table_for(self._table, backends)
-            indices = draw_two(table, self._random)
         else:
             indices = self._rng.sample(range(count), self._choices)
         best = indices[0]
