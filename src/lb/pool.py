@@ -80,10 +80,15 @@ class Pool:
         if self._on_start is not None:
             self._on_start(backend)
 
-    def done(self, backend: Backend, seconds: float, ok: bool) -> None:
+    def done(
+        self, backend: Backend, seconds: float, ok: bool, *, response_time: float | None = None
+    ) -> None:
+        """A request to `backend` finished after `seconds`. `response_time`, when known, is how
+        long the response head took: the strategy is told that, so a long download, stream or
+        WebSocket session does not make a backend look slow."""
         backend.active_requests -= 1
         backend.latency.record(seconds)
         if not ok:
             backend.failures_total += 1
         if self._on_done is not None:
-            self._on_done(backend, seconds, ok)
+            self._on_done(backend, seconds if response_time is None else response_time, ok)

@@ -216,6 +216,7 @@ class Proxy:
                 pool.done(backend, time.perf_counter() - start, False)
                 raise
             status = response.status_code
+            head = time.perf_counter() - start  # load-aware strategies judge by this, not streams
             if (
                 status in self.retry_statuses
                 and ctx.attempts < attempts
@@ -230,7 +231,8 @@ class Proxy:
                 set_cookie = pool.sticky_cookie(request, backend)
                 ok = await self._stream_response(send, ctx, backend, response, set_cookie)
             finally:
-                pool.done(backend, time.perf_counter() - start, ok and status < 500)
+                elapsed = time.perf_counter() - start
+                pool.done(backend, elapsed, ok and status < 500, response_time=head)
             return None
 
     def _build_request(

@@ -103,6 +103,7 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
     start = time.perf_counter()
     pool.start(backend)
     ok = False
+    handshake: float | None = None
     try:
         try:
             upstream = await connect(
@@ -138,6 +139,7 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
                 (504, "timeout") if isinstance(exc, TimeoutError) else (502, "bad_gateway")
             )
             return await _reject(send, scope, ctx, status, code, ctx.error)
+        handshake = time.perf_counter() - start  # the session's length is no latency
         accept: dict[str, Any] = {
             "type": "websocket.accept",
             "headers": [(b"x-request-id", ctx.request_id)],
@@ -151,7 +153,7 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
         ctx.status = 101
         ok = await _relay(receive, send, upstream, ctx)
     finally:
-        pool.done(backend, time.perf_counter() - start, ok)
+        pool.done(backend, time.perf_counter() - start, ok, response_time=handshake)
 
 
 async def _relay(receive: Any, send: Any, upstream: ClientConnection, ctx: RequestContext) -> bool:

@@ -552,3 +552,13 @@ def test_the_docs_show_the_plugin_the_tests_use() -> None:
     code = (root / "tests" / "example_strategy.py").read_text()
     doc = (root / "docs" / "strategies.md").read_text()
     assert f"```python\n{code}```" in doc
+
+
+def test_least_latency_judges_by_response_head_not_stream_length() -> None:
+    clock = FakeClock()
+    pool = pool_of("least_latency", 1, 1, clock=clock)
+    a = pool.backends["a"]
+    pool.start(a)
+    pool.done(a, 30.0, True, response_time=0.01)  # a 30 s download whose head took 10 ms
+    assert pool.strategy.score(a, clock.now) == pytest.approx(0.01)  # type: ignore[attr-defined]
+    assert a.latency.percentiles(0.5) == [30.0]  # the status latency is the whole request

@@ -114,8 +114,9 @@ class Strategy(Protocol):
     Optional hooks, called by the pool when the class defines them:
 
     - `on_start(backend)`: a request was sent to `backend`.
-    - `on_done(backend, seconds, ok)`: that request finished after `seconds`; `ok` is False for
-      connect errors, timeouts and 5xx.
+    - `on_done(backend, seconds, ok)`: that request finished; `seconds` is how long the response
+      head took (the whole time when there was none), `ok` is False for connect errors, timeouts
+      and 5xx.
 
     The constructor receives the pool's `strategy_options` as keyword arguments and raises
     ValueError for a bad value; the config loader reports that message under the option's key.
