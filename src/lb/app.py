@@ -24,7 +24,6 @@ from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
 from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.transport import Transport
-from lb.websocket import proxy_websocket
 
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -177,7 +176,7 @@ class LoadBalancer:
                     ctx.status = 404
                     await send({"type": "websocket.close", "code": 1008})
                 else:
-                    await proxy_websocket(scope, receive, send, gen.pools[route.pool])
+                    await gen.websocket_handlers[route](scope, receive, send)
             elif route is None:
                 await send_error(send_recorded, ctx, "no_route", "no route matches this request")
             else:
