@@ -562,3 +562,11 @@ def test_least_latency_judges_by_response_head_not_stream_length() -> None:
     pool.done(a, 30.0, True, response_time=0.01)  # a 30 s download whose head took 10 ms
     assert pool.strategy.score(a, clock.now) == pytest.approx(0.01)  # type: ignore[attr-defined]
     assert a.latency.percentiles(0.5) == [30.0]  # the status latency is the whole request
+
+
+def test_least_connections_with_many_distinct_weights() -> None:
+    pool = backends(*range(1, 60))  # lcm far beyond 2**30: float ratios
+    for backend in pool:
+        backend.active_requests = backend.weight  # all at ratio 1 ...
+    pool[10].active_requests = 0  # ... but one
+    assert LeastConnections().pick(pool, REQ) is pool[10]

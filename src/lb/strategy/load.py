@@ -12,8 +12,7 @@ import random
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from itertools import compress, repeat
-from operator import add, attrgetter, eq, truediv
+from operator import add, mul
 
 from lb.backend import Backend
 from lb.strategy import options
@@ -23,8 +22,6 @@ from lb.strategy.weighted import WeightTable, table_for
 # Score of a backend that has no latency sample yet but a request in flight (Finagle's penalty):
 # it is probed with one request at a time until its first answer says how fast it is.
 _PENALTY = 1e6
-
-_active = attrgetter("active_requests")
 
 
 def draw_two(table: WeightTable, fraction: Callable[[], float]) -> tuple[int, int]:
@@ -57,6 +54,7 @@ class LeastConnections:
         self._backends: Sequence[Backend] = ()
         self._weights: list[int] = []
         self._current: list[int] = []
+        self._scale: list[float] = []  # ints unless the weights' lcm is huge
         self._total = 0
         self._uniform = True
         self._next = 0
@@ -70,6 +68,11 @@ class LeastConnections:
         self._current = [previous.get(b, 0) for b in backends]
         self._total = sum(self._weights)
         self._uniform = len(set(self._weights)) <= 1
+        common = math.lcm(*self._weights) if backends else 1
+        if common <= 1 << 30:
+            self._scale = [common // w for w in self._weights]
+        else:  # many distinct weights: floats, exact enough (only ties may be missed)
+            self._scale = [1 / w for w in self._weights]
         self._backends = backends
 
     def pick(self, backends: Sequence[Backend], request: PickRequest) -> Backend | None:
@@ -78,8 +81,8 @@ class LeastConnections:
         count = len(backends)
         if count < 2:
             return backends[0] if count else None
-        # Built-ins (attrgetter, min, index, count) run in C: a pick stays cheap in big pools.
-        active = list(map(_active, backends))
+        # min, index and count run in C: a pick stays cheap in big pools.
+        active = [b.active_requests for b in backends]
         if self._uniform:
             # Starting after the last pick makes ties round-robin.
             least = min(active)
@@ -90,12 +93,13 @@ class LeastConnections:
                 index = active.index(least)
             self._next = index + 1
             return backends[index]
-        # Division is correctly rounded, so equal ratios (2/6, 1/3) give equal floats: ties hold.
-        ratios = list(map(truediv, active, self._weights))
-        least = min(ratios)
-        tied = ratios.count(least)
+        # active/weight as exact integers: active × (lcm of weights / weight). Small ints are
+        # cached by CPython, so this allocates little, and equal ratios compare equal.
+        loads = list(map(mul, active, self._scale))
+        least = min(loads)
+        tied = loads.count(least)
         if tied == 1:
-            return backends[ratios.index(least)]
+            return backends[loads.index(least)]
         # Smooth WRR among the tied: only they gain their weight, as in nginx.
         weights = self._weights
         if tied == count:  # e.g. an idle pool: everyone gains, done in C
@@ -107,7 +111,9 @@ class LeastConnections:
         current = self._current
         best = -1
         best_value = total = 0
-        for index in compress(range(count), map(eq, ratios, repeat(least))):
+        index = -1
+        for _ in range(tied):
+            index = loads.index(least, index + 1)
             weight = weights[index]
             value = current[index] = current[index] + weight
             total += weight
