@@ -152,3 +152,18 @@ def test_a_bad_strategy_option_stops_the_app_with_the_key_path() -> None:
         LoadBalancer(config)
     (line,) = caught.value.problems
     assert line.startswith("pools.web.strategy_options: decay: invalid duration 'soon'")
+
+
+@pytest.mark.parametrize("strategy", ["ip_hash", "consistent_hash"])
+def test_hashing_pins_each_key(strategy: str, start_backends: Any, start_balancer: Any) -> None:
+    backends = start_backends(3)
+    config = pool_config(
+        [server.url for _, server in backends], strategy=strategy, hash_key="header:X-User"
+    )
+    lb = start_balancer(config)
+    with httpx.Client(base_url=lb.url) as client:
+        homes = {}
+        for user in [f"user-{i}" for i in range(12)] * 3:
+            name = client.get("/", headers={"X-User": user}).json()["backend"]
+            assert homes.setdefault(user, name) == name
+        assert len(set(homes.values())) > 1  # twelve keys do not all land on one backend
