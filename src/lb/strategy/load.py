@@ -84,13 +84,14 @@ class LeastConnections:
         # min, index and count run in C: a pick stays cheap in big pools.
         active = [b.active_requests for b in backends]
         if self._uniform:
-            # Starting after the last pick makes ties round-robin.
             least = min(active)
-            start = self._next % count
-            try:
-                index = active.index(least, start)
-            except ValueError:
-                index = active.index(least)
+            index = active.index(least)
+            if index < self._next < count and active.count(least) > 1:
+                # Ties go round-robin: the first one after the last pick, if any.
+                try:
+                    index = active.index(least, self._next)
+                except ValueError:
+                    pass
             self._next = index + 1
             return backends[index]
         # active/weight as exact integers: active × (lcm of weights / weight). Small ints are
