@@ -12,7 +12,7 @@ import random
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from operator import add, mul
+from operator import add
 
 from lb.backend import Backend
 from lb.strategy import options
@@ -82,8 +82,8 @@ class LeastConnections:
         if count < 2:
             return backends[0] if count else None
         # min, index and count run in C: a pick stays cheap in big pools.
-        active = [b.active_requests for b in backends]
         if self._uniform:
+            active = [b.active_requests for b in backends]
             least = min(active)
             index = active.index(least)
             if index < self._next < count and active.count(least) > 1:
@@ -96,7 +96,7 @@ class LeastConnections:
             return backends[index]
         # active/weight as exact integers: active × (lcm of weights / weight). Small ints are
         # cached by CPython, so this allocates little, and equal ratios compare equal.
-        loads = list(map(mul, active, self._scale))
+        loads = [b.active_requests * scale for b, scale in zip(backends, self._scale, strict=True)]
         least = min(loads)
         tied = loads.count(least)
         if tied == 1:
