@@ -97,10 +97,10 @@ class LeastConnections:
         # active/weight as exact integers: active × (lcm of weights / weight). Small ints are
         # cached by CPython, so this allocates little, and equal ratios compare equal.
         loads = [b.active_requests * scale for b, scale in zip(backends, self._scale, strict=True)]
-        least = min(loads)
-        tied = loads.count(least)
+        lowest = min(loads)
+        tied = loads.count(lowest)
         if tied == 1:
-            return backends[loads.index(least)]
+            return backends[loads.index(lowest)]
         # Smooth WRR among the tied: only they gain their weight, as in nginx.
         weights = self._weights
         if tied == count:  # e.g. an idle pool: everyone gains, done in C
@@ -114,7 +114,7 @@ class LeastConnections:
         best_value = total = 0
         index = -1
         for _ in range(tied):
-            index = loads.index(least, index + 1)
+            index = loads.index(lowest, index + 1)
             weight = weights[index]
             value = current[index] = current[index] + weight
             total += weight
