@@ -1,4 +1,4 @@
-"""The admin API under `admin.path_prefix`: probes, status, and the metrics path.
+"""The admin API under `admin.path_prefix`: probes, status, and the metrics path (`metrics.path`).
 
 Everything but `healthz` and `readyz` is guarded: the client must come from `admin.allow` (403
 otherwise) and, when a token is set, carry `Authorization: Bearer TOKEN` (401 otherwise). Admin
@@ -9,34 +9,56 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
+from lb.cache import StoreError
 from lb.headers import client_ip, is_trusted
+from lb.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from lb.app import LoadBalancer
     from lb.generation import Generation
 
 
-def status_document(gen: Generation) -> dict[str, Any]:
+def status_document(
+    gen: Generation, totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None
+) -> dict[str, Any]:
+    """SPEC section 8's status JSON for `gen`.
+
+    `totals` (multiprocess mode) holds requests_total, failures_total and active_requests summed
+    over every worker; without it, or for a backend it lacks, this worker's own counters are used.
+    State, weight and latency are always this worker's view.
+    """
     pools: dict[str, Any] = {}
     for name, pool in gen.pools.items():
         backends = []
         for backend in pool.backends.values():
             p50, p95, p99 = backend.latency.percentiles(0.50, 0.95, 0.99)
+            summed = totals.get((name, backend.id)) if totals is not None else None
+            requests, failures, active = (
+                backend.requests_total,
+                backend.failures_total,
+                backend.active_requests,
+            )
+            if summed:
+                requests = int(summed.get("requests_total", requests))
+                failures = int(summed.get("failures_total", failures))
+                active = int(summed.get("active_requests", active))
             backends.append(
                 {
                     "id": backend.id,
                     "url": backend.url,
                     "state": backend.state,
                     "weight": backend.weight,
-                    "active_requests": backend.active_requests,
-                    "requests_total": backend.requests_total,
-                    "failures_total": backend.failures_total,
+                    "active_requests": active,
+                    "requests_total": requests,
+                    "failures_total": failures,
                     "latency_ms": {
                         "p50": round(p50 * 1000, 3),
                         "p95": round(p95 * 1000, 3),
@@ -46,6 +68,17 @@ def status_document(gen: Generation) -> dict[str, Any]:
             )
         pools[name] = {"strategy": pool.config.strategy, "backends": backends}
     return {"pools": pools}
+
+
+def purge_target(query: bytes) -> bytes | None:
+    """The target of `DELETE .../cache?path=TARGET`: everything after `path=`, taken as sent when
+    it starts with "/" (so `?path=/x?y=1&z=2` works unencoded), else percent-decoded once."""
+    if not query.startswith(b"path="):
+        return None
+    value = query[5:]
+    if not value.startswith(b"/"):
+        value = unquote_to_bytes(value)
+    return value if value.startswith(b"/") else None
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -65,12 +98,35 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         return _json({"status": "ready"})
 
     async def status(request: Request) -> Response:
-        return _json(status_document(app.generation))
+        live = app.generation
+        return _json(status_document(live, await app.metrics.backend_totals()))
+
+    async def metrics(request: Request) -> Response:
+        body = await app.metrics.render()
+        return Response(body, headers={"content-type": CONTENT_TYPE, "cache-control": "no-store"})
+
+    async def purge_cache(request: Request) -> Response:
+        cache = app.generation.cache
+        if cache is None:
+            return _json({"error": "not_found", "detail": "the cache is off"}, 404)
+        query: bytes = request.scope.get("query_string", b"")
+        target = purge_target(query)
+        if query and target is None:
+            detail = "expected ?path=/target (path and query as sent)"
+            return _json({"error": "bad_request", "detail": detail}, 400)
+        try:
+            removed = await cache.purge(target)
+        except StoreError as exc:
+            return _json({"error": "unavailable", "detail": str(exc)}, 503)
+        path = None if target is None else target.decode("latin-1")
+        return _json({"purged": removed, "path": path})
 
     routes = [
         Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/readyz", readyz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/status", status, methods=["GET"]),
+        Route(f"{prefix}/cache", purge_cache, methods=["DELETE"]),
+        Route(gen.config.metrics.path, metrics, methods=["GET", "HEAD"]),
     ]
     router = Router(routes)
     open_paths = {f"{prefix}/healthz".encode(), f"{prefix}/readyz".encode()}

@@ -21,6 +21,7 @@ from lb.context import SCOPE_KEY, RequestContext
 from lb.errors import send_error
 from lb.generation import Generation
 from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
+from lb.logsetup import use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.transport import Transport
@@ -53,7 +54,7 @@ class LoadBalancer:
             cookies=None,
         )
         self.access_log = AccessLog(self.config.logging)
-        self.metrics = Metrics()
+        self.metrics = Metrics(lambda: self.generation)
         self.generation = Generation(self.config, self)
         self.services: list[Service] = []
         self._started = False
@@ -62,10 +63,10 @@ class LoadBalancer:
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
 
-    def lb_limits(self) -> tuple[int, int]:
-        """(max header section bytes, max request-target bytes), read by `lb.server`."""
+    def lb_limits(self) -> tuple[int, int, float]:
+        """(max header section bytes, max request-target bytes, header timeout): `lb.server`."""
         server = self.config.server
-        return server.max_header_bytes, server.max_target_bytes
+        return server.max_header_bytes, server.max_target_bytes, server.header_timeout
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -76,6 +77,8 @@ class LoadBalancer:
             return await asyncio.shield(self._starting)
         self._starting = asyncio.get_running_loop().create_future()
         try:
+            use_level(self.config.logging.level)
+            await self.metrics.start()
             self.services = list(self.generation.services())
             for service in self.services:
                 await service.start()
@@ -91,6 +94,7 @@ class LoadBalancer:
         for service in reversed(self.services):
             await service.stop()
         self.services = []
+        await self.metrics.stop()
         await self.client.aclose()
         self.access_log.close()
         self._started = False
@@ -182,7 +186,16 @@ class LoadBalancer:
             else:
                 await route.handler(scope, receive, send_recorded)
         finally:
-            self.access_log.write(ctx, time.perf_counter(), traceparent)
+            end = time.perf_counter()
+            self.metrics.request(
+                ctx.pool or "",
+                ctx.backend,
+                ctx.method,
+                ctx.status,
+                end - ctx.start,
+                timed=kind == "http",
+            )
+            self.access_log.write(ctx, end, traceparent)
 
 
 def _max_connect_timeout(config: Config) -> float:
@@ -208,11 +221,11 @@ class LazyApp:
             self._app = LoadBalancer(default_config_path())
         return self._app
 
-    def lb_limits(self) -> tuple[int, int]:
+    def lb_limits(self) -> tuple[int, int, float]:
         if self._app is None:
-            from lb.server import MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES
 
-            return MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT
         return self._app.lb_limits()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
