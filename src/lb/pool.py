@@ -19,6 +19,7 @@ from lb.backend import Backend
 from lb.config import PoolConfig
 from lb.health.monitor import PoolHealth
 from lb.metrics import Metrics
+from lb.sticky import StickySessions
 from lb.strategy import PickRequest, Strategy, create_strategy
 
 logger = logging.getLogger("lb.health")
@@ -44,6 +45,7 @@ class Pool:
         self._record: Callable[[Backend, bool], None] | None = (
             self.health.record if config.passive_health is not None else None
         )
+        self.sticky = StickySessions(config.sticky, config.name) if config.sticky else None
         self.backends: dict[str, Backend] = {}
         self.panic = False
         self._usable: tuple[Backend, ...] = ()
@@ -51,6 +53,8 @@ class Pool:
         for backend in backends if backends is not None else map(Backend, config.backends):
             backend._on_change = self.invalidate
             self.backends[backend.id] = backend
+            if self.sticky is not None:
+                self.sticky.add(backend.id)
         self.invalidate()
         if not self.panic:
             # Say so once at start: a pool that left panic mode in a previous generation must
@@ -68,6 +72,8 @@ class Pool:
     def add(self, backend: Backend) -> None:
         backend._on_change = self.invalidate
         self.backends[backend.id] = backend
+        if self.sticky is not None:
+            self.sticky.add(backend.id)
         self.invalidate()
 
     def remove(self, backend_id: str) -> Backend | None:
@@ -125,6 +131,12 @@ class Pool:
         return self._candidates
 
     def pick(self, request: PickRequest, exclude: tuple[Backend, ...] = ()) -> Backend | None:
+        """The backend for `request`: the one its sticky cookie pins, if that may take it, else
+        the strategy's pick among the candidates not in `exclude` (those already tried)."""
+        if self.sticky is not None:
+            pinned = self.sticky.pinned(request, self.backends)
+            if pinned is not None and pinned not in exclude:
+                return pinned
         candidates = self._candidates
         if exclude:
             candidates = tuple(b for b in candidates if b not in exclude)
@@ -134,19 +146,31 @@ class Pool:
         """Whether a retry could go to a backend not in `tried`."""
         return any(b not in tried for b in self._candidates)
 
+    def sticky_cookie(self, request: PickRequest, backend: Backend) -> bytes | None:
+        """The Set-Cookie value to send with `backend`'s response, when sticky sessions are on
+        and the request is not already pinned to it."""
+        if self.sticky is None:
+            return None
+        return self.sticky.set_cookie(request, backend)
+
     def start(self, backend: Backend) -> None:
         backend.active_requests += 1
         backend.requests_total += 1
         if self._on_start is not None:
             self._on_start(backend)
 
-    def done(self, backend: Backend, seconds: float, ok: bool) -> None:
-        """A request to `backend` ended; `ok` is False for connect errors, timeouts and 5xx."""
+    def done(
+        self, backend: Backend, seconds: float, ok: bool, *, response_time: float | None = None
+    ) -> None:
+        """A request to `backend` finished after `seconds`; `ok` is False for connect errors,
+        timeouts and 5xx. `response_time`, when known, is how long the response head took: the
+        strategy is told that, so a long download, stream or WebSocket session does not make a
+        backend look slow."""
         backend.active_requests -= 1
         backend.latency.record(seconds)
         if not ok:
             backend.failures_total += 1
         if self._on_done is not None:
-            self._on_done(backend, seconds, ok)
+            self._on_done(backend, seconds if response_time is None else response_time, ok)
         if self._record is not None:
             self._record(backend, ok)

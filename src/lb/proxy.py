@@ -265,6 +265,7 @@ class Proxy:
                 pool.done(backend, time.perf_counter() - start, left)
                 raise
             status = response.status_code
+            head = time.perf_counter() - start  # load-aware strategies judge by this, not streams
             if policy.status_retryable(status, ctx.method, not body.replayable) and self._retry(
                 ctx, tried, True
             ):
@@ -272,10 +273,12 @@ class Proxy:
                 pool.done(backend, time.perf_counter() - start, False)
                 continue
             try:
-                ok = await self._stream_response(send, ctx, backend, response)
+                set_cookie = pool.sticky_cookie(request, backend)
+                ok = await self._stream_response(send, ctx, backend, response, set_cookie)
             finally:
                 ok = ok or watcher.disconnected
-                pool.done(backend, time.perf_counter() - start, ok and status < 500)
+                elapsed = time.perf_counter() - start
+                pool.done(backend, elapsed, ok and status < 500, response_time=head)
             return None
 
     def _retry(self, ctx: RequestContext, tried: tuple[Backend, ...], retryable: bool) -> bool:
@@ -330,10 +333,18 @@ class Proxy:
             await send_error(send, ctx, "bad_gateway", detail)
 
     async def _stream_response(
-        self, send: Any, ctx: RequestContext, backend: Backend, response: httpx.Response
+        self,
+        send: Any,
+        ctx: RequestContext,
+        backend: Backend,
+        response: httpx.Response,
+        set_cookie: bytes | None = None,
     ) -> bool:
-        """Send the backend's response on; False if it broke off after the head was sent."""
+        """Send the backend's response on; False if it broke off after the head was sent.
+        `set_cookie` is the sticky session cookie to add, if any."""
         headers = downstream_response_headers(response.headers.raw, ctx.request_id)
+        if set_cookie is not None:
+            headers.append((b"set-cookie", set_cookie))
         length = -1
         for name, value in headers:
             if name == b"content-length":

@@ -27,6 +27,8 @@ class BackendConfig:
 class StickyConfig:
     cookie: str = "lb_sticky"
     max_age: float = 3600.0
+    # Key for the cookie's HMAC; None: derived from the pool name (stable, but guessable).
+    secret: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from lb.config.model import (
     StickyConfig,
     TimeoutConfig,
 )
+from lb.strategy import check_options
 
 BUILTIN_STRATEGIES = (
     "round_robin",
@@ -160,11 +161,13 @@ def _read_sticky(value: Any, path: str, problems: Problems) -> StickyConfig | No
     data = section_or_flag(value, path, problems)
     if data is None:
         return None
-    s = Section(data, path, problems, ("cookie", "max_age"))
+    s = Section(data, path, problems, ("cookie", "max_age", "secret"))
     default = StickyConfig()
     return StickyConfig(
         cookie=s.read("cookie", default.cookie, _to_cookie_name),
         max_age=s.read("max_age", default.max_age, to_duration(positive=True)),
+        # Empty (e.g. an unset `${STICKY_SECRET}`) means no secret, like `admin.token`.
+        secret=s.read("secret", None, to_str) if s.raw("secret") not in (None, "") else None,
     )
 
 
@@ -291,11 +294,19 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         return None
     s = Section(value, path, problems, _POOL_KEYS)
     d = PoolConfig(name=name, backends=())
+    backends = read_backends(s, problems)
+    strategy = s.read("strategy", d.strategy, to_strategy)
+    strategy_options: dict[str, object] = s.read("strategy_options", {}, _to_options)
+    if s.valid("strategy", "strategy_options"):
+        # Build the strategy once so that a bad option fails `lb check`, not the first start.
+        problem = check_options(strategy, strategy_options)
+        if problem is not None:
+            s.error(*problem)
     return PoolConfig(
         name=name,
-        backends=read_backends(s, problems),
-        strategy=s.read("strategy", d.strategy, to_strategy),
-        strategy_options=s.read("strategy_options", {}, _to_options),
+        backends=backends,
+        strategy=strategy,
+        strategy_options=strategy_options,
         hash_key=s.read("hash_key", d.hash_key, to_hash_key),
         sticky=_read_sticky(s.raw("sticky"), s.key_path("sticky"), problems),
         health_check=_read_health_check(
