@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import httpx
 
@@ -30,6 +30,7 @@ from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
+from lb.transport import Origin, origin_of
 
 logger = logging.getLogger("lb.proxy")
 
@@ -38,6 +39,45 @@ REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send the
 
 class ClientDisconnected(Exception):
     pass
+
+
+class Upstream(Protocol):
+    """A backend's response once its head has arrived: what `Transport.send_raw` returns
+    (`lb.transport.ResponseStream`), or an httpx.Response seen through `HttpxUpstream`."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxUpstream:
+    """An httpx.Response as an `Upstream`, for transports other than lb's own."""
+
+    __slots__ = ("status", "headers", "_response")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.headers = response.headers.raw
+        self._response = response
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._response.stream.__aiter__()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+# Transport.send_raw's signature: (origin, method, target, headers, body, timeouts).
+SendRaw = Callable[
+    [Origin, bytes, bytes, Sequence[tuple[bytes, bytes]], bytes | AsyncIterable[bytes], Any],
+    Awaitable[Upstream],
+]
 
 
 class RequestBody(httpx.AsyncByteStream):
@@ -141,7 +181,12 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class Proxy:
-    """Forwards requests to `pool` through `transport` (the httpx transport seam)."""
+    """Forwards requests to `pool` through `transport`.
+
+    With lb's own `Transport` the request goes through `send_raw`, which builds no httpx objects;
+    any other httpx transport (`transport=httpx` in bench/lb_target.py, test doubles) is driven
+    through its `handle_async_request` seam, with the same behaviour.
+    """
 
     def __init__(
         self,
@@ -160,6 +205,9 @@ class Proxy:
         t = config.timeouts
         self.timeout = {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}
         self.preserve_host = config.preserve_host
+        self._send_raw: SendRaw | None = getattr(transport, "send_raw", None)
+        # Parsing a URL costs more than the rest of the request set-up: once per backend.
+        self._origins: dict[Backend, Origin] = {}
         self._urls: dict[Backend, httpx.URL] = {}
 
     def __repr__(self) -> str:
@@ -232,15 +280,15 @@ class Proxy:
             tried += (backend,)
             ctx.attempts += 1
             ctx.backend = backend.id
-            upstream = self._build_request(scope, ctx, backend, body)
+            sending = self._send(scope, ctx, backend, body)
             start = time.perf_counter()
             pool.start(backend)
             ok = False
             try:
                 if policy.per_try_timeout is None:
-                    response = await self.transport.handle_async_request(upstream)
+                    response = await sending
                 else:
-                    response = await policy.send(self.transport, upstream)
+                    response = await policy.bounded(sending)
             except httpx.HTTPError as exc:
                 # A request the transport would not write is the client's fault, not the backend's.
                 ours = isinstance(exc, httpx.LocalProtocolError)
@@ -264,7 +312,7 @@ class Proxy:
                 left = watcher.disconnected or isinstance(exc, ClientDisconnected)
                 pool.done(backend, time.perf_counter() - start, left)
                 raise
-            status = response.status_code
+            status = response.status
             head = time.perf_counter() - start  # load-aware strategies judge by this, not streams
             if policy.status_retryable(status, ctx.method, not body.replayable) and self._retry(
                 ctx, tried, True
@@ -291,9 +339,10 @@ class Proxy:
             and self.policy.take()
         )
 
-    def _build_request(
+    def _send(
         self, scope: Any, ctx: RequestContext, backend: Backend, body: RequestBody
-    ) -> httpx.Request:
+    ) -> Awaitable[Upstream]:
+        """The upstream request for one try, ready to be awaited."""
         peer = scope["client"][0] if scope.get("client") else ""
         headers = upstream_request_headers(
             scope["headers"],
@@ -305,21 +354,42 @@ class Proxy:
             peer_trusted=ctx.peer_trusted,
         )
         route = ctx.route
+        # The request-target is sent on the wire byte for byte; httpx.URL would normalise dot
+        # segments and re-quote the path.
         target = ctx.target if route is None else route.upstream_path(ctx.target)
+        send_raw = self._send_raw
+        if send_raw is not None:
+            origin = self._origins.get(backend)
+            if origin is None:
+                origin = self._origins[backend] = origin_of(backend.url)
+            # No body stream for a bodiless request: starting an async generator costs more
+            # than the rest of a small request's set-up.
+            content = body if body.expected else b""
+            return send_raw(
+                origin, ctx.method.encode("ascii"), target, headers, content, self.timeout
+            )
+        return self._send_httpx(backend, ctx.method, target, headers, body)
+
+    async def _send_httpx(
+        self,
+        backend: Backend,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: RequestBody,
+    ) -> Upstream:
         url = self._urls.get(backend)
         if url is None:
-            # Parsing a URL string costs more than the rest of the request set-up: once per backend.
             url = self._urls[backend] = httpx.URL(backend.url)
         request = httpx.Request(
-            ctx.method,
+            method,
             url,
             headers=headers,
             stream=body,
-            # "target" is the request-target sent on the wire, byte for byte (httpcore honours it
-            # too); httpx.URL would normalise dot segments and re-quote the path.
+            # "target" (httpcore honours it too) is written instead of the URL's path.
             extensions={"timeout": self.timeout, "target": target},
         )
-        return request
+        return HttpxUpstream(await self.transport.handle_async_request(request))
 
     async def _answer_failure(
         self, send: Any, ctx: RequestContext, exc: httpx.HTTPError | None = None
@@ -337,12 +407,12 @@ class Proxy:
         send: Any,
         ctx: RequestContext,
         backend: Backend,
-        response: httpx.Response,
+        response: Upstream,
         set_cookie: bytes | None = None,
     ) -> bool:
         """Send the backend's response on; False if it broke off after the head was sent.
         `set_cookie` is the sticky session cookie to add, if any."""
-        headers = downstream_response_headers(response.headers.raw, ctx.request_id)
+        headers = downstream_response_headers(response.headers, ctx.request_id)
         if set_cookie is not None:
             headers.append((b"set-cookie", set_cookie))
         length = -1
@@ -355,14 +425,12 @@ class Proxy:
                 break
         if ctx.method == "HEAD":
             length = 0
-        ctx.status = response.status_code
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
+        ctx.status = response.status
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         sent = 0
         try:
             if length != 0:
-                async for chunk in response.stream:  # type: ignore[union-attr]
+                async for chunk in response:
                     sent += len(chunk)
                     # With a known length the last chunk ends the response: one send fewer.
                     await send(

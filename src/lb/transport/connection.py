@@ -100,7 +100,8 @@ class Connection(asyncio.Protocol):
 
     async def exchange(
         self,
-        request: httpx.Request,
+        request: httpx.Request | None,
+        is_head: bool,
         head: bytes,
         body: bytes,
         rest: AsyncIterator[bytes] | None,
@@ -113,13 +114,14 @@ class Connection(asyncio.Protocol):
         `body` is the framed body, or its first part when `rest` streams the remainder (as
         raw chunks: chunked framing when `remaining` is None, else `remaining` bytes exactly).
         Raises StaleConnection if the connection closed before any response byte arrived.
+        `request` only goes into the exceptions (None on the raw path, see `Transport.send_raw`).
         """
         transport = self.transport
         assert transport is not None  # pooled connections are connected
         self._inflight = True
         self._received = False
         self._head_bytes = 0
-        self._is_head = request.method == "HEAD"
+        self._is_head = is_head
         self._request = request
         self._read_timeout = read_timeout
         waiter: asyncio.Future[ResponseStream] = self.loop.create_future()
@@ -380,7 +382,7 @@ class Connection(asyncio.Protocol):
             self._reason,
             _HTTP_VERSIONS.get(version) or b"HTTP/" + version.encode(),
             self._read_timeout,
-            cast(httpx.Request, self._request),
+            self._request,
         )
         self._stream = stream
         self._status = status
