@@ -24,6 +24,13 @@ import httpx
 
 from lb.backend import Backend
 from lb.context import SCOPE_KEY, RequestContext
+from lb.downstream import (
+    ClientDisconnected,
+    RequestBody,
+    Watcher,
+    has_body,
+    watch_client,
+)
 from lb.errors import send_error
 from lb.headers import downstream_response_headers, upstream_request_headers
 from lb.metrics import Metrics
@@ -33,12 +40,6 @@ from lb.strategy import PickRequest
 from lb.transport import Origin, origin_of
 
 logger = logging.getLogger("lb.proxy")
-
-REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 class Upstream(Protocol):
@@ -80,106 +81,6 @@ SendRaw = Callable[
 ]
 
 
-class RequestBody(httpx.AsyncByteStream):
-    """The client's request body as an httpx stream, read from ASGI `receive` as it arrives.
-
-    What is read is kept while it is no more than `REPLAY_LIMIT` bytes (or one chunk), so that a
-    retry can send it again: a body that small, or any body of which a transport took only the
-    first chunk before failing to connect. Past that the body streams on without being kept and
-    cannot be sent again.
-    """
-
-    def __init__(self, receive: Any, expected: bool, on_done: Any) -> None:
-        self._receive = receive
-        self.expected = expected
-        self.started = False  # some of it was read from the client
-        self._kept: list[bytes] | None = []  # None: over REPLAY_LIMIT, cannot be sent again
-        self._kept_bytes = 0
-        self._more = expected  # the client has more to send
-        self._on_done = on_done
-
-    @property
-    def replayable(self) -> bool:
-        """Whether all of the body read so far can be sent again."""
-        return self._kept is not None
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if not self.expected:
-            return
-        if self._kept is None:
-            raise RuntimeError("the request body was streamed and cannot be sent again")
-        for chunk in tuple(self._kept):
-            yield chunk
-        self.started = True
-        receive = self._receive
-        while self._more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            body = message.get("body", b"")
-            self._more = message.get("more_body", False)
-            if body:
-                if self._kept is not None:
-                    # Kept before it is handed on: the transport may fail to send it.
-                    self._kept_bytes += len(body)
-                    if self._kept_bytes <= REPLAY_LIMIT or not self._kept:
-                        self._kept.append(body)
-                    else:
-                        self._kept = None
-                yield body
-            if not self._more:
-                self._on_done()
-
-
-class DisconnectWatcher:
-    """Cancels the request's task when the client goes away, so the upstream request stops too.
-
-    It may listen on `receive` only once the body has been read (the body reader owns it before).
-    """
-
-    __slots__ = ("_receive", "_send", "_task", "_watch", "disconnected")
-
-    def __init__(self, receive: Any, send: Any) -> None:
-        self._receive = receive
-        self._send = send
-        self._task = asyncio.current_task()
-        self._watch: asyncio.Task[None] | None = None
-        self.disconnected = False
-
-    def start(self) -> None:
-        if self._watch is None:
-            self._watch = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        message = await self._receive()
-        while message["type"] == "http.request":  # an unread (empty) body comes first
-            message = await self._receive()
-        if message["type"] == "http.disconnect" and self._task is not None:
-            self.disconnected = True
-            self._task.cancel()
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-
-    async def send(self, message: Any) -> None:
-        """`send`, standing down once the response is whole: the server reports a disconnect to
-        every `receive` after that, which must not cancel the request's clean-up (closing the
-        upstream response) nor count a delivered response as failed."""
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.stop()
-        await self._send(message)
-
-
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-length":
-            return value.strip() not in (b"0", b"")
-        if name == b"transfer-encoding":
-            return True
-    return False
-
-
 class Proxy:
     """Forwards requests to `pool` through `transport`.
 
@@ -216,10 +117,8 @@ class Proxy:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
-        watcher = DisconnectWatcher(receive, send)
-        send = watcher.send
-        headers = scope["headers"]
-        body = RequestBody(receive, _has_body(headers), watcher.start)
+        watcher, send = watch_client(scope, receive, send)
+        body = RequestBody(receive, has_body(scope["headers"]), watcher.start)
         if not body.expected:
             watcher.start()
         try:
@@ -255,7 +154,7 @@ class Proxy:
         send: Any,
         ctx: RequestContext,
         body: RequestBody,
-        watcher: DisconnectWatcher,
+        watcher: Watcher,
     ) -> None:
         pool = self.pool
         policy = self.policy

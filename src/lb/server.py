@@ -5,17 +5,21 @@ before any ASGI code runs: 414 for a request target over 8 KiB, 431 for a header
 32 KiB, 400 with the connection closed for a request llhttp finds ambiguous (conflicting
 Content-Length / Transfer-Encoding, bad chunk sizes, obs-folded headers), each with lb's JSON error
 body; and absolute-form targets (`GET http://h/x`) turned into origin-form with Host = authority.
+Requests run on `lb.cycle.Cycle` (one write per small response, a disconnect callback).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from lb.cycle import Cycle
 from lb.errors import error_body
 from lb.headers import new_request_id
 
@@ -73,6 +77,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        cycle = self.cycle
+        if isinstance(cycle, Cycle) and not cycle.response_complete:
+            cycle.lost()
         super().connection_lost(exc)
 
     def _arm_head_timer(self) -> None:
@@ -124,7 +131,56 @@ class HttpProtocol(HttpToolsProtocol):
                 target += b"?" + parsed.query
             self.url = target
         self._disarm_head_timer()
-        super().on_headers_complete()
+        self._start_cycle()
+
+    def _start_cycle(self) -> None:
+        """uvicorn's on_headers_complete, with lb's `Cycle` in place of its RequestResponseCycle."""
+        http_version = self.parser.get_http_version()
+        method = self.parser.get_method()
+        self.scope["method"] = method.decode("ascii")
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        self.scope["path"] = self.root_path + path
+        self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        self.scope["query_string"] = parsed_url.query or b""
+
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency
+            or len(self.tasks) >= self.limit_concurrency
+        ):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        else:
+            app = self.app
+
+        existing_cycle = self.cycle
+        self.cycle = Cycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+            loop=self.loop,
+        )
+        if existing_cycle is None or existing_cycle.response_complete:
+            self._start_asgi_task(self.cycle, app)
+        else:
+            # Pipelined requests wait their turn.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self._parsing:
@@ -164,8 +220,8 @@ class HttpProtocol(HttpToolsProtocol):
             if cycle is not None and not cycle.response_complete:
                 # A request already handed to the app sees its client disconnect; it must not
                 # answer on a connection whose framing can no longer be trusted.
-                cycle.disconnected = True
-                cycle.message_event.set()
+                if isinstance(cycle, Cycle):
+                    cycle.lost()
                 if cycle.response_started:
                     self.transport.close()
                     return

@@ -213,7 +213,15 @@ class CacheLayer:
             time.perf_counter(),
         )
         headers = validation_headers(request.headers, entry.etag, entry.last_modified_raw)
-        inner_scope = {**scope, "method": method, "headers": headers, SCOPE_KEY: own}
+        # No client connection: none of the server's extensions (the disconnect callback of
+        # lb's protocol, above all) applies to this request.
+        inner_scope = {
+            **scope,
+            "method": method,
+            "headers": headers,
+            "extensions": {},
+            SCOPE_KEY: own,
+        }
 
         async def refresh() -> None:
             tee = Tee(cache, request, None, stale=entry, request_time=cache.clock())
