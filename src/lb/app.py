@@ -166,14 +166,6 @@ class LoadBalancer:
         )
         scope[SCOPE_KEY] = ctx
 
-        async def send_recorded(message: Any) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                ctx.status = message["status"]
-            elif kind == "http.response.body":
-                ctx.bytes_sent += len(message.get("body", b""))
-            await send(message)
-
         try:
             if kind == "websocket":
                 if route is None:
@@ -182,9 +174,11 @@ class LoadBalancer:
                 else:
                     await gen.websocket_handlers[route](scope, receive, send)
             elif route is None:
-                await send_error(send_recorded, ctx, "no_route", "no route matches this request")
+                await send_error(send, ctx, "no_route", "no route matches this request")
             else:
-                await route.handler(scope, receive, send_recorded)
+                # Whichever layer answers records ctx.status and ctx.bytes_sent (the proxy, the
+                # cache, send_error): no wrapper around `send` on every request.
+                await route.handler(scope, receive, send)
         finally:
             end = time.perf_counter()
             self.metrics.request(

@@ -342,7 +342,6 @@ class Proxy:
                     raise httpx.RemoteProtocolError("response body shorter than Content-Length")
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.HTTPError as exc:
-            ctx.bytes_sent = sent
             ctx.error = _describe(exc)
             self.metrics.upstream_error(self.pool.name, backend.id, "aborted")
             logger.warning(
@@ -357,8 +356,8 @@ class Proxy:
             # so the client sees a truncated response rather than a clean end.
             return False
         finally:
+            ctx.bytes_sent = sent  # also when the client left mid-body
             await response.aclose()
-        ctx.bytes_sent = sent
         return True
 
 

@@ -149,6 +149,8 @@ class CacheLayer:
         outcome = tee.outcome
         if outcome is not Outcome.FORWARDED or tee.answered_304:
             ctx.bytes_sent = 0  # the proxy counted a body the client never got
+            if tee.answered_304:
+                ctx.status = 304
         if outcome is Outcome.REFRESHED and tee.entry is not None:
             entry = tee.entry
             await cache.put(entry)
@@ -191,7 +193,9 @@ class CacheLayer:
         headers.append((b"age", age_header(age)))
         headers.append((b"x-request-id", ctx.request_id))
         headers.append((b"x-cache", _X_CACHE[result]))
+        ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        ctx.bytes_sent = len(body)
         await send({"type": "http.response.body", "body": body})
 
     def _refresh_later(
