@@ -63,6 +63,26 @@ def start_balancer(start_server):  # type: ignore[no-untyped-def]
     return factory
 
 
+@pytest.fixture
+def config_file(tmp_path):  # type: ignore[no-untyped-def]
+    """`config_file(config)` writes `config` (a dict, or YAML text) to one file and returns its
+    path; calling it again replaces the file atomically, as an operator's deploy would."""
+    import os
+
+    import yaml
+
+    path = tmp_path / "lb.yaml"
+
+    def write(config: object) -> str:
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        tmp = tmp_path / "lb.yaml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return str(path)
+
+    return write
+
+
 def pool_config(urls: list[str], **pool: object) -> dict[str, object]:
     """A one-pool config dict for `urls`, access log off unless asked."""
     return {"pools": {"web": {"backends": urls, **pool}}, "logging": {"access_log": False}}

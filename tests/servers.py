@@ -247,6 +247,7 @@ class LbProcess:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = config_path
         args = [sys.executable, "-m", "lb", "serve", "-c", config_path, "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--workers", str(workers)]
         # Output goes to a file: a pipe nobody reads would block the server once it fills.
@@ -259,6 +260,18 @@ class LbProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def write_config(self, config: Any) -> None:
+        """Replace the config file (atomically: a reload never reads half of it)."""
+        import os
+
+        import yaml
+
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
 
     def output(self) -> str:
         with open(self.log_path, "rb") as f:

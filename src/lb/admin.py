@@ -10,11 +10,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
+from lb.control.api import control_routes
+from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import client_ip, is_trusted
 
 if TYPE_CHECKING:
@@ -71,19 +74,31 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/readyz", readyz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/status", status, methods=["GET"]),
+        *control_routes(app, prefix),
+        *dashboard_routes(prefix),
     ]
     router = Router(routes)
     open_paths = {f"{prefix}/healthz".encode(), f"{prefix}/readyz".encode()}
-    return AdminGuard(router, gen, open_paths)
+    # A browser cannot send a bearer header when it opens a page: the dashboard also takes the
+    # token once as ?token= (its script then keeps it and sends the header itself).
+    page_paths = {f"{prefix}{DASHBOARD}".encode()}
+    return AdminGuard(router, gen, open_paths, page_paths)
 
 
 class AdminGuard:
     """Pure-ASGI access check in front of the admin router."""
 
-    def __init__(self, app: Any, gen: Generation, open_paths: set[bytes]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        gen: Generation,
+        open_paths: set[bytes],
+        page_paths: frozenset[bytes] | set[bytes] = frozenset(),
+    ) -> None:
         self.app = app
         self.gen = gen
         self.open_paths = open_paths
+        self.page_paths = page_paths
         token = gen.config.admin.token
         self.token = f"Bearer {token}".encode() if token else None
 
@@ -97,12 +112,12 @@ class AdminGuard:
         if root and path.startswith(root):
             path = path[len(root) :]
         if path not in self.open_paths:
-            denial = self._deny(scope)
+            denial = self._deny(scope, path in self.page_paths)
             if denial is not None:
                 return await denial(scope, receive, send)
         await self.app(scope, receive, send)
 
-    def _deny(self, scope: Any) -> Response | None:
+    def _deny(self, scope: Any, page: bool = False) -> Response | None:
         config = self.gen.config
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = config.trusted_proxies
@@ -124,10 +139,22 @@ class AdminGuard:
                 if name == b"authorization":
                     given = value
                     break
+            if not given and page:
+                given = _query_token(scope)
             if not hmac.compare_digest(given, self.token):
+                if page:
+                    return login_page(wrong=bool(given))
                 return _json(
                     {"error": "unauthorized", "detail": "missing or invalid bearer token"},
                     401,
                     {"www-authenticate": "Bearer"},
                 )
         return None
+
+
+def _query_token(scope: Any) -> bytes:
+    """`?token=T` of a page request, as the `Bearer T` header value it stands for."""
+    query: bytes = scope.get("query_string", b"")
+    for value in parse_qs(query.decode("latin-1")).get("token", []):
+        return b"Bearer " + value.encode("utf-8")
+    return b""

@@ -31,8 +31,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from lb.control.supervisor import serve
     from lb.server import uvicorn_options
 
     path = os.path.abspath(args.config or default_config_path())
@@ -58,7 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # process ends "killed by SIGTERM". A graceful stop is a success for us: exit status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
-    uvicorn.run("lb.app:app", **options)
+    # Like uvicorn.run, but SIGHUP to a multi-worker instance reloads every worker in place.
+    serve("lb.app:app", path, **options)
     return 0
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 from typing import Any
 
 from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[import-untyped]
 
+from lb.control.shared import ENV_DIR, prepare_control_dir
 from lb.server import uvicorn_options
 
 
@@ -25,3 +28,10 @@ def _worker_kwargs() -> dict[str, Any]:
 
 class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
     CONFIG_KWARGS = _worker_kwargs()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Runs in gunicorn's master, before the fork: every worker inherits the control directory
+        # through which admin changes made in one worker reach the others (lb.control.shared).
+        if ENV_DIR not in os.environ:
+            atexit.register(prepare_control_dir())
+        super().__init__(*args, **kwargs)
