@@ -16,7 +16,8 @@ from lb.control.shared import ControlFile, add_event, put_override
 
 
 def _config(*backends: object, **pool: object) -> dict[str, object]:
-    return {"pools": {"web": {"backends": list(backends), **pool}}, "logging": {"access_log": False}}
+    pools = {"web": {"backends": list(backends), **pool}}
+    return {"pools": pools, "logging": {"access_log": False}}
 
 
 A = {"url": "http://127.0.0.1:9001", "id": "a"}
@@ -182,8 +183,8 @@ def test_concurrent_updates_lose_nothing(tmp_path) -> None:  # type: ignore[no-u
     file = ControlFile(str(tmp_path))
 
     def writer(name: str) -> None:
-        for i in range(25):
-            file.update(lambda d, seq: add_event(d, seq, name, "x", {"i": i}) or True)
+        for _ in range(25):
+            file.update(lambda d, seq: add_event(d, seq, name, "x", {}) or True)
 
     threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(4)]
     for thread in threads:
