@@ -129,17 +129,20 @@ def redis_server() -> Iterator[object]:
 
 @pytest.fixture
 def lb_process(tmp_path):  # type: ignore[no-untyped-def]
-    """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown."""
+    """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown;
+    with `gunicorn=True`, gunicorn with lb's worker class instead."""
     import yaml
 
     from servers import LbProcess
 
     started: list[LbProcess] = []
 
-    def factory(config: dict[str, object], workers: int = 1, **env: str) -> LbProcess:
+    def factory(
+        config: dict[str, object], workers: int = 1, gunicorn: bool = False, **env: str
+    ) -> LbProcess:
         path = tmp_path / f"config-{len(started)}.yaml"
         path.write_text(yaml.safe_dump(config))
-        process = LbProcess(str(path), workers, env)
+        process = LbProcess(str(path), workers, env, gunicorn)
         started.append(process)
         return process.wait_ready()
 

@@ -240,7 +240,11 @@ class LbProcess:
     """`python -m lb serve` as a subprocess on a free port; always stopped by its fixture."""
 
     def __init__(
-        self, config_path: str, workers: int = 1, env: dict[str, str] | None = None
+        self,
+        config_path: str,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        gunicorn: bool = False,
     ) -> None:
         import subprocess
         import sys
@@ -250,6 +254,10 @@ class LbProcess:
         self.config_path = config_path
         args = [sys.executable, "-m", "lb", "serve", "-c", config_path, "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--workers", str(workers)]
+        if gunicorn:  # `gunicorn lb.app:app -k lb.worker.UvicornWorker` instead of `lb serve`
+            env = {**(env or {}), "LB_CONFIG": config_path}
+            args = [sys.executable, "-m", "gunicorn", "lb.app:app", "-k", "lb.worker.UvicornWorker"]
+            args += ["-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5"]
         # Output goes to a file: a pipe nobody reads would block the server once it fills.
         self.log_path = config_path + ".log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115

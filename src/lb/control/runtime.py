@@ -71,6 +71,8 @@ class Control:
         self.origin = ""  # host:pid:nonce, set at start (a worker may be forked after __init__)
         self.overrides: dict[BackendKey, Override] = {}
         self.reloads = 0
+        self.poll_interval = POLL_INTERVAL
+        self.watch_interval = WATCH_INTERVAL
         directory = os.environ.get(ENV_DIR)
         self.file = ControlFile(directory) if directory else None
         self.bus: RedisBus | None = None
@@ -97,16 +99,18 @@ class Control:
     async def start(self) -> None:
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         if self.file is not None:
+            os.makedirs(self.file.directory, mode=0o700, exist_ok=True)
             # Catch up with what the other workers were told before this one started; their
             # events (reloads, purges) are history: this worker has just read the config.
             document = self.file.read()
             self._file_signature = self.file.signature()
             self._take_overrides(document)
             self._seen_seq = document["seq"]
-            self._services.append(Periodic("lb control file", POLL_INTERVAL, self._poll_file))
+            self._services.append(Periodic("lb control file", self.poll_interval, self._poll_file))
         if self.app.config.source is not None:
             self._watched = _file_signature(self.app.config.source)
-            self._services.append(Periodic("lb config watch", WATCH_INTERVAL, self._watch_tick))
+            watch = Periodic("lb config watch", self.watch_interval, self._watch_tick)
+            self._services.append(watch)
         for service in self._services:
             await service.start()
         await self._start_bus(bus_url(self.app.config))
