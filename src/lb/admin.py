@@ -1,4 +1,4 @@
-"""The admin API under `admin.path_prefix`: probes, status, and the metrics path.
+"""The admin API under `admin.path_prefix`: probes, status, and the metrics path (`metrics.path`).
 
 Everything but `healthz` and `readyz` is guarded: the client must come from `admin.allow` (403
 otherwise) and, when a token is set, carry `Authorization: Bearer TOKEN` (401 otherwise). Admin
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -19,27 +20,46 @@ from starlette.routing import Route, Router
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import client_ip, is_trusted
+from lb.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from lb.app import LoadBalancer
     from lb.generation import Generation
 
 
-def status_document(gen: Generation) -> dict[str, Any]:
+def status_document(
+    gen: Generation, totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None
+) -> dict[str, Any]:
+    """SPEC section 8's status JSON for `gen`.
+
+    `totals` (multiprocess mode) holds requests_total, failures_total and active_requests summed
+    over every worker; without it, or for a backend it lacks, this worker's own counters are used.
+    State, weight and latency are always this worker's view.
+    """
     pools: dict[str, Any] = {}
     for name, pool in gen.pools.items():
         backends = []
         for backend in pool.backends.values():
             p50, p95, p99 = backend.latency.percentiles(0.50, 0.95, 0.99)
+            summed = totals.get((name, backend.id)) if totals is not None else None
+            requests, failures, active = (
+                backend.requests_total,
+                backend.failures_total,
+                backend.active_requests,
+            )
+            if summed:
+                requests = int(summed.get("requests_total", requests))
+                failures = int(summed.get("failures_total", failures))
+                active = int(summed.get("active_requests", active))
             backends.append(
                 {
                     "id": backend.id,
                     "url": backend.url,
                     "state": backend.state,
                     "weight": backend.weight,
-                    "active_requests": backend.active_requests,
-                    "requests_total": backend.requests_total,
-                    "failures_total": backend.failures_total,
+                    "active_requests": active,
+                    "requests_total": requests,
+                    "failures_total": failures,
                     "latency_ms": {
                         "p50": round(p50 * 1000, 3),
                         "p95": round(p95 * 1000, 3),
@@ -68,12 +88,18 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         return _json({"status": "ready"})
 
     async def status(request: Request) -> Response:
-        return _json(status_document(app.generation))
+        live = app.generation
+        return _json(status_document(live, await app.metrics.backend_totals()))
+
+    async def metrics(request: Request) -> Response:
+        body = await app.metrics.render()
+        return Response(body, headers={"content-type": CONTENT_TYPE, "cache-control": "no-store"})
 
     routes = [
         Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/readyz", readyz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/status", status, methods=["GET"]),
+        Route(gen.config.metrics.path, metrics, methods=["GET", "HEAD"]),
         *control_routes(app, prefix),
         *dashboard_routes(prefix),
     ]

@@ -22,10 +22,10 @@ from lb.control.runtime import Control
 from lb.errors import send_error
 from lb.generation import Generation
 from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
+from lb.logsetup import use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.transport import Transport
-from lb.websocket import proxy_websocket
 
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -55,7 +55,7 @@ class LoadBalancer:
             cookies=None,
         )
         self.access_log = AccessLog(self.config.logging)
-        self.metrics = Metrics()
+        self.metrics = Metrics(lambda: self.generation)
         self.generation = Generation(self.config, self)
         self.services: list[Service] = []
         self.control = Control(self)  # admin overrides, reloads, and sharing them with peers
@@ -65,10 +65,10 @@ class LoadBalancer:
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
 
-    def lb_limits(self) -> tuple[int, int]:
-        """(max header section bytes, max request-target bytes), read by `lb.server`."""
+    def lb_limits(self) -> tuple[int, int, float]:
+        """(max header section bytes, max request-target bytes, header timeout): `lb.server`."""
         server = self.config.server
-        return server.max_header_bytes, server.max_target_bytes
+        return server.max_header_bytes, server.max_target_bytes, server.header_timeout
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -79,6 +79,8 @@ class LoadBalancer:
             return await asyncio.shield(self._starting)
         self._starting = asyncio.get_running_loop().create_future()
         try:
+            use_level(self.config.logging.level)
+            await self.metrics.start()
             self.services = list(self.generation.services())
             for service in self.services:
                 await service.start()
@@ -96,6 +98,7 @@ class LoadBalancer:
         for service in reversed(self.services):
             await service.stop()
         self.services = []
+        await self.metrics.stop()
         await self.client.aclose()
         self.access_log.close()
         self._started = False
@@ -187,13 +190,22 @@ class LoadBalancer:
                     ctx.status = 404
                     await send({"type": "websocket.close", "code": 1008})
                 else:
-                    await proxy_websocket(scope, receive, send, gen.pools[route.pool])
+                    await gen.websocket_handlers[route](scope, receive, send)
             elif route is None:
                 await send_error(send_recorded, ctx, "no_route", "no route matches this request")
             else:
                 await route.handler(scope, receive, send_recorded)
         finally:
-            self.access_log.write(ctx, time.perf_counter(), traceparent)
+            end = time.perf_counter()
+            self.metrics.request(
+                ctx.pool or "",
+                ctx.backend,
+                ctx.method,
+                ctx.status,
+                end - ctx.start,
+                timed=kind == "http",
+            )
+            self.access_log.write(ctx, end, traceparent)
 
 
 def _max_connect_timeout(config: Config) -> float:
@@ -219,11 +231,11 @@ class LazyApp:
             self._app = LoadBalancer(default_config_path())
         return self._app
 
-    def lb_limits(self) -> tuple[int, int]:
+    def lb_limits(self) -> tuple[int, int, float]:
         if self._app is None:
-            from lb.server import MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES
 
-            return MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT
         return self._app.lb_limits()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

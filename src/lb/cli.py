@@ -32,6 +32,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from lb.control.supervisor import serve
+    from lb.logsetup import log_config
     from lb.server import uvicorn_options
 
     path = os.path.abspath(args.config or default_config_path())
@@ -49,16 +50,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keepalive_timeout=config.server.keepalive_timeout,
         log_level=config.logging.level,
     )
-    if args.workers > 1:
-        from lb.multiprocess import prepare_multiprocess
-
-        prepare_multiprocess()
+    options["log_config"] = log_config(config.logging)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully, so that the
     # process ends "killed by SIGTERM". A graceful stop is a success for us: exit status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
-    # Like uvicorn.run, but SIGHUP to a multi-worker instance reloads every worker in place.
-    serve("lb.app:app", path, **options)
+    from lb.multiprocess import multiprocess_dir, prepare_multiprocess
+
+    # `serve` is uvicorn.run, except that SIGHUP to a multi-worker instance reloads every worker
+    # in place (lb.control.supervisor).
+    if args.workers <= 1 and multiprocess_dir() is None:
+        serve("lb.app:app", path, **options)
+        return 0
+    # Before any worker exists: they import prometheus_client with the shared directory named
+    # (and a directory the user named is emptied of an earlier run's files).
+    cleanup = prepare_multiprocess()
+    try:
+        serve("lb.app:app", path, **options)
+    finally:
+        cleanup()
     return 0
 
 

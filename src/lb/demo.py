@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from lb.app import LoadBalancer
+from lb.logsetup import log_config
 from lb.server import uvicorn_options
 
 
@@ -81,6 +82,7 @@ async def _serve(host: str, port: int) -> None:
     options = uvicorn_options(host=host, port=port)
     options.pop("workers")
     options["log_level"] = "warning"
+    options["log_config"] = log_config(balancer.config.logging)
     server = uvicorn.Server(uvicorn.Config(balancer, **options))
     # Backends run without their own signal handling: Ctrl-C reaches the balancer's server, and
     # when it stops, the backends are told to stop too.

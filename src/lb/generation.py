@@ -8,6 +8,7 @@ counters and strategy state.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lb.admin import build_admin
@@ -15,7 +16,9 @@ from lb.backend import Backend
 from lb.config import Config
 from lb.pool import Pool
 from lb.proxy import Proxy
+from lb.ratelimit import RateLimiting
 from lb.routing import Route, Router
+from lb.websocket import proxy_websocket
 
 if TYPE_CHECKING:
     from lb.app import LoadBalancer, Service
@@ -40,9 +43,23 @@ class Generation:
                     backends.append(Backend(backend_config))
             self.pools[name] = Pool(pool_config, backends)
         self.router = Router(config.routes, self.pools)
-        self.proxies = {name: Proxy(pool, app.transport) for name, pool in self.pools.items()}
+        self.proxies = {
+            name: Proxy(pool, app.transport, metrics=app.metrics)
+            for name, pool in self.pools.items()
+        }
+        self.rate_limits: RateLimiting = RateLimiting(
+            config,
+            self.router.all(),
+            app.metrics,
+            previous.rate_limits if previous is not None else None,
+        )
+        # WebSocket upgrades take their own chain: the same rate limit, then the relay.
+        self.websocket_handlers: dict[Route, Any] = {}
         for route in self.router.all():
             route.handler = self._handler(route, app)
+            self.websocket_handlers[route] = self.rate_limits.wrap(
+                route, partial(proxy_websocket, pool=self.pools[route.pool])
+            )
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
         self.admin = build_admin(app, self)
@@ -53,7 +70,7 @@ class Generation:
     def _handler(self, route: Route, app: LoadBalancer) -> Any:
         """The ASGI chain for one route: rate limit, then cache, then the proxy."""
         handler: Any = self.proxies[route.pool]
-        return handler
+        return self.rate_limits.wrap(route, handler)
 
     def is_admin_path(self, raw_path: bytes) -> bool:
         prefix = self.admin_prefix
@@ -65,4 +82,4 @@ class Generation:
 
     def services(self) -> Iterator[Service]:
         """Background services this generation needs running (health checks, ...)."""
-        return iter(())
+        yield from self.rate_limits.services()

@@ -1,40 +1,401 @@
 """Metrics events: every layer reports through the app's `Metrics` object (`app.metrics`).
 
-This module fixes the event API; each method is called synchronously on the hot path and must be
-cheap. Labels are bounded: pool and backend ids, methods, status classes, never paths or client IPs.
+Each event method is called synchronously on the hot path and must be cheap: label children are
+bound once and kept in dicts, so an event is a dict lookup and an increment. Labels are bounded:
+pool and backend ids, methods (unknown ones: OTHER), status classes, never paths or client IPs.
+
+Each app has its own `CollectorRegistry` (two apps in one process share nothing). Under several
+workers prometheus-client's multiprocess mode is on (see `lb.multiprocess`): values live in
+per-worker files and a scrape sums them. State the balancer keeps anyway (backend health, active
+requests, per-backend attempt counts) is not counted twice on the hot path: `refresh()` copies it
+into the metrics at scrape time, and every second per worker in multiprocess mode.
+
+prometheus_client is imported inside the methods that need it, never when `lb` is imported: it
+fixes single- or multiprocess mode at its first import, and gunicorn's master imports `lb` before
+`lb.worker` names the shared directory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lb import multiprocess as mp
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from lb.backend import Backend
+    from lb.generation import Generation
+
+logger = logging.getLogger("lb.metrics")
+
+# Proxy latencies: a cache hit or a loopback backend answers well under a millisecond, a slow
+# upstream or a long poll takes tens of seconds.
+BUCKETS = (
+    *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+REFRESH_INTERVAL = 1.0  # seconds between a worker's gauge updates in multiprocess mode
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def code_class(status: int) -> str:
+    """The `code` label: 2xx ... 5xx; "none" when no response was sent (client gone first)."""
+    if status == 0:
+        return "none"
+    if 100 <= status <= 599:
+        return f"{status // 100}xx"
+    return "other"
+
+
+class _BackendSeries:
+    """The bound children of one backend's state-derived series and what was last published."""
+
+    __slots__ = (
+        "backend",
+        "up",
+        "active",
+        "attempts",
+        "failures",
+        "sent_attempts",
+        "sent_failures",
+    )
+
+    def __init__(self, metrics: Metrics, pool: str, backend: Backend) -> None:
+        self.backend = backend
+        self.up = metrics.backend_up.labels(pool, backend.id)
+        self.active = metrics.backend_active.labels(pool, backend.id)
+        self.attempts = metrics.backend_attempts.labels(pool, backend.id)
+        self.failures = metrics.backend_failures.labels(pool, backend.id)
+        # The Backend object's counters at the last publish: counters advance by the difference.
+        self.sent_attempts = 0
+        self.sent_failures = 0
+
 
 class Metrics:
-    """One per app (two apps in one process share nothing)."""
+    """One per app. `generation` returns the app's live generation, read by `refresh()`."""
+
+    def __init__(self, generation: Callable[[], Generation] | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self._generation = generation
+        active = mp.multiprocess_active()
+        # Multiprocess mode: the directory every worker's values are summed from; None otherwise.
+        self.directory = mp.multiprocess_dir() if active else None
+        if not active and mp.multiprocess_dir() is not None:
+            logger.warning(
+                "%s is set but prometheus_client was imported before it: metrics cover this "
+                "worker only; set it in the environment before the server starts",
+                mp.ENV_DIR,
+            )
+        self.multiprocess = self.directory is not None
+        self.registry: CollectorRegistry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        pb = ("pool", "backend")
+        self.requests = Counter(
+            "lb_requests_total",
+            "Client requests answered, by the backend that answered (empty: the balancer itself).",
+            (*pb, "method", "code"),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "lb_request_duration_seconds",
+            "Client request duration, first byte in to last byte out, retries included.",
+            pb,
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "lb_upstream_errors_total",
+            "Failed upstream attempts by kind: connect_error, connect_timeout, timeout, "
+            "pool_timeout, bad_response, aborted.",
+            (*pb, "kind"),
+            registry=r,
+        )
+        self.retries = Counter(
+            "lb_retries_total", "Requests retried on another backend.", ("pool",), registry=r
+        )
+        self.health_checks = Counter(
+            "lb_health_checks_total", "Active health checks by result.", (*pb, "result"), registry=r
+        )
+        self.ejections = Counter(
+            "lb_ejections_total", "Backends ejected by passive health.", pb, registry=r
+        )
+        self.panic_mode = Gauge(
+            "lb_pool_panic",
+            "1 while the pool is in panic mode (spreading over every backend).",
+            ("pool",),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rate_limited = Counter(
+            "lb_rate_limited_total", "Requests rejected by the rate limiter (429).", registry=r
+        )
+        self.rate_limit_decisions = Counter(
+            "lb_rate_limit_decisions_total",
+            "Rate-limit decisions: allowed or limited.",
+            ("decision",),
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "lb_store_errors_total",
+            "Shared store (redis) failures by user: ratelimit or cache.",
+            ("store",),
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            "lb_cache_requests_total",
+            "Cache lookups by result: hit, miss, stale, bypass.",
+            ("result",),
+            registry=r,
+        )
+        # Copied from the balancer's own state by refresh().
+        self.backend_up = Gauge(
+            "lb_backend_up",
+            "1 when health checks pass and passive health has not ejected it.",
+            pb,
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.backend_active = Gauge(
+            "lb_backend_active_requests",
+            "Requests in flight to the backend.",
+            pb,
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.backend_attempts = Counter(
+            "lb_backend_requests_total",
+            "Attempts sent to the backend, retries included.",
+            pb,
+            registry=r,
+        )
+        self.backend_failures = Counter(
+            "lb_backend_failures_total",
+            "Failed attempts: connect error, timeout, 5xx, or broken off mid-response.",
+            pb,
+            registry=r,
+        )
+        self.pool_usable = Gauge(
+            "lb_pool_usable_backends",
+            "Backends that may be picked (healthy, active, weight > 0).",
+            ("pool",),
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        # Bound children, filled on first use.
+        self._request_children: dict[
+            tuple[str, str | None, str, int], tuple[Counter, Histogram]
+        ] = {}
+        self._duration_children: dict[tuple[str, str], Histogram] = {}
+        self._error_children: dict[tuple[str, str, str], Counter] = {}
+        self._pool_children: dict[str, tuple[Counter, Gauge, Gauge]] = {}
+        self._health_children: dict[tuple[str, str, str], Counter] = {}
+        self._ejection_children: dict[tuple[str, str], Counter] = {}
+        self._store_children: dict[str, Counter] = {}
+        self._cache_children: dict[str, Counter] = {}
+        self._allowed = self.rate_limit_decisions.labels("allowed")
+        self._limited = self.rate_limit_decisions.labels("limited")
+        self._series: dict[tuple[str, str], _BackendSeries] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        mode = f"multiprocess {self.directory}" if self.multiprocess else "single process"
+        return f"<Metrics [{mode}, {len(self._request_children)} request series]>"
+
+    # -- events (hot path) -------------------------------------------------------------------
 
     def request(
-        self, pool: str, backend: str | None, method: str, status: int, seconds: float
+        self,
+        pool: str,
+        backend: str | None,
+        method: str,
+        status: int,
+        seconds: float,
+        *,
+        timed: bool = True,
     ) -> None:
-        """A proxied request finished (backend None: the balancer answered itself)."""
+        """A proxied request finished (backend None: the balancer answered itself).
+
+        `timed=False` counts it without a latency sample (a WebSocket session's length is not a
+        request latency).
+        """
+        if method not in METHODS:
+            method = "OTHER"
+        children = self._request_children.get((pool, backend, method, status))
+        if children is None:
+            children = self._bind_request(pool, backend, method, status)
+        children[0].inc()
+        if timed:
+            children[1].observe(seconds)
+
+    def _bind_request(
+        self, pool: str, backend: str | None, method: str, status: int
+    ) -> tuple[Counter, Histogram]:
+        backend_label = backend or ""
+        duration = self._duration_children.get((pool, backend_label))
+        if duration is None:
+            duration = self._duration_children[(pool, backend_label)] = self.duration.labels(
+                pool, backend_label
+            )
+        children = (self.requests.labels(pool, backend_label, method, code_class(status)), duration)
+        self._request_children[(pool, backend, method, status)] = children
+        return children
 
     def upstream_error(self, pool: str, backend: str, kind: str) -> None:
-        """kind: connect_error | timeout | bad_response | aborted."""
+        """kind: connect_error | connect_timeout | timeout | pool_timeout | bad_response | aborted
+        (the event API documents the first ones; the finer kinds are what the proxy reports)."""
+        key = (pool, backend, kind)
+        child = self._error_children.get(key)
+        if child is None:
+            child = self._error_children[key] = self.upstream_errors.labels(pool, backend, kind)
+        child.inc()
 
     def retry(self, pool: str) -> None:
         """A request was retried on another backend."""
+        self._pool(pool)[0].inc()
 
     def health_check(self, pool: str, backend: str, result: str) -> None:
         """result: success | failure | timeout | error."""
+        key = (pool, backend, result)
+        child = self._health_children.get(key)
+        if child is None:
+            child = self._health_children[key] = self.health_checks.labels(pool, backend, result)
+        child.inc()
 
     def ejection(self, pool: str, backend: str) -> None:
         """Passive health ejected a backend."""
+        key = (pool, backend)
+        child = self._ejection_children.get(key)
+        if child is None:
+            child = self._ejection_children[key] = self.ejections.labels(pool, backend)
+        child.inc()
 
     def panic(self, pool: str, active: bool) -> None:
         """A pool entered (True) or left (False) panic mode."""
+        self._pool(pool)[1].set(1 if active else 0)
 
     def rate_limit(self, allowed: bool) -> None:
         """A rate-limit decision."""
+        if allowed:
+            self._allowed.inc()
+        else:
+            self._limited.inc()
+            self.rate_limited.inc()
 
     def store_error(self, store: str) -> None:
         """store: ratelimit | cache. A shared store (redis) could not be reached."""
+        child = self._store_children.get(store)
+        if child is None:
+            child = self._store_children[store] = self.store_errors.labels(store)
+        child.inc()
 
     def cache(self, result: str) -> None:
-        """result: HIT | MISS | STALE | BYPASS."""
+        """result: HIT | MISS | STALE | BYPASS (the label is lower case: hit, miss, ...)."""
+        child = self._cache_children.get(result)
+        if child is None:
+            child = self._cache_children[result] = self.cache_requests.labels(result.lower())
+        child.inc()
+
+    def _pool(self, pool: str) -> tuple[Counter, Gauge, Gauge]:
+        children = self._pool_children.get(pool)
+        if children is None:
+            children = self._pool_children[pool] = (
+                self.retries.labels(pool),
+                self.panic_mode.labels(pool),
+                self.pool_usable.labels(pool),
+            )
+        return children
+
+    # -- state copied at scrape time ---------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Copy backend state (up, in flight, attempt and failure counts) into the metrics."""
+        if self._generation is None:
+            return
+        series = self._series
+        current = set()
+        for name, pool in self._generation().pools.items():
+            self._pool(name)[2].set(len(pool.usable()))
+            for backend in pool.backends.values():
+                key = (name, backend.id)
+                current.add(key)
+                s = series.get(key)
+                if s is None or s.backend is not backend:
+                    # New, or replaced by a reload (new URL): its counters start again from 0.
+                    s = series[key] = _BackendSeries(self, name, backend)
+                    self._ejection_children.setdefault(key, self.ejections.labels(*key))
+                s.up.set(1 if backend.healthy and not backend.ejected else 0)
+                s.active.set(backend.active_requests)
+                attempts, failures = backend.requests_total, backend.failures_total
+                if attempts > s.sent_attempts:
+                    s.attempts.inc(attempts - s.sent_attempts)
+                    s.sent_attempts = attempts
+                if failures > s.sent_failures:
+                    s.failures.inc(failures - s.sent_failures)
+                    s.sent_failures = failures
+        for key in [k for k in series if k not in current]:
+            self._drop(key, series.pop(key))
+
+    def _drop(self, key: tuple[str, str], s: _BackendSeries) -> None:
+        """A backend left the config: its state series go (counters stay, they are history)."""
+        if self.multiprocess:
+            # Values in the shared files cannot be removed; zero is the honest last word.
+            s.up.set(0)
+            s.active.set(0)
+            return
+        for gauge in (self.backend_up, self.backend_active):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*key)
+
+    async def start(self) -> None:
+        """Multiprocess mode: keep this worker's copies of backend state fresh for the others."""
+        if self.multiprocess and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.directory is not None:
+            # This worker is going away: its live gauges (in flight, up, panic) leave the sums.
+            mp.mark_dead(os.getpid(), self.directory)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - metrics must never take the worker down
+                logger.exception("metrics refresh failed")
+            await asyncio.sleep(REFRESH_INTERVAL)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def render(self) -> bytes:
+        """The Prometheus text exposition: this app's, or every worker's summed."""
+        from prometheus_client import generate_latest
+
+        self.refresh()
+        if self.directory is None:
+            return generate_latest(self.registry)
+        # Reading every worker's files is file I/O: off the event loop.
+        return await asyncio.to_thread(mp.render, self.directory)
+
+    async def backend_totals(self) -> dict[tuple[str, str], dict[str, float]] | None:
+        """Multiprocess mode: {(pool, backend): {requests_total, failures_total, active_requests}}
+        summed over every worker; None in a single process (the backend's own counters are it)."""
+        if self.directory is None:
+            return None
+        self.refresh()
+        return await asyncio.to_thread(mp.backend_totals, self.directory)

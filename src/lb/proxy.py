@@ -26,6 +26,7 @@ from lb.backend import Backend
 from lb.context import SCOPE_KEY, RequestContext
 from lb.errors import send_error
 from lb.headers import downstream_response_headers, upstream_request_headers
+from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.retry import IDEMPOTENT, RetryBudget
 from lb.strategy import PickRequest
@@ -71,10 +72,11 @@ class DisconnectWatcher:
     It may listen on `receive` only once the body has been read (the body reader owns it before).
     """
 
-    __slots__ = ("_receive", "_task", "_watch", "disconnected")
+    __slots__ = ("_receive", "_send", "_task", "_watch", "disconnected")
 
-    def __init__(self, receive: Any) -> None:
+    def __init__(self, receive: Any, send: Any) -> None:
         self._receive = receive
+        self._send = send
         self._task = asyncio.current_task()
         self._watch: asyncio.Task[None] | None = None
         self.disconnected = False
@@ -95,6 +97,14 @@ class DisconnectWatcher:
         if self._watch is not None:
             self._watch.cancel()
 
+    async def send(self, message: Any) -> None:
+        """`send`, standing down once the response is whole: the server reports a disconnect to
+        every `receive` after that, which must not cancel the request's clean-up (closing the
+        upstream response) nor count a delivered response as failed."""
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.stop()
+        await self._send(message)
+
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     for name, value in headers:
@@ -114,9 +124,11 @@ class Proxy:
         transport: httpx.AsyncBaseTransport,
         *,
         retry_budget: RetryBudget | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.transport = transport
+        self.metrics = metrics if metrics is not None else Metrics()
         config = pool.config
         self.retries = config.retries
         self.budget = retry_budget or RetryBudget(config.retries.budget_percent)
@@ -140,7 +152,8 @@ class Proxy:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
-        watcher = DisconnectWatcher(receive)
+        watcher = DisconnectWatcher(receive, send)
+        send = watcher.send
         headers = scope["headers"]
         body = RequestBody(receive, _has_body(headers), watcher.start)
         if not body.expected:
@@ -153,6 +166,8 @@ class Proxy:
                     async with asyncio.timeout(total):
                         await self._forward(scope, send, ctx, body)
                 except TimeoutError:
+                    if ctx.backend is not None:
+                        self.metrics.upstream_error(self.pool.name, ctx.backend, "timeout")
                     if ctx.status == 0:
                         await send_error(send, ctx, "timeout", "request exceeded timeouts.total")
                     else:
@@ -190,6 +205,8 @@ class Proxy:
                     f"no usable backend in pool {pool.name!r}",
                     retry_after=1,
                 )
+            if tried:
+                self.metrics.retry(pool.name)  # counted when another backend takes it
             tried += (backend,)
             ctx.attempts += 1
             ctx.backend = backend.id
@@ -202,6 +219,7 @@ class Proxy:
             except httpx.HTTPError as exc:
                 pool.done(backend, time.perf_counter() - start, False)
                 ctx.error = _describe(exc)
+                self.metrics.upstream_error(pool.name, backend.id, _kind(exc))
                 logger.warning(
                     "upstream error: pool=%s backend=%s cause=%s request_id=%s",
                     pool.name,
@@ -325,6 +343,7 @@ class Proxy:
         except httpx.HTTPError as exc:
             ctx.bytes_sent = sent
             ctx.error = _describe(exc)
+            self.metrics.upstream_error(self.pool.name, backend.id, "aborted")
             logger.warning(
                 "upstream broke off mid-response, aborting the client connection: pool=%s "
                 "backend=%s cause=%s request_id=%s",
@@ -340,6 +359,19 @@ class Proxy:
             await response.aclose()
         ctx.bytes_sent = sent
         return True
+
+
+def _kind(exc: httpx.HTTPError) -> str:
+    """The `kind` label of lb_upstream_errors_total."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool_timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    return "bad_response"
 
 
 def _describe(exc: BaseException) -> str:

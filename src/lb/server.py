@@ -9,6 +9,7 @@ body; and absolute-form targets (`GET http://h/x`) turned into origin-form with 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -22,8 +23,14 @@ logger = logging.getLogger("lb.server")
 
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 8 * 1024
+HEADER_TIMEOUT = 10.0
 
-_REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
 
 
 class _Reject(Exception):
@@ -49,15 +56,47 @@ class HttpProtocol(HttpToolsProtocol):
         limits = getattr(self.app, "lb_limits", None)
         self.max_header_bytes: int = MAX_HEADER_BYTES
         self.max_target_bytes: int = MAX_TARGET_BYTES
+        self.header_timeout: float = HEADER_TIMEOUT
         if limits is not None:
-            self.max_header_bytes, self.max_target_bytes = limits()
+            self.max_header_bytes, self.max_target_bytes, self.header_timeout = limits()
+        self._head_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
 
+    # A request's head must arrive within header_timeout of the connection opening or of its first
+    # byte: a slowloris client trickling header bytes would otherwise hold its connection forever
+    # (uvicorn only times out idle keep-alive connections).
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if getattr(self, "url", None) or self.headers:
+            self._send_rejection(408, f"request head not received within {self.header_timeout}s")
+        else:
+            self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -84,6 +123,7 @@ class HttpProtocol(HttpToolsProtocol):
             if parsed.query:
                 target += b"?" + parsed.query
             self.url = target
+        self._disarm_head_timer()
         super().on_headers_complete()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:

@@ -1,14 +1,22 @@
-"""`gunicorn lb.app:app -k lb.worker.UvicornWorker`: uvicorn-worker set up like `lb serve`."""
+"""`gunicorn lb.app:app -k lb.worker.UvicornWorker`: uvicorn-worker set up as `lb serve` does.
+
+The worker also makes metrics cover every worker with no other set-up: gunicorn builds each worker
+object in its master before forking it, so the first one names (and empties) a shared metrics
+directory there, before any worker imports prometheus_client (see `lb.multiprocess`).
+`lb.gunicorn_conf` adds the hooks that clean up after dead workers at once.
+"""
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 from typing import Any
 
 from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[import-untyped]
 
 from lb.control.shared import ENV_DIR, prepare_control_dir
+from lb.multiprocess import ENV_READY, prepare_multiprocess
 from lb.server import uvicorn_options
 
 
@@ -30,8 +38,19 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
     CONFIG_KWARGS = _worker_kwargs()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Runs in gunicorn's master, before the fork: every worker inherits the control directory
-        # through which admin changes made in one worker reach the others (lb.control.shared).
+        # In gunicorn's master, before the fork: every worker inherits the directory.
+        first = ENV_READY not in os.environ
+        cleanup = prepare_multiprocess()
+        if first:
+            atexit.register(cleanup)
+        # Likewise the control directory through which admin changes made in one worker reach
+        # the others (lb.control.shared).
         if ENV_DIR not in os.environ:
             atexit.register(prepare_control_dir())
         super().__init__(*args, **kwargs)
+        # lb's own messages go where gunicorn's error log goes, as uvicorn's do; the level comes
+        # from `logging.level` when the app starts.
+        logger = logging.getLogger("lb")
+        if not logger.handlers:
+            logger.handlers = list(self.log.error_log.handlers)
+            logger.propagate = False

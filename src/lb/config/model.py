@@ -151,6 +151,7 @@ class ServerConfig:
     max_header_bytes: int = 32 * 1024  # over: 431
     max_target_bytes: int = 8 * 1024  # over: 414
     keepalive_timeout: float = 5.0
+    header_timeout: float = 10.0  # a request's head must arrive within this (slowloris): 408
     watch_config: bool = False  # reload when the config file changes
 
 

@@ -135,5 +135,6 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         keepalive_timeout=s.read(
             "keepalive_timeout", d.keepalive_timeout, to_duration(positive=True)
         ),
+        header_timeout=s.read("header_timeout", d.header_timeout, to_duration(positive=True)),
         watch_config=s.read("watch_config", d.watch_config, to_bool),
     )

@@ -1,0 +1,164 @@
+"""The rate-limit layer: a pure-ASGI wrapper, outermost on a limited route, for HTTP and WebSocket.
+
+It decides before anything else runs: a rejected request gets 429 with Retry-After and never has
+its body read nor reaches a backend; an allowed one goes on, and its response head (or WebSocket
+accept) gets the RateLimit-* headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from lb.config import RateLimitConfig
+from lb.context import SCOPE_KEY, RequestContext
+from lb.errors import error_body, send_error
+from lb.metrics import Metrics
+from lb.ratelimit.gcra import rate_limit_headers
+from lb.ratelimit.store import Store, StoreUnavailable
+
+_OURS = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"})
+# Longer key values (header keys are the client's to choose) are stored as a digest, so a table
+# of max_keys keys stays small whatever the clients send.
+MAX_KEY_CHARS = 64
+# Retry-After for a 503 when the store is away and on_store_error is deny.
+UNAVAILABLE_RETRY_AFTER = 1
+
+KeyOf = Callable[[Any, RequestContext], str]
+
+
+def key_function(spec: str) -> KeyOf:
+    """`client_ip` or `header:NAME` (NAME lower-case); a missing or empty header: the client IP."""
+    if spec == "client_ip":
+
+        def by_client_ip(scope: Any, ctx: RequestContext) -> str:
+            return ctx.client_ip
+
+        return by_client_ip
+    kind, _, name = spec.partition(":")
+    if kind != "header" or not name:
+        raise ValueError(f"unknown rate limit key {spec!r}")
+    wanted = name.encode("latin-1")
+
+    def by_header(scope: Any, ctx: RequestContext) -> str:
+        value: bytes
+        for header, value in scope["headers"]:
+            if header == wanted:
+                if not value:
+                    break
+                if len(value) > MAX_KEY_CHARS:
+                    return "h#" + hashlib.sha256(value).hexdigest()
+                return "h:" + value.decode("latin-1")
+        # Prefixed apart from header values, so no header value can name someone's IP bucket.
+        return "ip:" + ctx.client_ip
+
+    return by_header
+
+
+class RateLimit:
+    """Wraps `app` (the rest of a route's chain) with the limit kept in `store`."""
+
+    def __init__(self, app: Any, store: Store, config: RateLimitConfig, metrics: Metrics) -> None:
+        self.app = app
+        self.store = store
+        self.limit = store.limit
+        self.key_of = key_function(config.key)
+        self.deny_on_store_error = config.on_store_error == "deny"
+        self.metrics = metrics
+        self.detail = f"rate limit of {config.rate:g}/s with burst {config.burst} exceeded"
+
+    def __repr__(self) -> str:
+        return f"<RateLimit {self.store!r} -> {self.app!r}>"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        ctx: RequestContext = scope[SCOPE_KEY]
+        try:
+            result = await self.store.decide(self.key_of(scope, ctx))
+        except StoreUnavailable:
+            self.metrics.store_error("ratelimit")
+            if self.deny_on_store_error:
+                await _reject(
+                    scope,
+                    receive,
+                    send,
+                    ctx,
+                    "unavailable",
+                    "rate limit store unavailable",
+                    UNAVAILABLE_RETRY_AFTER,
+                    None,
+                )
+            else:
+                await self.app(scope, receive, send)
+            return
+        self.metrics.rate_limit(result.allowed)
+        extra = rate_limit_headers(self.limit, result)
+        if result.allowed:
+            await self.app(scope, receive, _with_headers(send, extra))
+        else:
+            await _reject(
+                scope, receive, send, ctx, "rate_limited", self.detail, result.retry_after, extra
+            )
+
+
+def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
+    async def send_with_headers(message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" or kind == "websocket.accept":
+            # The backend's own RateLimit-* headers would contradict ours: the balancer's limit
+            # is the one the client is under here.
+            headers = [h for h in message.get("headers", ()) if h[0].lower() not in _OURS]
+            headers.extend(extra)
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_headers
+
+
+async def _reject(
+    scope: Any,
+    receive: Any,
+    send: Any,
+    ctx: RequestContext,
+    code: str,
+    detail: str,
+    retry_after: int,
+    headers: list[tuple[bytes, bytes]] | None,
+) -> None:
+    if scope["type"] == "http":
+        await send_error(send, ctx, code, detail, retry_after=retry_after, headers=headers)
+    else:
+        await _reject_websocket(scope, receive, send, ctx, code, detail, retry_after, headers)
+
+
+async def _reject_websocket(
+    scope: Any,
+    receive: Any,
+    send: Any,
+    ctx: RequestContext,
+    code: str,
+    detail: str,
+    retry_after: int,
+    headers: list[tuple[bytes, bytes]] | None,
+) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    status = 429 if code == "rate_limited" else 503
+    ctx.status = status
+    ctx.error = code
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        # No way to send a status: close before accepting, "try again later".
+        await send({"type": "websocket.close", "code": 1013})
+        return
+    body = error_body(code, detail, ctx.request_id)
+    out = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", ctx.request_id),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+    if headers:
+        out.extend(headers)
+    await send({"type": "websocket.http.response.start", "status": status, "headers": out})
+    await send({"type": "websocket.http.response.body", "body": body})

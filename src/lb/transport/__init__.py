@@ -1,0 +1,43 @@
+"""The upstream transport: HTTP/1.1 to the backends over asyncio Protocols and llhttp.
+
+It plugs into httpx through its seam, `httpx.AsyncBaseTransport.handle_async_request`, so the
+balancer keeps httpx's Request/Response types and drops httpcore's per-request pool scan and
+anyio layers (see bench/RESULTS.md in the shared notes).
+
+Vocabulary: an *origin* is (scheme, host, port), one pool each; an *exchange* is one request and
+its response on one connection; a connection is *reused* when it comes from the idle deque;
+a *stale* connection is a reused one the backend closed before any byte of the response came.
+
+Exceptions, all httpx's, each chained (`raise ... from`) to the lower-level error and tagged
+with `exc.request_sent` (read it with `request_sent(exc)`; see `lb.transport.errors`)::
+
+    failure                                          raised                      request_sent
+    -----------------------------------------------  --------------------------  ------------
+    no free connection within timeout["pool"]        httpx.PoolTimeout           False
+    refused, unreachable, DNS, TLS handshake         httpx.ConnectError          False
+    connect slower than timeout["connect"]           httpx.ConnectTimeout        False
+    the Transport was closed (aclose), also queued   httpx.ConnectError          False
+    ... while the request was in flight              httpx.ReadError             True
+    head or body the transport will not write        httpx.LocalProtocolError    False
+      (CR/LF in a header, ambiguous framing)
+    body longer/shorter than its Content-Length      httpx.LocalProtocolError    True
+    request body blocked over timeout["write"]       httpx.WriteTimeout          True
+    no response head within timeout["read"]          httpx.ReadTimeout           True
+    closed before the head (stale: retried once      httpx.RemoteProtocolError,  True
+      if the body was empty)                           httpx.ReadError on reset
+    malformed response (httptools.HttpParserError)   httpx.RemoteProtocolError   True
+    response head (with any 1xx) over 64 KiB         httpx.RemoteProtocolError   True
+    --- from the response stream, while iterating ---
+    no body bytes within timeout["read"]             httpx.ReadTimeout           True
+    closed mid-body                                  httpx.RemoteProtocolError,  True
+                                                       httpx.ReadError on reset
+    iterating after aclose()                         httpx.StreamClosed          True
+
+An exception raised by the request's own body stream (e.g. the client went away) propagates
+unchanged. A `timeout` value of None means no limit.
+"""
+
+from lb.transport.errors import request_sent
+from lb.transport.http11 import Transport
+
+__all__ = ["Transport", "request_sent"]

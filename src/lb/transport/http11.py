@@ -1,0 +1,341 @@
+"""`Transport`: httpx's transport seam over pooled asyncio HTTP/1.1 connections.
+
+The request path, fastest case first: an idle connection is popped from the origin's deque,
+the head (and a small body) goes out in one write, and the request coroutine waits on one
+future that the parser resolves with the response head. Opening connections, queueing for a
+slot and retrying a stale connection are the slow paths, kept out of the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from types import MappingProxyType
+from typing import Final
+
+import httpx
+
+from lb.transport.connection import Connection
+from lb.transport.errors import StaleConnection, tag
+from lb.transport.framing import LAST_CHUNK, body_framing, encode_chunk, encode_head
+from lb.transport.pool import OriginPool
+
+Origin = tuple[bytes, bytes, int]  # (scheme, host, port), as the pools are keyed
+
+_DEFAULT_PORTS: Final = MappingProxyType({b"http": 80, b"https": 443})
+
+
+class Transport(httpx.AsyncBaseTransport):
+    """A fast upstream HTTP/1.1 transport: `httpx.AsyncClient(transport=Transport())`.
+
+    One pool per origin, at most `max_connections_per_origin` connections each, of which at
+    most `max_idle_per_origin` are kept idle, for at most `keepalive_expiry` seconds.
+    `connect_timeout` applies to requests that carry no "timeout" extension (httpx's client
+    always sets one). `ssl_context` is used for https origins (default: the system's CAs).
+
+    Requests may carry the "target" extension (bytes) to send a request target that
+    httpx.URL would normalise (dot segments): it is written instead of `url.raw_path`.
+
+    Use one Transport per event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections_per_origin: int = 1000,
+        max_idle_per_origin: int = 256,
+        keepalive_expiry: float = 30.0,
+        connect_timeout: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if max_connections_per_origin < 1:
+            raise ValueError("max_connections_per_origin must be at least 1")
+        if max_idle_per_origin < 0 or keepalive_expiry < 0:
+            raise ValueError("max_idle_per_origin and keepalive_expiry must not be negative")
+        if connect_timeout <= 0:
+            raise ValueError("connect_timeout must be positive")
+        self._max_connections = max_connections_per_origin
+        self._max_idle = max_idle_per_origin
+        self._keepalive_expiry = keepalive_expiry
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        self._pools: dict[Origin, OriginPool[Connection]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reaper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        pools = self._pools.values()
+        active = sum(pool.active for pool in pools)
+        idle = sum(len(pool.idle) for pool in pools)
+        closed = ", closed" if self._closed else ""
+        return f"<Transport [origins: {len(pools)}, active: {active}, idle: {idle}{closed}]>"
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise _closed_error(request)
+        url = request.url
+        origin = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS.get(url.raw_scheme, 0))
+        timeouts = request.extensions.get("timeout")
+        if timeouts is None:
+            connect_t: float | None = self._connect_timeout
+            read_t = write_t = pool_t = None
+        else:
+            connect_t = timeouts.get("connect")
+            read_t = timeouts.get("read")
+            write_t = timeouts.get("write")
+            pool_t = timeouts.get("pool")
+
+        # Framing: the caller's headers decide; a streamed body's first chunk is fetched
+        # before a connection is taken, so a slow client does not hold one.
+        raw_headers = request.headers.raw
+        content_length, chunked = body_framing(raw_headers, request)
+        add_chunked = False
+        rest: AsyncIterator[bytes] | None = None
+        remaining: int | None = None
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            stream = request.stream
+            if not isinstance(stream, httpx.AsyncByteStream):
+                raise TypeError("Transport needs an async request stream") from None
+            rest = stream.__aiter__()
+            first = await _next_chunk(rest)
+            if first is None:
+                rest, body = None, b""
+            else:
+                body = first
+        if rest is not None:
+            if content_length is None:
+                add_chunked = not chunked
+                payload = encode_chunk(body)
+            else:
+                remaining = content_length - len(body)
+                if not remaining:
+                    # Complete: the stream must end now. Seeing it end (not abandoning it)
+                    # keeps httpcore's contract, which callers may hook (e.g. "body read").
+                    if await _next_chunk(rest) is not None:
+                        remaining = -1
+                    rest = None
+                if remaining < 0:
+                    raise _refuse("request body longer than its Content-Length", request)
+                payload = body
+        elif chunked:
+            payload = encode_chunk(body) + LAST_CHUNK if body else LAST_CHUNK
+        elif content_length is not None:
+            if len(body) != content_length:
+                raise _refuse("request body does not match its Content-Length", request)
+            payload = body
+        elif body:
+            add_chunked = True
+            payload = encode_chunk(body) + LAST_CHUNK
+        else:
+            payload = b""
+        target = request.extensions.get("target") or url.raw_path
+        method = request.method.encode("ascii")
+        head = encode_head(method, target, raw_headers, add_chunked=add_chunked, request=request)
+
+        fresh = False  # after a stale connection: do not take another idle one
+        while True:
+            if self._closed:  # checked again: a retry may come after aclose()
+                raise _closed_error(request)
+            pool = self._pools.get(origin) or self._open_pool(origin, request)
+            conn = None if fresh else pool.take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn, reused = await self._acquire(pool, origin, request, pool_t, connect_t)
+            try:
+                stream = await conn.exchange(
+                    request, head, payload, rest, remaining, read_t, write_t
+                )
+            except StaleConnection as exc:
+                # The backend closed a kept-alive connection just as the request went out.
+                # Repeat once on a new connection, if nothing was streamed that cannot be.
+                if reused and not body and not fresh:
+                    fresh = True
+                    continue
+                cause = exc.__cause__
+                message = "backend closed the connection without sending a response"
+                if isinstance(cause, OSError):
+                    error: httpx.TransportError = httpx.ReadError(f"{message}: {cause}")
+                else:
+                    error = httpx.RemoteProtocolError(message)
+                error.request = request
+                raise tag(error, sent=True) from cause
+            return httpx.Response(
+                stream.status,
+                headers=stream.headers,
+                stream=stream,
+                request=request,
+                extensions={"http_version": stream.http_version, "reason_phrase": stream.reason},
+            )
+
+    async def aclose(self) -> None:
+        """Close every connection; requests waiting for one fail with ConnectError."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
+            for conn in pool.close(lambda: _closed_error(None)):
+                conn.abort(None)  # an exchange in flight fails with ReadError
+
+    # -- the slow paths -------------------------------------------------------------------------
+
+    def _open_pool(self, origin: Origin, request: httpx.Request) -> OriginPool[Connection]:
+        scheme, host, port = origin
+        if scheme not in _DEFAULT_PORTS or not host:
+            message = f"need an http:// or https:// URL with a host, not {request.url}"
+            raise tag(httpx.UnsupportedProtocol(message, request=request), sent=False)
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("a Transport serves one event loop; create one per loop")
+        pool: OriginPool[Connection] = OriginPool(
+            f"{scheme.decode()}://{host.decode()}:{port}",
+            max_connections=self._max_connections,
+            max_idle=self._max_idle,
+            keepalive_expiry=self._keepalive_expiry,
+            clock=loop.time,
+        )
+        self._pools[origin] = pool
+        return pool
+
+    async def _acquire(
+        self,
+        pool: OriginPool[Connection],
+        origin: Origin,
+        request: httpx.Request,
+        pool_timeout: float | None,
+        connect_timeout: float | None,
+    ) -> tuple[Connection, bool]:
+        """A connection and whether it was reused: a new one if a slot is free, else wait."""
+        while True:
+            if pool.closed:
+                raise _closed_error(request)
+            if pool.reserve():
+                return await self._connect(pool, origin, request, connect_timeout), False
+            granted = await self._wait(pool, request, pool_timeout)
+            if granted is None:  # a slot, passed on by a connection that closed
+                return await self._connect(pool, origin, request, connect_timeout), False
+            if not granted.closed:
+                return granted, True
+            # Released to us, then closed by the backend before we ran: queue again.
+
+    async def _wait(
+        self, pool: OriginPool[Connection], request: httpx.Request, timeout: float | None
+    ) -> Connection | None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Connection | None] = loop.create_future()
+        pool.waiters.append(waiter)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter, request)
+        try:
+            return await waiter
+        except BaseException as exc:
+            if isinstance(exc, httpx.ConnectError):
+                exc.request = request  # from aclose(), which does not know our request
+            if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
+                with suppress(ValueError):
+                    pool.waiters.remove(waiter)  # O(queue), on this failure path only
+            else:
+                # Granted, but our task was cancelled before it could use the grant.
+                granted = waiter.result()
+                if granted is None:
+                    pool.free_slot()
+                elif not granted.closed:
+                    pool.release(granted)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _connect(
+        self,
+        pool: OriginPool[Connection],
+        origin: Origin,
+        request: httpx.Request,
+        timeout: float | None,
+    ) -> Connection:
+        """Open a connection in a slot already reserved; the slot is freed if this fails."""
+        loop = asyncio.get_running_loop()
+        scheme, raw_host, port = origin
+        host = raw_host.decode("ascii")
+        context = None
+        if scheme == b"https":
+            if self._ssl_context is None:
+                self._ssl_context = ssl.create_default_context()
+            context = self._ssl_context
+        conn = Connection(pool, loop)
+        try:
+            connecting = loop.create_connection(
+                lambda: conn, host, port, ssl=context, server_hostname=host if context else None
+            )
+            if timeout is None:
+                await connecting
+            else:
+                await asyncio.wait_for(connecting, timeout)
+        except BaseException as exc:
+            # The slot is given back here, not by `conn` when it hears of the close. A
+            # transport exists only if we were cancelled just after it connected.
+            conn.closed = True
+            if conn.transport is not None:
+                conn.transport.abort()
+            pool.free_slot()
+            if isinstance(exc, TimeoutError):
+                message = f"timed out connecting to {pool.origin}"
+                raise tag(httpx.ConnectTimeout(message, request=request), sent=False) from exc
+            if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS
+                message = f"cannot connect to {pool.origin}: {exc}"
+                raise tag(httpx.ConnectError(message, request=request), sent=False) from exc
+            raise
+        if pool.closed:
+            conn.abort(None)
+            raise _closed_error(request)
+        pool.connections.add(conn)
+        self._arm_reaper(loop)
+        return conn
+
+    def _arm_reaper(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._reaper is None and not self._closed:
+            # Release already closes one expired connection per call; this timer catches
+            # the ones left when traffic stops. It runs only while connections exist.
+            interval = max(self._keepalive_expiry / 2, 0.05)
+            self._reaper = loop.call_later(interval, self._reap, loop)
+
+    def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reaper = None
+        for origin, pool in list(self._pools.items()):
+            pool.prune()
+            if not pool.size and not pool.waiters:
+                del self._pools[origin]
+        if self._pools:
+            self._arm_reaper(loop)
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+    """The next non-empty chunk, or None once the stream has ended."""
+    async for chunk in chunks:
+        if chunk:
+            return chunk
+    return None
+
+
+def _expire(waiter: asyncio.Future[Connection | None], request: httpx.Request) -> None:
+    if not waiter.done():
+        error = httpx.PoolTimeout("timed out waiting for a connection", request=request)
+        waiter.set_exception(tag(error, sent=False))
+
+
+def _refuse(message: str, request: httpx.Request) -> httpx.LocalProtocolError:
+    return tag(httpx.LocalProtocolError(message, request=request), sent=False)
+
+
+def _closed_error(request: httpx.Request | None) -> httpx.ConnectError:
+    return tag(httpx.ConnectError("the transport is closed", request=request), sent=False)

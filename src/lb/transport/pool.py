@@ -1,0 +1,171 @@
+"""One origin's connections: idle ones in a LIFO deque, a count of slots, FIFO waiters.
+
+Bookkeeping only, and synchronous: every change happens with no `await` between reading and
+writing a counter, so there are no locks, and no method looks at more than the ends of the
+deques. Opening connections and waiting for a slot live in `lb.transport.http11`.
+
+A *slot* is the right to hold one connection, open or being opened; `size` counts them and
+never exceeds `max_connections`. A slot freed while requests wait passes straight to the
+oldest waiter, and so does a connection released while requests wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+
+class Pooled(Protocol):
+    """What the pool needs from a connection."""
+
+    closed: bool  # set once, by the connection, before it calls `discard`
+    pooled: bool  # in the idle deque; kept by the pool
+    idle_since: float  # clock time of the last release; kept by the pool
+
+    def close(self) -> None:
+        """Close gracefully; the connection then calls `discard` (exactly once)."""
+
+
+C = TypeVar("C", bound=Pooled)
+
+
+class OriginPool(Generic[C]):
+    """The connections to one origin (scheme, host, port)."""
+
+    __slots__ = (
+        "origin",
+        "max_connections",
+        "max_idle",
+        "keepalive_expiry",
+        "clock",
+        "idle",
+        "size",
+        "connections",
+        "waiters",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        max_connections: int,
+        max_idle: int,
+        keepalive_expiry: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.origin = origin
+        self.max_connections = max_connections
+        self.max_idle = max_idle
+        self.keepalive_expiry = keepalive_expiry
+        self.clock = clock
+        # Oldest on the left, most recently released on the right: take from the right (a
+        # warm connection, and the idle_since values stay sorted), expire from the left.
+        self.idle: deque[C] = deque()
+        self.size = 0
+        self.connections: set[C] = set()  # open ones, for aclose(); touched on open/close only
+        self.waiters: deque[asyncio.Future[C | None]] = deque()
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<OriginPool {self.origin} [active: {self.active}, idle: {len(self.idle)}, "
+            f"queued: {self.queued}]>"
+        )
+
+    @property
+    def active(self) -> int:
+        """Slots not idle: connections in use or being opened."""
+        return self.size - len(self.idle)
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for waiter in self.waiters if not waiter.done())
+
+    def take_idle(self) -> C | None:
+        """The most recently released live connection, closing expired ones on the way."""
+        idle = self.idle
+        if not idle:
+            return None
+        deadline = self.clock() - self.keepalive_expiry
+        while idle:
+            conn = idle.pop()
+            conn.pooled = False
+            if conn.idle_since >= deadline and not conn.closed:
+                return conn
+            conn.close()
+        return None
+
+    def reserve(self) -> bool:
+        """Take a slot for a new connection, if the origin has one free."""
+        if self.size < self.max_connections:
+            self.size += 1
+            return True
+        return False
+
+    def release(self, conn: C) -> None:
+        """Take back a healthy connection whose exchange is complete."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if self.closed or self.max_idle <= 0:
+            conn.close()
+            return
+        idle = self.idle
+        if len(idle) >= self.max_idle:
+            oldest = idle.popleft()
+            oldest.pooled = False
+            oldest.close()
+        now = self.clock()
+        conn.idle_since = now
+        conn.pooled = True
+        idle.append(conn)
+        # Under steady load a LIFO pool never touches its oldest connections again: close
+        # one expired connection per release, so they go without a scan or a timer.
+        oldest = idle[0]
+        if oldest.idle_since < now - self.keepalive_expiry:
+            idle.popleft()
+            oldest.pooled = False
+            oldest.close()
+
+    def discard(self, conn: C) -> None:
+        """Forget a connection that has closed, and free its slot (called once per connection)."""
+        if conn.pooled:
+            # The backend closed an idle connection: O(idle), but only on that rare path.
+            conn.pooled = False
+            self.idle.remove(conn)
+        self.connections.discard(conn)
+        self.free_slot()
+
+    def free_slot(self) -> None:
+        """Give up a slot: to the oldest waiter (it will open a connection), else for good."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.size -= 1
+
+    def prune(self) -> None:
+        """Close the idle connections past keepalive_expiry (the oldest are on the left)."""
+        idle = self.idle
+        deadline = self.clock() - self.keepalive_expiry
+        while idle and idle[0].idle_since < deadline:
+            conn = idle.popleft()
+            conn.pooled = False
+            conn.close()
+
+    def close(self, error: Callable[[], BaseException]) -> list[C]:
+        """Refuse new work: fail the waiters with `error()`; returns the connections to close."""
+        self.closed = True
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error())
+        return list(self.connections)

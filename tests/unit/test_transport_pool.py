@@ -1,0 +1,200 @@
+"""lb.transport.pool: per-origin bookkeeping with fake connections and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from lb.transport import Transport
+from lb.transport.pool import OriginPool
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeConn:
+    def __init__(self, pool: OriginPool[FakeConn], name: str) -> None:
+        self.pool = pool
+        self.name = name
+        self.closed = False
+        self.pooled = False
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.discard(self)
+
+    def abort(self, error: BaseException | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def make_pool(
+    clock: FakeClock, *, max_connections: int = 10, max_idle: int = 10, expiry: float = 30.0
+) -> OriginPool[FakeConn]:
+    return OriginPool(
+        "http://backend:80",
+        max_connections=max_connections,
+        max_idle=max_idle,
+        keepalive_expiry=expiry,
+        clock=clock,
+    )
+
+
+def open_conns(pool: OriginPool[FakeConn], *names: str) -> list[FakeConn]:
+    conns = []
+    for name in names:
+        assert pool.reserve()
+        conn = FakeConn(pool, name)
+        pool.connections.add(conn)
+        conns.append(conn)
+    return conns
+
+
+def test_idle_connections_are_taken_last_in_first_out() -> None:
+    clock = FakeClock()
+    pool = make_pool(clock)
+    a, b, c = open_conns(pool, "a", "b", "c")
+    for conn in (a, b, c):
+        pool.release(conn)
+    assert repr(pool) == "<OriginPool http://backend:80 [active: 0, idle: 3, queued: 0]>"
+    assert [pool.take_idle(), pool.take_idle(), pool.take_idle(), pool.take_idle()] == [
+        c,
+        b,
+        a,
+        None,
+    ]
+    assert repr(pool) == "<OriginPool http://backend:80 [active: 3, idle: 0, queued: 0]>"
+
+
+def test_expired_idle_connections_are_closed_on_take() -> None:
+    clock = FakeClock()
+    pool = make_pool(clock, expiry=10)
+    old, fresh = open_conns(pool, "old", "fresh")
+    pool.release(old)
+    clock.now += 8
+    pool.release(fresh)
+    clock.now += 5  # old: idle 13 s, fresh: 5 s
+    assert pool.take_idle() is fresh
+    pool.release(fresh)
+    clock.now += 11
+    assert pool.take_idle() is None
+    assert old.closed and fresh.closed
+    assert pool.size == 0 and not pool.connections
+
+
+def test_release_closes_one_expired_connection_from_the_old_end() -> None:
+    clock = FakeClock()
+    pool = make_pool(clock, expiry=10)
+    a, b, c = open_conns(pool, "a", "b", "c")
+    pool.release(a)
+    pool.release(b)
+    clock.now += 11
+    pool.release(c)  # a is past expiry: closed in passing, b is next in line
+    assert a.closed and not b.closed
+    assert list(pool.idle) == [b, c]
+
+
+def test_prune_closes_every_expired_connection() -> None:
+    clock = FakeClock()
+    pool = make_pool(clock, expiry=10)
+    a, b, c = open_conns(pool, "a", "b", "c")
+    pool.release(a)
+    pool.release(b)
+    clock.now += 6
+    pool.release(c)
+    clock.now += 6
+    pool.prune()
+    assert (a.closed, b.closed, c.closed) == (True, True, False)
+    assert list(pool.idle) == [c] and pool.size == 1
+
+
+def test_idle_beyond_max_idle_closes_the_oldest() -> None:
+    clock = FakeClock()
+    pool = make_pool(clock, max_idle=2)
+    a, b, c = open_conns(pool, "a", "b", "c")
+    for conn in (a, b, c):
+        pool.release(conn)
+    assert a.closed and list(pool.idle) == [b, c] and pool.size == 2
+
+
+def test_connection_closed_while_idle_leaves_at_once() -> None:
+    clock = FakeClock()
+    pool = make_pool(clock)
+    a, b = open_conns(pool, "a", "b")
+    pool.release(a)
+    pool.release(b)
+    a.close()  # the backend closed it: connection_lost
+    assert list(pool.idle) == [b] and pool.size == 1 and pool.connections == {b}
+
+
+def test_slots_are_bounded() -> None:
+    pool = make_pool(FakeClock(), max_connections=2)
+    assert pool.reserve() and pool.reserve()
+    assert not pool.reserve()
+    pool.free_slot()
+    assert pool.reserve()
+
+
+async def test_waiters_are_served_first_in_first_out() -> None:
+    loop = asyncio.get_running_loop()
+    pool = make_pool(FakeClock(), max_connections=1)
+    (conn,) = open_conns(pool, "a")
+    first: asyncio.Future[FakeConn | None] = loop.create_future()
+    gone: asyncio.Future[FakeConn | None] = loop.create_future()
+    second: asyncio.Future[FakeConn | None] = loop.create_future()
+    pool.waiters.extend([first, gone, second])
+    gone.cancel()  # a waiter that timed out or was cancelled is skipped
+    assert pool.queued == 2
+
+    pool.release(conn)  # a released connection goes straight to the oldest waiter
+    assert first.result() is conn and not pool.idle
+    conn.close()  # its slot goes to the next live waiter, which opens a connection
+    assert second.result() is None
+    assert pool.size == 1 and not pool.waiters
+
+
+async def test_close_fails_waiters_and_hands_back_connections() -> None:
+    pool = make_pool(FakeClock(), max_connections=1)
+    (conn,) = open_conns(pool, "a")
+    waiter: asyncio.Future[FakeConn | None] = asyncio.get_running_loop().create_future()
+    pool.waiters.append(waiter)
+    assert pool.close(lambda: RuntimeError("closed")) == [conn]
+    with pytest.raises(RuntimeError):
+        waiter.result()
+    pool.release(conn)  # after close, released connections are closed, not kept
+    assert conn.closed and pool.size == 0
+
+
+@pytest.mark.parametrize("grant", ["slot", "connection", "timeout"])
+async def test_a_waiter_cancelled_after_its_grant_passes_it_on(grant: str) -> None:
+    transport = Transport(max_connections_per_origin=1)
+    request = httpx.Request("GET", "http://backend/")
+    pool = transport._open_pool((b"http", b"backend", 80), request)
+    (conn,) = open_conns(pool, "a")  # type: ignore[arg-type]
+    task = asyncio.create_task(transport._wait(pool, request, 0.5))
+    await asyncio.sleep(0)  # queued
+    assert pool.queued == 1
+    if grant == "slot":
+        conn.close()  # the slot passes to the waiter...
+    elif grant == "connection":
+        pool.release(conn)  # type: ignore[arg-type]  # ...or the connection itself
+    task.cancel()  # ...whose task is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not pool.waiters
+    if grant == "slot":
+        assert pool.size == 0
+    else:
+        assert pool.size == 1 and conn.pooled is (grant == "connection")
+    await transport.aclose()
