@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -330,3 +331,41 @@ class LbProcess:
                 self.process.wait(5)
         self.log.close()
         return int(self.process.returncode)
+
+
+class Load:
+    """Clients sending GET / in a loop until stopped (or `limit` requests), recording
+    (start time, status, X-Backend) of each answer and the errors."""
+
+    def __init__(self, url: str, clients: int = 3, limit: int = 20_000) -> None:
+        self.url = url
+        self.results: list[tuple[float, int, str]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._limit = limit
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.is_set() and len(self.results) < self._limit:
+                started = time.monotonic()
+                try:
+                    response = client.get("/")
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    continue
+                backend = response.headers.get("x-backend", "")
+                self.results.append((started, response.status_code, backend))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def count(self) -> int:
+        return len(self.results)

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import pool_config
 from lb.app import LoadBalancer
-from servers import wait_until
+from servers import Load, wait_until
 
 HEALTH_CHECKER = importlib.util.find_spec("lb.health") is not None
 
@@ -33,43 +33,6 @@ def _status(url: str) -> dict[str, Any]:
 
 def _reload(lb: Any) -> httpx.Response:
     return httpx.post(lb.url + "/_lb/reload", timeout=10)
-
-
-class Load:
-    """Clients sending GET / in a loop until stopped, recording (start time, status, backend)."""
-
-    def __init__(self, url: str, clients: int = 3, limit: int = 20_000) -> None:
-        self.url = url
-        self.results: list[tuple[float, int, str]] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._limit = limit
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            while not self._stop.is_set() and len(self.results) < self._limit:
-                started = time.monotonic()
-                try:
-                    response = client.get("/")
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                    continue
-                backend = response.headers.get("x-backend", "")
-                self.results.append((started, response.status_code, backend))
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
-
-    def count(self) -> int:
-        return len(self.results)
 
 
 def test_reload_under_load_adds_and_removes_backends_without_a_failed_request(  # type: ignore[no-untyped-def]

@@ -4,7 +4,8 @@
   "use strict";
 
   const POLL_MS = 1000;
-  const HISTORY = 300; // points kept per backend: five minutes at one a second
+  const WINDOW = 120; // seconds the charts show
+  const HISTORY = WINDOW + 5; // points kept per backend (one a second)
   const RATE_WINDOW = 5; // samples averaged for the req/s and error figures
   const TOKEN_KEY = "lb-admin-token";
   const ACTIONS = { drain: "draining", disable: "disabled", enable: "active" };
@@ -97,19 +98,30 @@
     };
   }
 
+  function tick(v) {
+    if (v === 0) return "0";
+    if (Math.abs(v) >= 1000) return (v / 1000).toFixed(v % 1000 ? 1 : 0) + "k";
+    return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
+  }
+  const hhmmss = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+
   function chart(el, lines) {
     const opts = {
       width: Math.max(el.clientWidth, 200),
-      height: 96,
+      height: 104,
       legend: { show: false },
       cursor: { points: { show: false }, drag: { x: false, y: false } },
       scales: {
-        x: { time: true },
+        // The history so far (at least ten seconds), then a rolling window ending now.
+        x: {
+          time: true,
+          range: (u, min, max) => [Math.min(Math.max(min ?? max, max - WINDOW), max - 10), max],
+        },
         y: { range: (u, min, max) => [0, Math.max(max || 0, 0.001) * 1.2] },
       },
       axes: [
-        axis({ size: 20, space: 70 }),
-        axis({ size: 40, space: 22, values: (u, vals) => vals.map((v) => fixed(v)) }),
+        axis({ size: 24, space: 80, values: (u, ticks) => ticks.map(hhmmss) }),
+        axis({ size: 40, space: 22, values: (u, ticks) => ticks.map(tick) }),
       ],
       series: [
         {},
@@ -128,7 +140,7 @@
     for (const pool of pools.values()) {
       for (const view of pool.backends.values()) {
         for (const [name, plot] of Object.entries(view.charts)) {
-          plot.setSize({ width: Math.max(view.els[name].clientWidth, 200), height: 96 });
+          plot.setSize({ width: Math.max(view.els[name].clientWidth, 200), height: 104 });
         }
       }
     }
@@ -229,7 +241,8 @@
       }
     }
     view.last = { t: now, requests: b.requests_total, failures: b.failures_total };
-    const lat = b.latency_ms || {};
+    // Latencies are 0 until a backend has served a request: no data yet, not a fast backend.
+    const lat = b.requests_total > 0 ? b.latency_ms || {} : {};
     push(view.hist, {
       t: now,
       rps: dt ? dreq / dt : null,
@@ -242,6 +255,7 @@
       dt,
     });
     const h = view.hist;
+    view.card.dataset.points = String(h.t.length);
     view.charts.traffic.setData([h.t, h.rps, h.eps]);
     view.charts.latency.setData([h.t, h.p50, h.p95, h.p99]);
 
