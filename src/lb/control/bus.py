@@ -44,7 +44,11 @@ class RedisBus:
 
         if self._task is not None:
             return
-        self._client = redis.Redis.from_url(self.url, socket_connect_timeout=2.0)
+        # Keepalive and periodic PINGs, so a connection that silently died is noticed on an idle
+        # subscription too, not only when Redis closes it.
+        self._client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=2.0, socket_keepalive=True, health_check_interval=15
+        )
         self._task = asyncio.get_running_loop().create_task(self._listen(), name="lb control bus")
 
     async def stop(self) -> None:
