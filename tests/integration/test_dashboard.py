@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import pool_config
-from servers import Load
+from servers import Load, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -73,8 +73,8 @@ def _card(page: Any, backend: str) -> Any:
     return page.locator(f'[data-backend="web/{backend}"]')
 
 
-def _state(lb: Any, backend: str, **headers: str) -> str:
-    body = httpx.get(lb.url + "/_lb/status", headers=headers).json()
+def _state(lb: Any, backend: str, client: Any = httpx, **headers: str) -> str:
+    body = client.get(lb.url + "/_lb/status", headers=headers).json()
     return next(b["state"] for b in body["pools"]["web"]["backends"] if b["id"] == backend)
 
 
@@ -152,3 +152,19 @@ def test_dashboard_with_a_token_and_across_a_reload(  # type: ignore[no-untyped-
     assert httpx.post(lb.url + "/_lb/reload", headers=auth).status_code == 200
     expect(_card(page, "b2").locator('[data-role="state"]')).to_have_text("healthy")
     expect(_card(page, "b1").locator('[data-role="state"]')).to_have_text("disabled")
+
+
+def test_dashboard_of_several_workers(page, start_backends, lb_process) -> None:  # type: ignore[no-untyped-def]
+    expect = _expect()
+    b1, b2 = start_backends(2)
+    lb = lb_process(pool_config([{"url": s.url, "id": app.name} for app, s in (b1, b2)]), 2)
+    with Load(lb.url, clients=1):
+        page.goto(lb.url + "/_lb/dashboard")
+        _card(page, "b1").locator('[data-action="drain"]').click()
+        state = _card(page, "b1").locator('[data-role="state"]')
+        expect(state).to_have_text("draining")
+        with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
+            wait_until(lambda: all(_state(lb, "b1", client=fresh) == "draining" for _ in range(10)))
+        expect(_card(page, "b1").locator('[data-role="rps"]')).to_have_text("0.00", timeout=10_000)
+        expect(state).to_have_text("draining")
+        expect(_card(page, "b2").locator('[data-role="rps"]')).not_to_have_text("–")

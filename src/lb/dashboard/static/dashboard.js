@@ -195,11 +195,21 @@
     pool.backends.delete(view.id);
   }
 
+  function adminOf(state) {
+    return state === "draining" || state === "disabled" ? state : "active";
+  }
+
   function showState(view, state) {
+    // Right after a button press, another worker may answer a poll before the change has
+    // reached it (within half a second): keep showing the change rather than flicker back.
+    const pending = view.pending;
+    if (pending && Date.now() < pending.until && adminOf(state) !== adminOf(pending.state)) {
+      state = pending.state;
+    }
     view.state = state;
     view.card.className = "card state-" + state;
     view.els.state.textContent = state;
-    const admin = state === "draining" || state === "disabled" ? state : "active";
+    const admin = adminOf(state);
     for (const button of view.card.querySelectorAll("[data-action]")) {
       button.hidden = ACTIONS[button.dataset.action] === admin;
     }
@@ -367,6 +377,7 @@
       }
       const body = await res.json().catch(() => ({}));
       if (!res.ok) throw new Error(body.detail || `HTTP ${res.status}`);
+      view.pending = { state: body.state, until: Date.now() + 2000 };
       showState(view, body.state);
     } catch (err) {
       view.els.note.textContent = err.message;
