@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import threading
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,6 +25,8 @@ class Backend:
         self.release = threading.Event()
         self.cancelled = threading.Event()
         self.in_flight = 0
+        # /cache/...: headers to answer with instead of the query's h= values, per path.
+        self.cache_headers: dict[str, list[tuple[str, str]]] = {}
 
     def count(self, path: str | None = None) -> int:
         with self.lock:
@@ -157,6 +160,8 @@ class Backend:
                     (b"x-request-id", b"backend-id"),
                 ],
             )
+        if path.startswith("/cache/"):
+            return await self.cacheable(scope, send, path, query)
         if path.startswith("/status/"):
             return await self.reply(send, int(path.rsplit("/", 1)[1]), b"status")
         body = b""
@@ -173,6 +178,65 @@ class Backend:
             json.dumps(payload).encode(),
             [(b"content-type", b"application/json")],
         )
+
+    async def cacheable(
+        self, scope: Any, send: Any, path: str, query: dict[str, list[str]]
+    ) -> None:
+        """`/cache/...`: answers with the headers given as `h=Name:Value` (or set per path in
+        `cache_headers`), 304 when the request's If-None-Match / If-Modified-Since match them.
+
+        Query: `status=` (default 200; a `.status` >= 500 on the backend wins), `size=N` (body of
+        N bytes instead of JSON), `chunked=1` (no Content-Length), `delay=S`, `echo=NAME` (the
+        request's NAME header in the JSON body). The JSON body carries `n`, how many requests
+        this backend saw for the path.
+        """
+        if self.status >= 500:
+            return await self.reply(send, self.status, b"backend failure")
+        delay = float(query.get("delay", ["0"])[0])
+        if delay:
+            await asyncio.sleep(delay)
+        wanted = self.cache_headers.get(path)
+        if wanted is None:
+            wanted = [tuple(h.split(":", 1)) for h in query.get("h", [])]  # type: ignore[misc]
+        headers = [(k.strip().lower().encode(), v.strip().encode()) for k, v in wanted]
+        request = {k: v for k, v in scope["headers"]}
+        given = dict(headers)
+        inm = request.get(b"if-none-match")
+        etag = given.get(b"etag")
+        ims = request.get(b"if-modified-since")
+        last_modified = given.get(b"last-modified")
+        if (
+            inm is not None
+            and etag is not None
+            and etag.removeprefix(b"W/") in [t.strip().removeprefix(b"W/") for t in inm.split(b",")]
+        ) or (
+            inm is None
+            and ims is not None
+            and last_modified is not None
+            and parsedate_to_datetime(last_modified.decode()) <= parsedate_to_datetime(ims.decode())
+        ):
+            out = headers + [(b"x-backend", self.name.encode())]
+            await send({"type": "http.response.start", "status": 304, "headers": out})
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        status = int(query.get("status", ["200"])[0])
+        if "size" in query:
+            body = b"x" * int(query["size"][0])
+        else:
+            echo = {n: request.get(n.lower().encode(), b"").decode() for n in query.get("echo", [])}
+            payload = {"backend": self.name, "path": path, "n": self.count(path), "echo": echo}
+            body = json.dumps(payload).encode()
+            headers.append((b"content-type", b"application/json"))
+        if scope["method"] == "HEAD":
+            body = b""
+        if "chunked" in query:
+            headers.append((b"x-backend", self.name.encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            half = len(body) // 2
+            await send({"type": "http.response.body", "body": body[:half], "more_body": True})
+            await send({"type": "http.response.body", "body": body[half:]})
+            return None
+        return await self.reply(send, status, body, headers)
 
     async def reply(
         self, send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None

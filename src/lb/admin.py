@@ -11,12 +11,13 @@ import hmac
 import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
+from lb.cache import StoreError
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import client_ip, is_trusted
@@ -71,6 +72,17 @@ def status_document(
     return {"pools": pools}
 
 
+def purge_target(query: bytes) -> bytes | None:
+    """The target of `DELETE .../cache?path=TARGET`: everything after `path=`, taken as sent when
+    it starts with "/" (so `?path=/x?y=1&z=2` works unencoded), else percent-decoded once."""
+    if not query.startswith(b"path="):
+        return None
+    value = query[5:]
+    if not value.startswith(b"/"):
+        value = unquote_to_bytes(value)
+    return value if value.startswith(b"/") else None
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
 
@@ -95,10 +107,30 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         body = await app.metrics.render()
         return Response(body, headers={"content-type": CONTENT_TYPE, "cache-control": "no-store"})
 
+    async def purge_cache(request: Request) -> Response:
+        cache = app.generation.cache
+        if cache is None:
+            return _json({"error": "not_found", "detail": "the cache is off"}, 404)
+        query: bytes = request.scope.get("query_string", b"")
+        target = purge_target(query)
+        if query and target is None:
+            detail = "expected ?path=/target (path and query as sent)"
+            return _json({"error": "bad_request", "detail": detail}, 400)
+        try:
+            removed = await cache.purge(target)
+        except StoreError as exc:
+            return _json({"error": "unavailable", "detail": str(exc)}, 503)
+        path = None if target is None else target.decode("latin-1")
+        if cache.config.store == "memory":
+            # Each worker (and instance) holds its own entries: they purge theirs too.
+            await app.control.broadcast("cache_purge", {"path": path}, instances=True)
+        return _json({"purged": removed, "path": path})
+
     routes = [
         Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/readyz", readyz, methods=["GET", "HEAD"]),
         Route(f"{prefix}/status", status, methods=["GET"]),
+        Route(f"{prefix}/cache", purge_cache, methods=["DELETE"]),
         Route(gen.config.metrics.path, metrics, methods=["GET", "HEAD"]),
         *control_routes(app, prefix),
         *dashboard_routes(prefix),

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from lb.admin import build_admin
 from lb.backend import Backend
+from lb.cache import Cache
 from lb.config import Config
+from lb.health import HealthChecker
 from lb.pool import Pool
 from lb.proxy import Proxy
 from lb.ratelimit import RateLimiting
@@ -41,12 +43,18 @@ class Generation:
                     backends.append(kept)
                 else:
                     backends.append(Backend(backend_config))
-            self.pools[name] = Pool(pool_config, backends)
+            self.pools[name] = Pool(pool_config, backends, app.metrics)
         self.router = Router(config.routes, self.pools)
         self.proxies = {
             name: Proxy(pool, app.transport, metrics=app.metrics)
             for name, pool in self.pools.items()
         }
+        # A reload that keeps the cache config keeps the cache (entries, store connection).
+        old_cache = previous.cache if previous is not None else None
+        self.cache: Cache | None = None
+        if config.cache is not None:
+            same = old_cache is not None and old_cache.config == config.cache
+            self.cache = old_cache if same else Cache(config.cache, app.metrics)
         self.rate_limits: RateLimiting = RateLimiting(
             config,
             self.router.all(),
@@ -63,6 +71,7 @@ class Generation:
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
         self.admin = build_admin(app, self)
+        self._client = app.client
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
@@ -70,6 +79,8 @@ class Generation:
     def _handler(self, route: Route, app: LoadBalancer) -> Any:
         """The ASGI chain for one route: rate limit, then cache, then the proxy."""
         handler: Any = self.proxies[route.pool]
+        if self.cache is not None and route.config.cache:
+            handler = self.cache.layer(handler)
         return self.rate_limits.wrap(route, handler)
 
     def is_admin_path(self, raw_path: bytes) -> bool:
@@ -83,3 +94,9 @@ class Generation:
     def services(self) -> Iterator[Service]:
         """Background services this generation needs running (health checks, ...)."""
         yield from self.rate_limits.services()
+        if self.cache is not None:
+            yield self.cache
+        for pool in self.pools.values():
+            config = pool.config
+            if config.health_check is not None or config.passive_health is not None:
+                yield HealthChecker(pool, self._client)

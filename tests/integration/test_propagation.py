@@ -85,6 +85,22 @@ def test_apps_sharing_a_control_dir_share_overrides_and_reloads(  # type: ignore
         wait_until(lambda s=server: _states(s.url)["b3"] == "healthy", timeout=5)
 
 
+def test_a_cache_purge_reaches_the_other_workers(  # type: ignore[no-untyped-def]
+    start_backends, start_balancer, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("LB_CONTROL_DIR", str(tmp_path / "control"))
+    (b1,) = start_backends(1)
+    config = _config(b1, cache={"store": "memory"})
+    one, two = start_balancer(config), start_balancer(config)
+    target = "/cache/x?h=cache-control:max-age=60"
+    for server in (one, two):
+        httpx.get(server.url + target)
+        assert httpx.get(server.url + target).headers["x-cache"] == "HIT"
+    assert httpx.delete(one.url + "/_lb/cache").json()["purged"] == 1
+    assert httpx.get(one.url + target).headers["x-cache"] == "MISS"
+    wait_until(lambda: httpx.get(two.url + target).headers["x-cache"] == "MISS", timeout=5)
+
+
 def test_lb_serve_workers_share_patch_reload_and_sighup_without_failed_requests(  # type: ignore[no-untyped-def]
     start_backends, lb_process, fresh
 ) -> None:

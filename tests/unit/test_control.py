@@ -251,13 +251,22 @@ def test_undo_restores_kept_backends_to_their_old_pool() -> None:
     assert old_pool.usable() == (old_pool.backends["a"],)
 
 
-def test_swap_that_cannot_build_is_a_reload_error_and_changes_nothing() -> None:
+def test_swap_that_cannot_build_is_a_reload_error_and_changes_nothing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     app = LoadBalancer(_config(A, B))
-    config = load_config(_config(A, {**B, "weight": 5}, strategy_options={"bogus": 1}))
+    old_pool = app.generation.pools["web"]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no proxy today")
+
+    # Fails after the new pools took over the kept backends: those must come back.
+    monkeypatch.setattr("lb.generation.Proxy", broken)
     with pytest.raises(ReloadError) as caught:
-        GenerationSwap(app, config)
-    assert caught.value.problems[0].startswith("config: cannot build it: TypeError")
-    assert app.generation.pools["web"].backends["b"].weight == 2
+        GenerationSwap(app, load_config(_config(A, {**B, "weight": 5})))
+    assert caught.value.problems == ["config: cannot build it: RuntimeError: no proxy today"]
+    backend = old_pool.backends["b"]
+    assert backend.weight == 2 and backend.config_weight == 2
+    backend.set_admin_state("draining")
+    assert old_pool.usable() == (old_pool.backends["a"],)
 
 
 def test_bus_url_prefers_rate_limit_then_cache() -> None:

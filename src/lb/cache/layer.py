@@ -1,0 +1,257 @@
+"""`CacheLayer`: the pure-ASGI cache in front of one route's proxy handler.
+
+Per request it decides, by the rules in `lb.cache.rules`, between answering from the store (HIT,
+or STALE when a stale answer is allowed), going upstream and storing what comes back (MISS), or
+passing the request through untouched (BYPASS). Every response it lets out carries `X-Cache` with
+that result, which also goes to `ctx.cache` (access log) and the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from lb.cache.conditional import (
+    CLIENT_CONDITIONALS,
+    not_modified,
+    not_modified_headers,
+    validation_headers,
+)
+from lb.cache.fetch import Outcome, Tee, idle_receive
+from lb.cache.keys import invalidated_targets, normalize_host, primary_key
+from lb.cache.request import CacheRequest, cache_request
+from lb.cache.rules import SAFE_METHODS, Reuse, age_header, reuse
+from lb.cache.store import StoreError
+from lb.context import SCOPE_KEY, RequestContext
+from lb.errors import send_error
+from lb.headers import new_request_id
+
+if TYPE_CHECKING:
+    from lb.cache.cache import Cache
+    from lb.cache.entry import Entry
+
+_X_CACHE = {name: name.encode("ascii") for name in ("HIT", "MISS", "STALE", "BYPASS")}
+
+
+def _tagged(message: Any, result: bytes) -> Any:
+    headers = [(n, v) for n, v in message["headers"] if n != b"x-cache"]
+    headers.append((b"x-cache", result))
+    return {**message, "headers": headers}
+
+
+class CacheLayer:
+    __slots__ = ("inner", "cache")
+
+    def __init__(self, inner: Any, cache: Cache) -> None:
+        self.inner = inner
+        self.cache = cache
+
+    def __repr__(self) -> str:
+        return f"<CacheLayer {self.cache!r} -> {self.inner!r}>"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        ctx: RequestContext = scope[SCOPE_KEY]
+        method = ctx.method
+        if method == "GET" or method == "HEAD":
+            request = cache_request(scope, method, ctx.target)
+            if request is not None:
+                await self._cached(scope, receive, send, ctx, request, True)
+                return
+        elif method not in SAFE_METHODS:
+            await self._unsafe(scope, receive, send, ctx)
+            return
+        await self._bypass(scope, receive, send, ctx)
+
+    def _result(self, ctx: RequestContext, result: str) -> None:
+        ctx.cache = result
+        self.cache.metrics.cache(result)
+
+    async def _cached(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        ctx: RequestContext,
+        request: CacheRequest,
+        collapse: bool,
+    ) -> None:
+        cache = self.cache
+        now = cache.clock()
+        try:
+            entry = await cache.lookup(request, now)
+        except StoreError as exc:
+            cache.store_failed(exc)
+            await self._bypass(scope, receive, send, ctx)
+            return
+        if entry is not None:
+            age = entry.age(now)
+            decision = reuse(entry.policy, age, request.directives)
+            if decision is Reuse.FRESH:
+                await self._serve(send, ctx, request, entry, age, "HIT")
+                return
+            if decision is Reuse.STALE:
+                await self._serve(send, ctx, request, entry, age, "STALE")
+                return
+            if decision is Reuse.STALE_WHILE_REVALIDATE:
+                self._refresh_later(scope, ctx, request, entry)
+                await self._serve(send, ctx, request, entry, age, "STALE")
+                return
+        if request.directives.only_if_cached:
+            self._result(ctx, "MISS")
+            await send_error(
+                send,
+                ctx,
+                "timeout",
+                "only-if-cached: no stored response may answer this request",
+                headers=[(b"x-cache", b"MISS")],
+            )
+            return
+        primary = request.primary
+        if collapse and request.collapsible and cache.collapsible(primary):
+            event = cache.inflight.get(primary)
+            if event is not None:
+                # The same request is already upstream: wait for its entry and look again.
+                await cache.wait_for(event)
+                await self._cached(scope, receive, send, ctx, request, False)
+                return
+            release = cache.lead(primary)
+            try:
+                await self._fetch(scope, receive, send, ctx, request, entry, release)
+            finally:
+                release()
+            return
+        await self._fetch(scope, receive, send, ctx, request, entry, None)
+
+    async def _fetch(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        ctx: RequestContext,
+        request: CacheRequest,
+        stale: Entry | None,
+        release: Any,
+    ) -> None:
+        """Go upstream for a miss, or to revalidate `stale`."""
+        cache = self.cache
+        headers = request.headers
+        if stale is not None:
+            upstream = validation_headers(headers, stale.etag, stale.last_modified_raw)
+        elif request.conditions is not None and request.may_store:
+            # Ask for the full response so it can be stored; the client's condition is then
+            # evaluated here (Tee).
+            upstream = [(n, v) for n, v in headers if n not in CLIENT_CONDITIONALS]
+        else:
+            upstream = headers
+        inner_scope = scope if upstream is headers else {**scope, "headers": upstream}
+        tee = Tee(cache, request, send, stale=stale, request_time=cache.clock(), release=release)
+        await self.inner(inner_scope, receive, tee)
+        outcome = tee.outcome
+        if outcome is not Outcome.FORWARDED or tee.answered_304:
+            ctx.bytes_sent = 0  # the proxy counted a body the client never got
+        if outcome is Outcome.REFRESHED and tee.entry is not None:
+            entry = tee.entry
+            await cache.put(entry)
+            if release is not None:
+                release()
+            await self._serve(send, ctx, request, entry, entry.age(cache.clock()), "HIT")
+        elif outcome is Outcome.USE_STALE and stale is not None:
+            await self._serve(send, ctx, request, stale, stale.age(cache.clock()), "STALE")
+        elif outcome is Outcome.MISMATCH and stale is not None:
+            await cache.invalidate([stale.primary])
+            await self._fetch(scope, receive, send, ctx, request, None, release)
+        else:
+            self._result(ctx, "MISS")
+            await tee.finish()
+            if release is not None and tee.outcome is Outcome.FORWARDED and not tee.storable:
+                cache.uncacheable(request.primary)
+
+    async def _serve(
+        self,
+        send: Any,
+        ctx: RequestContext,
+        request: CacheRequest,
+        entry: Entry,
+        age: float,
+        result: str,
+    ) -> None:
+        self._result(ctx, result)
+        if (
+            request.conditions is not None
+            and entry.status == 200
+            and not_modified(request.conditions, entry.etag, entry.last_modified, entry.date)
+        ):
+            status = 304
+            headers = not_modified_headers(entry.headers)
+            body = b""
+        else:
+            status = entry.status
+            headers = entry.headers.copy()
+            body = entry.body if request.method == "GET" else b""
+        headers.append((b"age", age_header(age)))
+        headers.append((b"x-request-id", ctx.request_id))
+        headers.append((b"x-cache", _X_CACHE[result]))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _refresh_later(
+        self, scope: Any, ctx: RequestContext, request: CacheRequest, entry: Entry
+    ) -> None:
+        """stale-while-revalidate: revalidate `entry` in the background, once per entry."""
+        cache = self.cache
+        method = ctx.method
+        if method == "HEAD" and entry.primary.startswith(b"GET "):
+            request = request.as_get()
+            method = "GET"
+        own = RequestContext(
+            new_request_id(),
+            ctx.client_ip,
+            ctx.peer_trusted,
+            method,
+            ctx.target,
+            ctx.route,
+            time.perf_counter(),
+        )
+        headers = validation_headers(request.headers, entry.etag, entry.last_modified_raw)
+        inner_scope = {**scope, "method": method, "headers": headers, SCOPE_KEY: own}
+
+        async def refresh() -> None:
+            tee = Tee(cache, request, None, stale=entry, request_time=cache.clock())
+            await self.inner(inner_scope, idle_receive(), tee)
+            if tee.outcome is Outcome.REFRESHED and tee.entry is not None:
+                await cache.put(tee.entry)
+            elif tee.outcome is Outcome.MISMATCH:
+                await cache.invalidate([entry.primary])
+
+        cache.refresh_in_background(entry.primary + b"\n" + entry.secondary, refresh)
+
+    async def _bypass(self, scope: Any, receive: Any, send: Any, ctx: RequestContext) -> None:
+        self._result(ctx, "BYPASS")
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = _tagged(message, b"BYPASS")
+            await send(message)
+
+        await self.inner(scope, receive, tagged)
+
+    async def _unsafe(self, scope: Any, receive: Any, send: Any, ctx: RequestContext) -> None:
+        """Unsafe methods pass through; a non-error answer invalidates the target URI and the
+        same-origin Location / Content-Location (RFC 9111 §4.4) before it reaches the client."""
+        self._result(ctx, "BYPASS")
+        cache = self.cache
+        scheme: str = scope.get("scheme", "http")
+        raw_host = next((v for n, v in scope["headers"] if n == b"host"), b"")
+        host = normalize_host(scheme, raw_host)
+
+        async def invalidating(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                if 200 <= message["status"] < 400 and host is not None:
+                    targets = invalidated_targets(scheme, host, ctx.target, message["headers"])
+                    await cache.invalidate(
+                        [primary_key(m, scheme, host, t) for t in targets for m in ("GET", "HEAD")]
+                    )
+                message = _tagged(message, b"BYPASS")
+            await send(message)
+
+        await self.inner(scope, receive, invalidating)

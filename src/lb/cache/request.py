@@ -1,0 +1,116 @@
+"""`CacheRequest`: what the cache needs to know about one GET or HEAD request, read in one pass
+over its headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lb.cache.conditional import CLIENT_CONDITIONALS, PASS_THROUGH, Conditions
+from lb.cache.keys import normalize_host, primary_key
+from lb.cache.rules import RequestDirectives
+
+_NO_DIRECTIVES = RequestDirectives({})  # never mutated: shared by requests without Cache-Control
+
+
+class CacheRequest:
+    __slots__ = (
+        "method",
+        "scheme",
+        "host",
+        "target",
+        "primary",
+        "lookup",
+        "headers",
+        "directives",
+        "conditions",
+        "authorization",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        scheme: str,
+        host: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        directives: RequestDirectives,
+        conditions: Conditions | None,
+        authorization: bool,
+    ) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.host = host
+        self.target = target
+        self.headers = headers
+        self.directives = directives
+        self.conditions = conditions
+        self.authorization = authorization
+        self.primary = primary_key(method, scheme, host, target)
+        # A stored GET response also answers HEAD (RFC 9110 §9.3.2); it is looked up first.
+        self.lookup = (
+            (primary_key("GET", scheme, host, target), self.primary)
+            if method == "HEAD"
+            else (self.primary,)
+        )
+
+    def __repr__(self) -> str:
+        return f"<CacheRequest {self.primary!r}>"
+
+    def as_get(self) -> CacheRequest:
+        """The same request as a GET: how a stored GET response found for a HEAD is refreshed
+        in the background, so that the refresh can replace it."""
+        return CacheRequest(
+            "GET",
+            self.scheme,
+            self.host,
+            self.target,
+            self.headers,
+            self.directives,
+            self.conditions,
+            self.authorization,
+        )
+
+    @property
+    def may_store(self) -> bool:
+        return not self.directives.no_store
+
+    @property
+    def collapsible(self) -> bool:
+        """Whether this request may wait for another's identical upstream request. Not with
+        Authorization (its answer is most likely private) or no-store (it stores nothing)."""
+        return not self.authorization and not self.directives.no_store
+
+
+def cache_request(scope: Any, method: str, target: bytes) -> CacheRequest | None:
+    """The request's cache view, or None when the cache must pass it through untouched: range
+    requests and origin preconditions (If-Match, If-Unmodified-Since, If-Range), and a Host that
+    cannot be part of a URI."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    host = b""
+    authorization = False
+    directives = conditional = False
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"authorization":
+            authorization = True
+        elif name == b"cache-control" or name == b"pragma":
+            directives = True
+        elif name in CLIENT_CONDITIONALS:
+            conditional = True
+        elif name in PASS_THROUGH:
+            return None
+    scheme = scope.get("scheme", "http")
+    normal = normalize_host(scheme, host)
+    if normal is None:
+        return None
+    return CacheRequest(
+        method,
+        scheme,
+        normal,
+        target,
+        headers,
+        RequestDirectives.from_headers(headers) if directives else _NO_DIRECTIVES,
+        Conditions.from_headers(headers) if conditional else None,
+        authorization,
+    )
