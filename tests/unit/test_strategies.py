@@ -492,6 +492,7 @@ def pool_of(strategy: str, *weights: int, **options: object) -> Pool:
         ),
         strategy=strategy,
         strategy_options=options,
+        panic_threshold=None,  # these tests are about picking among usable backends only
     )
     return Pool(config)
 
