@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
@@ -16,8 +15,6 @@ import pytest
 from conftest import pool_config
 from lb.app import LoadBalancer
 from servers import Load, wait_until
-
-HEALTH_CHECKER = importlib.util.find_spec("lb.health") is not None
 
 
 def _backends_of(config_urls: list[tuple[Any, Any]], **pool: Any) -> dict[str, Any]:
@@ -83,10 +80,7 @@ def test_kept_backends_keep_counters_health_and_admin_changes(  # type: ignore[n
     backends[2][0].health_status = 503
     lb = start_balancer(config_file(_backends_of(backends[:3], health_check=check)))
     pool = lb.app.generation.pools["web"]
-    if HEALTH_CHECKER:
-        wait_until(lambda: _status(lb.url)["b3"]["state"] == "unhealthy")
-    else:
-        pool.backends["b3"].set_healthy(False)  # as the failing checks would
+    wait_until(lambda: _status(lb.url)["b3"]["state"] == "unhealthy")
     with httpx.Client(base_url=lb.url) as client:
         for _ in range(4):
             assert client.get("/").status_code == 200
@@ -102,10 +96,8 @@ def test_kept_backends_keep_counters_health_and_admin_changes(  # type: ignore[n
     assert status["b3"]["state"] == "unhealthy"
     new_pool = lb.app.generation.pools["web"]
     assert all(new_pool.backends[i] is objects[i] for i in ("b1", "b2", "b3"))
-    if HEALTH_CHECKER:
-        wait_until(lambda: _status(lb.url)["b4"]["state"] == "healthy")
-    else:
-        assert status["b4"]["state"] == "unhealthy"  # until its checks pass
+    assert status["b4"]["state"] == "unhealthy"  # until its checks pass
+    wait_until(lambda: _status(lb.url)["b4"]["state"] == "healthy")
 
     # The file changes b1's weight: the file wins over the earlier runtime weight.
     config = _backends_of(backends, health_check=check)
@@ -186,11 +178,10 @@ def test_an_added_backend_gets_traffic_only_once_its_checks_pass(  # type: ignor
     assert _status(lb.url)["b2"]["state"] == "unhealthy"
     with httpx.Client(base_url=lb.url) as client:
         assert {client.get("/").headers["x-backend"] for _ in range(6)} == {"b1"}
-    if HEALTH_CHECKER:  # active checks live in lb.health
-        b2[0].health_status = 200
-        wait_until(lambda: _status(lb.url)["b2"]["state"] == "healthy")
-        with httpx.Client(base_url=lb.url) as client:
-            assert {client.get("/").headers["x-backend"] for _ in range(6)} == {"b1", "b2"}
+    b2[0].health_status = 200
+    wait_until(lambda: _status(lb.url)["b2"]["state"] == "healthy")
+    with httpx.Client(base_url=lb.url) as client:
+        assert {client.get("/").headers["x-backend"] for _ in range(6)} == {"b1", "b2"}
 
 
 def test_watch_config_reloads_a_changed_file_and_skips_a_bad_one(  # type: ignore[no-untyped-def]
