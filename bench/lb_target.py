@@ -89,10 +89,9 @@ def main() -> None:
 
 
 def serve_mixed(path: str) -> None:
-    """What `lb serve` does, with `mixed_app` as the app."""
-    import uvicorn
-
+    """What `lb serve` does (lb.cli.cmd_serve), with `mixed_app` as the app."""
     from lb.config import load_config
+    from lb.control.supervisor import serve
     from lb.logsetup import log_config
     from lb.multiprocess import prepare_multiprocess
     from lb.server import uvicorn_options
@@ -111,7 +110,7 @@ def serve_mixed(path: str) -> None:
     options["log_config"] = log_config(config.logging)
     cleanup = prepare_multiprocess() if options["workers"] else (lambda: None)
     try:
-        uvicorn.run("lb_target:mixed_app", factory=True, **options)
+        serve("lb_target:mixed_app", path, factory=True, **options)
     finally:
         cleanup()
 

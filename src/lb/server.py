@@ -64,13 +64,16 @@ class HttpProtocol(HttpToolsProtocol):
         if limits is not None:
             self.max_header_bytes, self.max_target_bytes, self.header_timeout = limits()
         self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # between the first byte of a request and the end of its head
         self._header_bytes = 0
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
 
     # A request's head must arrive within header_timeout of the connection opening or of its first
     # byte: a slowloris client trickling header bytes would otherwise hold its connection forever
-    # (uvicorn only times out idle keep-alive connections).
+    # (uvicorn only times out idle keep-alive connections). The timer is armed when the connection
+    # opens and after a read that leaves a head unfinished, never for a head that arrives whole
+    # in one read (the common case: no timer per request).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
@@ -103,7 +106,7 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
-        self._arm_head_timer()
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -130,6 +133,7 @@ class HttpProtocol(HttpToolsProtocol):
             if parsed.query:
                 target += b"?" + parsed.query
             self.url = target
+        self._in_head = False
         self._disarm_head_timer()
         self._start_cycle()
 
@@ -202,6 +206,8 @@ class HttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
             self._parsing = False
+            if self._in_head:
+                self._arm_head_timer()
             self._start_deferred()
         except httptools.HttpParserUpgrade:
             self._parsing = False
