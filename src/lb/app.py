@@ -225,6 +225,10 @@ class LazyApp:
             self._app = LoadBalancer(default_config_path())
         return self._app
 
+    def loaded(self) -> LoadBalancer | None:
+        """The app once loaded: lb's protocol calls it directly, one layer fewer per request."""
+        return self._app
+
     def lb_limits(self) -> tuple[int, int, float]:
         if self._app is None:
             from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES

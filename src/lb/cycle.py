@@ -15,7 +15,7 @@ It is uvicorn's httptools `RequestResponseCycle` with two changes, both for the 
 
 Everything else (validation, Content-Length accounting, chunked framing, HEAD, 1xx and
 Expect: 100-continue, keep-alive, flow control, the error paths) is uvicorn's, as of the
-version range pinned in pyproject.toml; `send` below mirrors `RequestResponseCycle.send`.
+version range pinned in pyproject.toml; `send` and `run_asgi` below mirror uvicorn's.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ DISCONNECT_EXTENSION = "lb.disconnect"
 COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
 
 Callback = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass
 
 
 class Cycle(RequestResponseCycle):
@@ -61,16 +65,32 @@ class Cycle(RequestResponseCycle):
             callback()
 
     async def run_asgi(self, app: Any) -> None:
-        self.app = app
-        await super().run_asgi(self.run_app)
-
-    async def run_app(self, scope: Any, receive: Any, send: Any) -> None:
+        """uvicorn's `run_asgi`, writing a head still held back before uvicorn's own handling:
+        it closes the connection when the app failed after the head, and the client gets the
+        head first, as it would have without holding it back."""
         try:
-            await self.app(scope, receive, send)
-        finally:
-            # uvicorn closes the connection if the app failed after the head: the client
-            # gets the head first, as it would have without holding it back.
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
             self.write_head()
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                await self.send_500_response()
+            else:
+                self.transport.close()
+        else:
+            self.write_head()
+            if result is not None:
+                msg = "ASGI callable should return None, but returned '%s'."
+                self.logger.error(msg, result)
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                self.logger.error("ASGI callable returned without starting response.")
+                await self.send_500_response()
+            elif not self.response_complete and not self.disconnected:
+                self.logger.error("ASGI callable returned without completing response.")
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
 
     def write_head(self) -> None:
         head = self.head
@@ -147,7 +167,9 @@ class Cycle(RequestResponseCycle):
     def encode_head(self, message: Any) -> bytes:
         """The status line and header section of `http.response.start`, as uvicorn makes them."""
         status_code = message["status"]
-        headers = self.default_headers + list(message.get("headers", []))
+        headers = message.get("headers", ())
+        if self.default_headers:
+            headers = self.default_headers + list(headers)
 
         if self.access_log:
             self.access_logger.info(
@@ -162,11 +184,6 @@ class Cycle(RequestResponseCycle):
         content = [STATUS_LINE[status_code]]
         has_connection_close = False
         for name, value in headers:
-            if HEADER_RE.search(name):
-                raise RuntimeError("Invalid HTTP header name.")
-            if HEADER_VALUE_RE.search(value):
-                raise RuntimeError("Invalid HTTP header value.")
-
             name = name.lower()
             if name == b"content-length" and self.chunked_encoding is None:
                 self.expected_content_length = int(value.decode())
@@ -179,7 +196,13 @@ class Cycle(RequestResponseCycle):
                 if b"close" in connection:
                     self.keep_alive = False
                     has_connection_close = True
-            content.extend([name, b": ", value, b"\r\n"])
+            content += (name, b": ", value, b"\r\n")
+        # uvicorn searches every name and every value; both patterns match single characters, so
+        # searching all names (all values) joined finds the same: two searches per response.
+        if HEADER_RE.search(b"".join(content[1::4])):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(b"".join(content[3::4])):
+            raise RuntimeError("Invalid HTTP header value.")
 
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")

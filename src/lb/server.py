@@ -57,6 +57,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        loaded = getattr(self.app, "loaded", None)  # lb.app:app, once it has read its config
+        if loaded is not None and loaded() is not None:
+            self.app = loaded()
         limits = getattr(self.app, "lb_limits", None)
         self.max_header_bytes: int = MAX_HEADER_BYTES
         self.max_target_bytes: int = MAX_TARGET_BYTES
@@ -65,6 +68,7 @@ class HttpProtocol(HttpToolsProtocol):
             self.max_header_bytes, self.max_target_bytes, self.header_timeout = limits()
         self._head_timer: asyncio.TimerHandle | None = None
         self._in_head = False  # between the first byte of a request and the end of its head
+        self._idle_since: float | None = None  # the last response ended and no byte came since
         self._header_bytes = 0
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
@@ -80,10 +84,45 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         cycle = self.cycle
         if isinstance(cycle, Cycle) and not cycle.response_complete:
             cycle.lost()
         super().connection_lost(exc)
+
+    # uvicorn arms a keep-alive timer at the end of every response and cancels it on the next
+    # request's first byte: a timer per request. Here the connection notes when it went idle, and
+    # one timer per connection follows that, re-arming when it fires on a connection that was busy.
+    def on_response_complete(self) -> None:
+        """uvicorn's, with the keep-alive timer as described above."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._check_keep_alive
+            )
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None
+
+    def _check_keep_alive(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None:
+            return  # busy: the next response's end arms the timer again
+        remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(remaining, self._check_keep_alive)
+        else:
+            self.timeout_keep_alive_handler()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:

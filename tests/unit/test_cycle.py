@@ -177,18 +177,26 @@ async def test_the_disconnect_callback_fires_once_and_only_before_completion() -
     assert calls == ["gone"]
 
 
-# Cycle.send and HttpProtocol._start_cycle mirror these uvicorn methods. When uvicorn changes them,
-# this fails: compare lb/cycle.py and lb/server.py with the new code, then update the digests.
+# lb.cycle.Cycle and lb.server.HttpProtocol mirror these uvicorn methods. When uvicorn changes
+# them, this fails: compare lb/cycle.py and lb/server.py with the new code, then update the digests.
 UVICORN_DIGESTS = {
     "RequestResponseCycle.send": "abdd8601b326a8da",
+    "RequestResponseCycle.run_asgi": "0f33f2449a444bc2",
     "HttpToolsProtocol.on_headers_complete": "1ea8589acfad92d8",
+    "HttpToolsProtocol.on_response_complete": "64e254f28e389e76",
+    "HttpToolsProtocol._unset_keepalive_if_required": "00a6a4e47214e68e",
 }
 
 
 def test_the_uvicorn_code_lb_mirrors_is_unchanged() -> None:
     methods = {
         "RequestResponseCycle.send": RequestResponseCycle.send,
+        "RequestResponseCycle.run_asgi": RequestResponseCycle.run_asgi,
         "HttpToolsProtocol.on_headers_complete": HttpToolsProtocol.on_headers_complete,
+        "HttpToolsProtocol.on_response_complete": HttpToolsProtocol.on_response_complete,
+        "HttpToolsProtocol._unset_keepalive_if_required": (
+            HttpToolsProtocol._unset_keepalive_if_required
+        ),
     }
     digests = {
         name: hashlib.sha256(inspect.getsource(method).encode()).hexdigest()[:16]

@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         "_read_timeout",
         "_head_waiter",
         "_head_timer",
+        "_head_deadline",
         "_reason",
         "_headers",
         "_interim",
@@ -82,7 +83,9 @@ class Connection(asyncio.Protocol):
         self._request_done = True  # the whole request body has been written
         self._read_timeout: float | None = None
         self._head_waiter: asyncio.Future[ResponseStream] | None = None
+        # The read timeout for the head: a deadline, and a timer that may outlive it (see _sent).
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._interim = False  # parsing a 1xx response, which is skipped
@@ -153,7 +156,22 @@ class Connection(asyncio.Protocol):
         """The whole request is written: now the wait for the head counts as a read."""
         self._request_done = True
         if self._head_waiter is not None and self._read_timeout is not None:
-            self._head_timer = self.loop.call_later(self._read_timeout, self._head_timed_out)
+            # A timer per exchange (armed, then cancelled) would cost more than a small exchange's
+            # parsing. The deadline moves with each exchange instead, and one timer per connection
+            # follows it: when it fires early (the head came, another exchange began) it re-arms.
+            deadline = self._head_deadline = self.loop.time() + self._read_timeout
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_at(deadline, self._check_head_deadline)
+
+    def _check_head_deadline(self) -> None:
+        self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None or self.closed:
+            return  # no head awaited now
+        if self.loop.time() < deadline:
+            self._head_timer = self.loop.call_at(deadline, self._check_head_deadline)
+        else:
+            self._head_timed_out()
 
     async def _send_rest(
         self, rest: AsyncIterator[bytes], remaining: int | None, write_timeout: float | None
@@ -210,7 +228,7 @@ class Connection(asyncio.Protocol):
                 timer.cancel()
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._head_deadline = None
         error = httpx.ReadTimeout("timed out waiting for the response head", request=self._request)
         self.abort(tag(error, sent=True))
 
@@ -371,9 +389,7 @@ class Connection(asyncio.Protocol):
         if waiter is None or waiter.done():  # done: the caller was cancelled a moment ago
             raise StrayData("a response nobody waits for")
         self._head_waiter = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None  # the timer, if any, stays for the next exchange
         version = parser.get_http_version()
         stream = ResponseStream(
             self,
