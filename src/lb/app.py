@@ -165,7 +165,10 @@ class LoadBalancer:
         ip = client_ip(peer, xff, trusted) if peer_trusted else peer
         query = scope.get("query_string")
         target = raw_path + b"?" + query if query else raw_path
-        route = gen.router.match(request_host(((b"host", host),)) if host else "", raw_path)
+        router = gen.router
+        route = router.match(
+            request_host(((b"host", host),)) if host and router.by_host else "", raw_path
+        )
         ctx = RequestContext(
             request_id,
             ip,

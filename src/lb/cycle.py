@@ -8,10 +8,11 @@ It is uvicorn's httptools `RequestResponseCycle` with two changes, both for the 
   A head is never held past the current turn of the event loop, so a streamed response whose
   first body part is slow (SSE, long polls) still sends its head at once; and it is written
   before uvicorn closes the connection on an app error, as uvicorn would have.
-* **A disconnect callback.** The scope carries the extension `DISCONNECT_EXTENSION`, a function
-  with which the app registers a callback (or None to withdraw it), called once if the client
-  connection is lost (or its framing breaks) before the response is complete. The proxy cancels
-  the request's task with it, instead of a watcher task per request listening on `receive`.
+* **Cancelling on disconnect.** The scope carries the extension `DISCONNECT_EXTENSION`, a function
+  with which the app registers a callback (or None to withdraw it). While one is registered, a
+  client connection lost (or whose framing breaks) before the response is complete calls it once
+  and cancels the request's task. The proxy uses it instead of a watcher task per request
+  listening on `receive`.
 
 Everything else (validation, Content-Length accounting, chunked framing, HEAD, 1xx and
 Expect: 100-continue, keep-alive, flow control, the error paths) is uvicorn's, as of the
@@ -48,11 +49,13 @@ class Cycle(RequestResponseCycle):
         self.loop = loop
         self.head: bytes | None = None  # the response head, not written yet
         self.on_disconnect: Callback | None = None
+        self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
         scope: Any = self.scope
         scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = self.watch_disconnect
 
     def watch_disconnect(self, callback: Callback | None) -> None:
-        """Call `callback` if the client goes away before the response is complete."""
+        """Call `callback` and cancel the request's task if the client goes away before the
+        response is complete."""
         self.on_disconnect = callback
 
     def lost(self) -> None:
@@ -63,6 +66,8 @@ class Cycle(RequestResponseCycle):
         if callback is not None:
             self.on_disconnect = None
             callback()
+            if self.task is not None:
+                self.task.cancel()
 
     async def run_asgi(self, app: Any) -> None:
         """uvicorn's `run_asgi`, writing a head still held back before uvicorn's own handling:

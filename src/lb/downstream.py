@@ -43,14 +43,14 @@ def watch_client(scope: Any, receive: Any, send: Any) -> tuple[Watcher, Any]:
 
 
 class CallbackWatcher:
-    """Under lb's protocol: the connection tells us when it is lost, no task needed. It never
-    fires once the response is complete, so `send` needs no wrapping."""
+    """Under lb's protocol: the connection calls back from connection_lost and cancels the
+    request's task itself, no task or `current_task()` needed. It never fires once the response
+    is complete, so `send` needs no wrapping."""
 
-    __slots__ = ("_register", "_task", "disconnected")
+    __slots__ = ("_register", "disconnected")
 
     def __init__(self, register: Callable[[Callable[[], None] | None], None]) -> None:
         self._register = register
-        self._task = asyncio.current_task()
         self.disconnected = False
 
     def start(self) -> None:
@@ -60,9 +60,7 @@ class CallbackWatcher:
         self._register(None)
 
     def _lost(self) -> None:
-        if self._task is not None:
-            self.disconnected = True
-            self._task.cancel()
+        self.disconnected = True
 
 
 class ClientDisconnected(Exception):

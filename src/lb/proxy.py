@@ -37,7 +37,7 @@ from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
-from lb.transport import Origin, origin_of
+from lb.transport import Origin, Timeouts, origin_of
 
 logger = logging.getLogger("lb.proxy")
 
@@ -105,11 +105,13 @@ class Proxy:
         self.budget = self.policy.budget
         t = config.timeouts
         self.timeout = {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}
+        self.timeouts = Timeouts(t.connect, t.read, t.read, t.pool)  # the same, for send_raw
         self.preserve_host = config.preserve_host
         self._send_raw: SendRaw | None = getattr(transport, "send_raw", None)
         # Parsing a URL costs more than the rest of the request set-up: once per backend.
         self._origins: dict[Backend, Origin] = {}
         self._urls: dict[Backend, httpx.URL] = {}
+        self._no_body = RequestBody(None, False, None)  # never read: one for every bodiless request
 
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"
@@ -118,8 +120,10 @@ class Proxy:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
         watcher, send = watch_client(scope, receive, send)
-        body = RequestBody(receive, has_body(scope["headers"]), watcher.start)
-        if not body.expected:
+        if has_body(scope["headers"]):
+            body = RequestBody(receive, True, watcher.start)
+        else:
+            body = self._no_body
             watcher.start()
         try:
             if total is None:
@@ -264,9 +268,8 @@ class Proxy:
             # No body stream for a bodiless request: starting an async generator costs more
             # than the rest of a small request's set-up.
             content = body if body.expected else b""
-            return send_raw(
-                origin, ctx.method.encode("ascii"), target, headers, content, self.timeout
-            )
+            method = ctx.method.encode("ascii")
+            return send_raw(origin, method, target, headers, content, self.timeouts)
         return self._send_httpx(backend, ctx.method, target, headers, body)
 
     async def _send_httpx(

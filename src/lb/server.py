@@ -11,6 +11,7 @@ Requests run on `lb.cycle.Cycle` (one write per small response, a disconnect cal
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import urllib.parse
 from typing import Any
@@ -232,12 +233,23 @@ class HttpProtocol(HttpToolsProtocol):
             # is forwarded.
             self._deferred.append((cycle, app))
         else:
-            super()._start_asgi_task(cycle, app)
+            self._run(cycle, app)
 
     def _start_deferred(self) -> None:
         for cycle, app in self._deferred:
-            super()._start_asgi_task(cycle, app)
+            self._run(cycle, app)
         self._deferred.clear()
+
+    def _run(self, cycle: Cycle, app: Any) -> None:
+        """uvicorn's _start_asgi_task, keeping the task on the cycle, which cancels it when the
+        client leaves (see lb.cycle)."""
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        cycle.task = task
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()

@@ -689,7 +689,7 @@ async def test_the_read_timeout_counts_from_each_request_on_a_reused_connection(
 
 
 async def test_send_raw_without_httpx_objects(start_server: StartServer) -> None:
-    from lb.transport import origin_of
+    from lb.transport import Timeouts, origin_of
 
     server = start_server(echo_app)
     transport = Transport()
@@ -700,7 +700,7 @@ async def test_send_raw_without_httpx_objects(start_server: StartServer) -> None
             b"/x/../y?q=1",
             [(b"Host", b"example"), (b"Content-Length", b"4")],
             b"body",
-            FAST,
+            Timeouts.of(FAST),
         )
         assert response.status == 200 and isinstance(response.headers, list)
         echoed = json.loads(b"".join([chunk async for chunk in response]))

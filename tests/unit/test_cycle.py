@@ -161,20 +161,25 @@ async def test_an_app_failing_after_the_head_gets_it_written_before_the_close() 
     assert transport.closed
 
 
-async def test_the_disconnect_callback_fires_once_and_only_before_completion() -> None:
+async def test_a_lost_client_calls_back_once_and_cancels_the_request() -> None:
     c, _, _ = cycle()
     calls: list[str] = []
+    c.task = asyncio.get_running_loop().create_task(asyncio.sleep(10))
     c.scope["extensions"][DISCONNECT_EXTENSION](lambda: calls.append("gone"))  # type: ignore[typeddict-item]
     c.lost()
     c.lost()
     assert calls == ["gone"] and c.disconnected
+    with pytest.raises(asyncio.CancelledError):
+        await c.task
 
     c, _, _ = cycle()
+    c.task = asyncio.get_running_loop().create_task(asyncio.sleep(0))
     register = c.scope["extensions"][DISCONNECT_EXTENSION]  # type: ignore[typeddict-item]
     register(lambda: calls.append("withdrawn"))
     register(None)
-    c.lost()
-    assert calls == ["gone"]
+    c.lost()  # nobody registered: the task runs on
+    await c.task
+    assert calls == ["gone"] and c.disconnected
 
 
 # lb.cycle.Cycle and lb.server.HttpProtocol mirror these uvicorn methods. When uvicorn changes
@@ -185,6 +190,7 @@ UVICORN_DIGESTS = {
     "HttpToolsProtocol.on_headers_complete": "1ea8589acfad92d8",
     "HttpToolsProtocol.on_response_complete": "64e254f28e389e76",
     "HttpToolsProtocol._unset_keepalive_if_required": "00a6a4e47214e68e",
+    "HttpToolsProtocol._start_asgi_task": "9c08c2571ae9b038",
 }
 
 
@@ -197,6 +203,7 @@ def test_the_uvicorn_code_lb_mirrors_is_unchanged() -> None:
         "HttpToolsProtocol._unset_keepalive_if_required": (
             HttpToolsProtocol._unset_keepalive_if_required
         ),
+        "HttpToolsProtocol._start_asgi_task": HttpToolsProtocol._start_asgi_task,
     }
     digests = {
         name: hashlib.sha256(inspect.getsource(method).encode()).hexdigest()[:16]

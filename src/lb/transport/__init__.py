@@ -41,7 +41,7 @@ unchanged. A `timeout` value of None means no limit.
 """
 
 from lb.transport.errors import request_sent
-from lb.transport.http11 import Origin, Transport, origin_of
+from lb.transport.http11 import Origin, Timeouts, Transport, origin_of
 from lb.transport.stream import ResponseStream
 
-__all__ = ["Origin", "ResponseStream", "Transport", "origin_of", "request_sent"]
+__all__ = ["Origin", "ResponseStream", "Timeouts", "Transport", "origin_of", "request_sent"]

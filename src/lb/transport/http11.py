@@ -13,7 +13,7 @@ import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import suppress
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 import httpx
 
@@ -24,6 +24,20 @@ from lb.transport.pool import OriginPool
 from lb.transport.stream import ResponseStream
 
 Origin = tuple[bytes, bytes, int]  # (scheme, host, port), as the pools are keyed
+
+
+class Timeouts(NamedTuple):
+    """Seconds, None for no limit: what httpx's "timeout" request extension holds."""
+
+    connect: float | None
+    read: float | None
+    write: float | None
+    pool: float | None
+
+    @classmethod
+    def of(cls, extension: Mapping[str, float | None]) -> Timeouts:
+        get = extension.get
+        return cls(get("connect"), get("read"), get("write"), get("pool"))
 
 _DEFAULT_PORTS: Final = MappingProxyType({b"http": 80, b"https": 443})
 
@@ -78,6 +92,7 @@ class Transport(httpx.AsyncBaseTransport):
         """httpx's seam: the request and response as httpx objects, over `send_raw`."""
         url = request.url
         origin = origin_of(url)
+        timeout = request.extensions.get("timeout")
         body: bytes | AsyncIterable[bytes]
         try:
             body = request.content
@@ -92,7 +107,7 @@ class Transport(httpx.AsyncBaseTransport):
             request.extensions.get("target") or url.raw_path,
             request.headers.raw,
             body,
-            request.extensions.get("timeout"),
+            None if timeout is None else Timeouts.of(timeout),
             request=request,
         )
         return httpx.Response(
@@ -110,7 +125,7 @@ class Transport(httpx.AsyncBaseTransport):
         target: bytes,
         headers: RawHeaders,
         body: bytes | AsyncIterable[bytes] = b"",
-        timeouts: Mapping[str, float | None] | None = None,
+        timeouts: Timeouts | None = None,
         *,
         request: httpx.Request | None = None,
     ) -> ResponseStream:
@@ -121,7 +136,8 @@ class Transport(httpx.AsyncBaseTransport):
         proxy uses it. `origin` is (scheme, host, port) as `origin_of` makes it; `target` and
         `headers` are written byte for byte; `body` is the whole body or an async iterable of
         chunks (pass b"" for none: starting an iterator costs more than a small request);
-        `timeouts` has httpx's keys (connect, read, write, pool). Failures are the httpx exceptions
+        `timeouts` are (connect, read, write, pool) seconds, None for no limit (default: the
+        transport's connect_timeout, and no other limit). Failures are the httpx exceptions
         of the module docstring, with `request` attached only when given.
         """
         if self._closed:
@@ -130,10 +146,7 @@ class Transport(httpx.AsyncBaseTransport):
             connect_t: float | None = self._connect_timeout
             read_t = write_t = pool_t = None
         else:
-            connect_t = timeouts.get("connect")
-            read_t = timeouts.get("read")
-            write_t = timeouts.get("write")
-            pool_t = timeouts.get("pool")
+            connect_t, read_t, write_t, pool_t = timeouts
 
         # Framing: the caller's headers decide; a streamed body's first chunk is fetched
         # before a connection is taken, so a slow client does not hold one.
