@@ -6,7 +6,7 @@ LB_OPT_*:
 * LB_OPT_PROFILE — `proxy` (default): round robin, nothing else; `full`: every feature on:
   least_latency, active and passive health checks, a rate limit that never triggers, the cache,
   metrics (always on) and a JSON access log written to a file.
-* LB_OPT_CACHED — with `full`: the share of requests that are cacheable (default 0.25).
+* LB_OPT_CACHED — with `full`: the share of requests that are cacheable (default 0.5: half).
 * LB_OPT_TRANSPORT — `lb` (default); `httpx`: httpx's own transport; `aiohttp`: the
   httpx-aiohttp transport (one worker only; the transport comparison in docs/transport.md).
 
@@ -68,7 +68,7 @@ def mixed_app() -> Mix:
     """`uvicorn --factory lb_target:mixed_app`: lb's app (config from $LB_CONFIG) behind Mix."""
     from lb.app import LazyApp
 
-    return Mix(LazyApp(), float(os.environ.get("LB_OPT_CACHED", "0.25")))
+    return Mix(LazyApp(), float(os.environ.get("LB_OPT_CACHED", "0.5")))
 
 
 def main() -> None:
