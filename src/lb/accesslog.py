@@ -173,7 +173,7 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        return "%s.%03dZ" % (self._stamp, now % 1 * 1000)
+        return f"{self._stamp}.{int(now % 1 * 1000):03d}Z"
 
 
 def _opt(value: str | None) -> str:

@@ -22,9 +22,11 @@ version range pinned in pyproject.toml; `send` and `run_asgi` below mirror uvico
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -44,13 +46,40 @@ def _nothing() -> None:
 
 
 class Cycle(RequestResponseCycle):
-    def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # Positional parameters, passed on positionally: keyword arguments to a class call cost
+    # more than the rest of setting up the cycle.
+    def __init__(
+        self,
+        scope: Any,
+        transport: asyncio.Transport,
+        flow: FlowControl,
+        logger: logging.Logger,
+        access_logger: logging.Logger,
+        access_log: bool,
+        default_headers: list[tuple[bytes, bytes]],
+        message_event: asyncio.Event,
+        expect_100_continue: bool,
+        keep_alive: bool,
+        on_response: Callable[..., None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(
+            scope,
+            transport,
+            flow,
+            logger,
+            access_logger,
+            access_log,
+            default_headers,
+            message_event,
+            expect_100_continue,
+            keep_alive,
+            on_response,
+        )
         self.loop = loop
         self.head: bytes | None = None  # the response head, not written yet
         self.on_disconnect: Callback | None = None
         self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
-        scope: Any = self.scope
         scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = self.watch_disconnect
 
     def watch_disconnect(self, callback: Callback | None) -> None:

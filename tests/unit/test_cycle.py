@@ -46,18 +46,18 @@ def cycle(method: str = "GET", keep_alive: bool = True) -> tuple[Cycle, FakeTran
     scope = {"type": "http", "method": method, "headers": [], "http_version": "1.1"}
     logger = logging.getLogger("test.cycle")
     c = Cycle(
-        scope=scope,  # type: ignore[arg-type]
-        transport=transport,  # type: ignore[arg-type]
-        flow=FlowControl(transport),  # type: ignore[arg-type]
-        logger=logger,
-        access_logger=logger,
-        access_log=False,
-        default_headers=[],
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=keep_alive,
-        on_response=lambda: completed.append(1),
-        loop=asyncio.get_running_loop(),
+        scope,  # type: ignore[arg-type]
+        transport,  # type: ignore[arg-type]
+        FlowControl(transport),  # type: ignore[arg-type]
+        logger,
+        logger,
+        False,
+        [],
+        asyncio.Event(),
+        False,
+        keep_alive,
+        lambda: completed.append(1),
+        asyncio.get_running_loop(),
     )
     return c, transport, completed
 
@@ -185,6 +185,7 @@ async def test_a_lost_client_calls_back_once_and_cancels_the_request() -> None:
 # lb.cycle.Cycle and lb.server.HttpProtocol mirror these uvicorn methods. When uvicorn changes
 # them, this fails: compare lb/cycle.py and lb/server.py with the new code, then update the digests.
 UVICORN_DIGESTS = {
+    "RequestResponseCycle.__init__": "4d2f220910c33c12",
     "RequestResponseCycle.send": "abdd8601b326a8da",
     "RequestResponseCycle.run_asgi": "0f33f2449a444bc2",
     "HttpToolsProtocol.on_headers_complete": "1ea8589acfad92d8",
@@ -196,6 +197,7 @@ UVICORN_DIGESTS = {
 
 def test_the_uvicorn_code_lb_mirrors_is_unchanged() -> None:
     methods = {
+        "RequestResponseCycle.__init__": RequestResponseCycle.__init__,
         "RequestResponseCycle.send": RequestResponseCycle.send,
         "RequestResponseCycle.run_asgi": RequestResponseCycle.run_asgi,
         "HttpToolsProtocol.on_headers_complete": HttpToolsProtocol.on_headers_complete,

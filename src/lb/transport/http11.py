@@ -39,6 +39,7 @@ class Timeouts(NamedTuple):
         get = extension.get
         return cls(get("connect"), get("read"), get("write"), get("pool"))
 
+
 _DEFAULT_PORTS: Final = MappingProxyType({b"http": 80, b"https": 443})
 
 
