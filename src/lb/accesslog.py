@@ -79,6 +79,8 @@ class AccessLog:
             self._owned = self._stream = open(config.file, "a", encoding="utf-8")
         self._pending: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._ms = -1  # the millisecond `_now_text` was formatted for
+        self._now_text = ""
         self._second = -1  # the whole second `_stamp` was formatted for
         self._stamp = ""
 
@@ -167,13 +169,16 @@ class AccessLog:
         return line + "}\n"
 
     def _now(self) -> str:
-        """UTC time with milliseconds; the part down to the second is formatted once a second."""
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        return f"{self._stamp}.{int(now % 1 * 1000):03d}Z"
+        """UTC time with milliseconds, formatted at most once a millisecond."""
+        ms = int(time.time() * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            second, fraction = divmod(ms, 1000)
+            if second != self._second:
+                self._second = second
+                self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._now_text = f"{self._stamp}.{fraction:03d}Z"
+        return self._now_text
 
 
 def _opt(value: str | None) -> str:

@@ -218,7 +218,8 @@ class Cycle(RequestResponseCycle):
         content = [STATUS_LINE[status_code]]
         has_connection_close = False
         for name, value in headers:
-            name = name.lower()
+            if not name.islower():  # lb's own headers are lower-case already: no copy
+                name = name.lower()
             if name == b"content-length" and self.chunked_encoding is None:
                 self.expected_content_length = int(value.decode())
                 self.chunked_encoding = False
