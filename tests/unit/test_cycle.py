@@ -137,6 +137,9 @@ async def test_uvicorn_checks_still_apply() -> None:
     with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
         await c.send(start(x_bad=b"a\nb"))
     c, _, _ = cycle()
+    with pytest.raises(RuntimeError, match="Invalid HTTP header name"):
+        await c.send({"type": "http.response.start", "status": 200, "headers": [(b"a b", b"1")]})
+    c, _, _ = cycle()
     await c.send(start(content_length=b"2"))
     with pytest.raises(RuntimeError, match="longer than Content-Length"):
         await c.send(body(b"abc"))
