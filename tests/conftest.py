@@ -63,6 +63,23 @@ def start_balancer(start_server):  # type: ignore[no-untyped-def]
     return factory
 
 
+@pytest.fixture
+def raw_backend() -> Iterator[object]:
+    """`raw_backend(script)` -> a started scripted TCP backend (tests/rawbackend.py)."""
+    from rawbackend import RawBackend
+
+    started: list[RawBackend] = []
+
+    def factory(script: object) -> RawBackend:
+        backend = RawBackend(script).start()  # type: ignore[arg-type]
+        started.append(backend)
+        return backend
+
+    yield factory
+    for backend in started:
+        backend.stop()
+
+
 def pool_config(urls: list[str], **pool: object) -> dict[str, object]:
     """A one-pool config dict for `urls`, access log off unless asked."""
     return {"pools": {"web": {"backends": urls, **pool}}, "logging": {"access_log": False}}
