@@ -59,6 +59,7 @@ class Backend:
         "admin_state",
         "healthy",
         "ejected_until",
+        "consecutive_failures",
         "active_requests",
         "requests_total",
         "failures_total",
@@ -75,11 +76,14 @@ class Backend:
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.authority = parts.netloc.encode("ascii")
+        # config_weight: what the operator set (config, admin); weight: what strategies use, which
+        # slow start ramps up from a fraction of config_weight after a recovery.
         self.config_weight = config.weight
-        self.weight = config.weight
+        self.weight: float = config.weight
         self.admin_state: AdminState = "active"
         self.healthy = True
         self.ejected_until = 0.0  # monotonic time; passive health ejection
+        self.consecutive_failures = 0  # passive health: failed requests in a row
         self.active_requests = 0
         self.requests_total = 0
         self.failures_total = 0
@@ -124,7 +128,7 @@ class Backend:
             self.admin_state = state
             self.changed()
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: float) -> None:
         if weight != self.weight:
             self.weight = weight
             self.changed()

@@ -15,6 +15,7 @@ from lb.admin import build_admin
 from lb.backend import Backend
 from lb.cache import Cache
 from lb.config import Config
+from lb.health import HealthChecker
 from lb.pool import Pool
 from lb.proxy import Proxy
 from lb.ratelimit import RateLimiting
@@ -42,7 +43,7 @@ class Generation:
                     backends.append(kept)
                 else:
                     backends.append(Backend(backend_config))
-            self.pools[name] = Pool(pool_config, backends)
+            self.pools[name] = Pool(pool_config, backends, app.metrics)
         self.router = Router(config.routes, self.pools)
         self.proxies = {
             name: Proxy(pool, app.transport, metrics=app.metrics)
@@ -70,6 +71,7 @@ class Generation:
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
         self.admin = build_admin(app, self)
+        self._client = app.client
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
@@ -94,3 +96,7 @@ class Generation:
         yield from self.rate_limits.services()
         if self.cache is not None:
             yield self.cache
+        for pool in self.pools.values():
+            config = pool.config
+            if config.health_check is not None or config.passive_health is not None:
+                yield HealthChecker(pool, self._client)

@@ -1,14 +1,14 @@
 """The proxy handler: one ASGI callable that forwards a request to a backend of its pool.
 
-It builds the upstream request, streams both ways, retries what may be retried, and maps upstream
-failures to the balancer's own error responses. Failure classes and how they are answered:
+It builds the upstream request, streams both ways, retries what may be retried (the rules and the
+budget are in `lb.retry`), and maps upstream failures to the balancer's own error responses:
 
-    connect error / refused / DNS   -> retried on another backend (connect_error), else 502
-    connect timeout / read timeout  -> retried if `timeout` is in retry_on and the method is
-                                       idempotent, else 504
+    connect error / refused / DNS   -> 502 (after retries)
+    connect/read/per-try timeout    -> 504 (after retries)
     pool timeout                    -> 503 unavailable (the balancer is out of connections)
-    bad or no answer                -> 502 (retried only if the backend never got the request)
-    retry_on status (502/503/504)   -> retried if idempotent, else passed on as the backend sent it
+    bad or no answer                -> 502 (after retries)
+    retry_on status (502/503/504)   -> passed on as the backend sent it once retries are spent
+    no usable backend               -> 503 with Retry-After (see `PoolHealth.retry_after`)
     failure after the response head -> the client connection is aborted, never ended cleanly
 """
 
@@ -28,12 +28,12 @@ from lb.errors import send_error
 from lb.headers import downstream_response_headers, upstream_request_headers
 from lb.metrics import Metrics
 from lb.pool import Pool
-from lb.retry import IDEMPOTENT, RetryBudget
+from lb.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
 
 logger = logging.getLogger("lb.proxy")
 
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
 
 
 class ClientDisconnected(Exception):
@@ -41,29 +41,54 @@ class ClientDisconnected(Exception):
 
 
 class RequestBody(httpx.AsyncByteStream):
-    """The client's request body as an httpx stream, read from ASGI `receive` as it arrives."""
+    """The client's request body as an httpx stream, read from ASGI `receive` as it arrives.
+
+    What is read is kept while it is no more than `REPLAY_LIMIT` bytes (or one chunk), so that a
+    retry can send it again: a body that small, or any body of which a transport took only the
+    first chunk before failing to connect. Past that the body streams on without being kept and
+    cannot be sent again.
+    """
 
     def __init__(self, receive: Any, expected: bool, on_done: Any) -> None:
         self._receive = receive
         self.expected = expected
-        self.started = False
+        self.started = False  # some of it was read from the client
+        self._kept: list[bytes] | None = []  # None: over REPLAY_LIMIT, cannot be sent again
+        self._kept_bytes = 0
+        self._more = expected  # the client has more to send
         self._on_done = on_done
 
+    @property
+    def replayable(self) -> bool:
+        """Whether all of the body read so far can be sent again."""
+        return self._kept is not None
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if not self.expected or self.started:
+        if not self.expected:
             return
+        if self._kept is None:
+            raise RuntimeError("the request body was streamed and cannot be sent again")
+        for chunk in tuple(self._kept):
+            yield chunk
         self.started = True
         receive = self._receive
-        while True:
+        while self._more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
             body = message.get("body", b"")
+            self._more = message.get("more_body", False)
             if body:
+                if self._kept is not None:
+                    # Kept before it is handed on: the transport may fail to send it.
+                    self._kept_bytes += len(body)
+                    if self._kept_bytes <= REPLAY_LIMIT or not self._kept:
+                        self._kept.append(body)
+                    else:
+                        self._kept = None
                 yield body
-            if not message.get("more_body", False):
-                break
-        self._on_done()
+            if not self._more:
+                self._on_done()
 
 
 class DisconnectWatcher:
@@ -130,19 +155,10 @@ class Proxy:
         self.transport = transport
         self.metrics = metrics if metrics is not None else Metrics()
         config = pool.config
-        self.retries = config.retries
-        self.budget = retry_budget or RetryBudget(config.retries.budget_percent)
-        timeouts = config.timeouts
-        read = config.retries.per_try_timeout or timeouts.read
-        self.timeout = {
-            "connect": timeouts.connect,
-            "read": read,
-            "write": read,
-            "pool": timeouts.pool,
-        }
-        self.retry_statuses = frozenset(int(s) for s in config.retries.retry_on if s.isdigit())
-        self.retry_connect = "connect_error" in config.retries.retry_on
-        self.retry_timeout = "timeout" in config.retries.retry_on
+        self.policy = RetryPolicy(config.retries, retry_budget)
+        self.budget = self.policy.budget
+        t = config.timeouts
+        self.timeout = {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}
         self.preserve_host = config.preserve_host
         self._urls: dict[Backend, httpx.URL] = {}
 
@@ -160,11 +176,11 @@ class Proxy:
             watcher.start()
         try:
             if total is None:
-                await self._forward(scope, send, ctx, body)
+                await self._forward(scope, send, ctx, body, watcher)
             else:
                 try:
                     async with asyncio.timeout(total):
-                        await self._forward(scope, send, ctx, body)
+                        await self._forward(scope, send, ctx, body, watcher)
                 except TimeoutError:
                     if ctx.backend is not None:
                         self.metrics.upstream_error(self.pool.name, ctx.backend, "timeout")
@@ -185,13 +201,19 @@ class Proxy:
         finally:
             watcher.stop()
 
-    async def _forward(self, scope: Any, send: Any, ctx: RequestContext, body: RequestBody) -> None:
+    async def _forward(
+        self,
+        scope: Any,
+        send: Any,
+        ctx: RequestContext,
+        body: RequestBody,
+        watcher: DisconnectWatcher,
+    ) -> None:
         pool = self.pool
-        method = ctx.method
+        policy = self.policy
         request = PickRequest(scope, ctx.client_ip, pool.config.hash_key)
         tried: tuple[Backend, ...] = ()
-        attempts = self.retries.attempts
-        self.budget.record_request()
+        policy.budget.record_request()
         while True:
             backend = pool.pick(request, tried)
             if backend is None:
@@ -203,7 +225,7 @@ class Proxy:
                     ctx,
                     "no_backend",
                     f"no usable backend in pool {pool.name!r}",
-                    retry_after=1,
+                    retry_after=pool.health.retry_after(),
                 )
             if tried:
                 self.metrics.retry(pool.name)  # counted when another backend takes it
@@ -215,9 +237,14 @@ class Proxy:
             pool.start(backend)
             ok = False
             try:
-                response = await self.transport.handle_async_request(upstream)
+                if policy.per_try_timeout is None:
+                    response = await self.transport.handle_async_request(upstream)
+                else:
+                    response = await policy.send(self.transport, upstream)
             except httpx.HTTPError as exc:
-                pool.done(backend, time.perf_counter() - start, False)
+                # A request the transport would not write is the client's fault, not the backend's.
+                ours = isinstance(exc, httpx.LocalProtocolError)
+                pool.done(backend, time.perf_counter() - start, ours)
                 ctx.error = _describe(exc)
                 self.metrics.upstream_error(pool.name, backend.id, _kind(exc))
                 logger.warning(
@@ -227,28 +254,42 @@ class Proxy:
                     ctx.error,
                     ctx.request_id.decode(),
                 )
-                if ctx.attempts < attempts and self._may_retry(exc, method, body):
+                spent = not body.replayable
+                if self._retry(ctx, tried, policy.error_retryable(exc, ctx.method, spent)):
                     continue
                 return await self._answer_failure(send, ctx, exc)
-            except BaseException:
-                pool.done(backend, time.perf_counter() - start, False)
+            except BaseException as exc:
+                # A client that left is no failure of the backend's (passive health must not
+                # count it); a total timeout is.
+                left = watcher.disconnected or isinstance(exc, ClientDisconnected)
+                pool.done(backend, time.perf_counter() - start, left)
                 raise
             status = response.status_code
-            if (
-                status in self.retry_statuses
-                and ctx.attempts < attempts
-                and (method in IDEMPOTENT)
-                and not body.started
-                and self.budget.try_acquire()
+            head = time.perf_counter() - start  # load-aware strategies judge by this, not streams
+            if policy.status_retryable(status, ctx.method, not body.replayable) and self._retry(
+                ctx, tried, True
             ):
                 await response.aclose()
                 pool.done(backend, time.perf_counter() - start, False)
                 continue
             try:
-                ok = await self._stream_response(send, ctx, backend, response)
+                set_cookie = pool.sticky_cookie(request, backend)
+                ok = await self._stream_response(send, ctx, backend, response, set_cookie)
             finally:
-                pool.done(backend, time.perf_counter() - start, ok and status < 500)
+                ok = ok or watcher.disconnected
+                elapsed = time.perf_counter() - start
+                pool.done(backend, elapsed, ok and status < 500, response_time=head)
             return None
+
+    def _retry(self, ctx: RequestContext, tried: tuple[Backend, ...], retryable: bool) -> bool:
+        """Retry on another backend: allowed by the rules, tries left, a backend left to try,
+        and room in the budget (checked last, so it is spent only on a retry that happens)."""
+        return (
+            retryable
+            and ctx.attempts < self.policy.attempts
+            and self.pool.has_untried(tried)
+            and self.policy.take()
+        )
 
     def _build_request(
         self, scope: Any, ctx: RequestContext, backend: Backend, body: RequestBody
@@ -280,21 +321,6 @@ class Proxy:
         )
         return request
 
-    def _may_retry(self, exc: httpx.HTTPError, method: str, body: RequestBody) -> bool:
-        if isinstance(exc, httpx.PoolTimeout):
-            return False
-        if isinstance(exc, _NOT_SENT) or getattr(exc, "request_sent", True) is False:
-            allowed = (
-                self.retry_connect
-                if not isinstance(exc, httpx.TimeoutException)
-                else (self.retry_timeout or self.retry_connect)
-            )
-        elif isinstance(exc, httpx.TimeoutException):
-            allowed = self.retry_timeout and method in IDEMPOTENT and not body.started
-        else:
-            return False
-        return allowed and self.budget.try_acquire()
-
     async def _answer_failure(
         self, send: Any, ctx: RequestContext, exc: httpx.HTTPError | None = None
     ) -> None:
@@ -307,10 +333,18 @@ class Proxy:
             await send_error(send, ctx, "bad_gateway", detail)
 
     async def _stream_response(
-        self, send: Any, ctx: RequestContext, backend: Backend, response: httpx.Response
+        self,
+        send: Any,
+        ctx: RequestContext,
+        backend: Backend,
+        response: httpx.Response,
+        set_cookie: bytes | None = None,
     ) -> bool:
-        """Send the backend's response on; False if it broke off after the head was sent."""
+        """Send the backend's response on; False if it broke off after the head was sent.
+        `set_cookie` is the sticky session cookie to add, if any."""
         headers = downstream_response_headers(response.headers.raw, ctx.request_id)
+        if set_cookie is not None:
+            headers.append((b"set-cookie", set_cookie))
         length = -1
         for name, value in headers:
             if name == b"content-length":

@@ -68,7 +68,8 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    backend = pool.pick(PickRequest(scope, ctx.client_ip, pool.config.hash_key))
+    request = PickRequest(scope, ctx.client_ip, pool.config.hash_key)
+    backend = pool.pick(request)
     if backend is None:
         return await _reject(
             send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name!r}"
@@ -102,6 +103,7 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
     start = time.perf_counter()
     pool.start(backend)
     ok = False
+    handshake: float | None = None
     try:
         try:
             upstream = await connect(
@@ -137,17 +139,21 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
                 (504, "timeout") if isinstance(exc, TimeoutError) else (502, "bad_gateway")
             )
             return await _reject(send, scope, ctx, status, code, ctx.error)
+        handshake = time.perf_counter() - start  # the session's length is no latency
         accept: dict[str, Any] = {
             "type": "websocket.accept",
             "headers": [(b"x-request-id", ctx.request_id)],
         }
+        set_cookie = pool.sticky_cookie(request, backend)
+        if set_cookie is not None:
+            accept["headers"].append((b"set-cookie", set_cookie))
         if upstream.subprotocol:
             accept["subprotocol"] = upstream.subprotocol
         await send(accept)
         ctx.status = 101
         ok = await _relay(receive, send, upstream, ctx)
     finally:
-        pool.done(backend, time.perf_counter() - start, ok)
+        pool.done(backend, time.perf_counter() - start, ok, response_time=handshake)
 
 
 async def _relay(receive: Any, send: Any, upstream: ClientConnection, ctx: RequestContext) -> bool:

@@ -325,7 +325,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
         config(pools={"web": pool(preserve_host="yes", panic_threshold=101, slow_start="-1s")}),
         [
             "pools.web.preserve_host: expected true or false, got 'yes'",
-            "pools.web.panic_threshold: expected a number between 0 and 100, got 101",
+            "pools.web.panic_threshold: expected a number between 0 and 100 or false, got 101",
             "pools.web.slow_start: duration '-1s' must not be negative",
         ],
     ),

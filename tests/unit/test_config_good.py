@@ -201,8 +201,8 @@ def test_expected_status(value: object, ranges: tuple[tuple[int, int], ...]) -> 
 def test_pool_details() -> None:
     pool = load_config(
         minimal(
-            strategy="collections:OrderedDict",
-            strategy_options={"decay": "10s", "load_factor": 1.25},
+            strategy="lb.strategy.load:LeastLatency",
+            strategy_options={"decay": "10s", "choices": 3},
             hash_key="header:X-User-ID",
             health_check={"method": "head", "host": "internal", "jitter": 0},
             retries={"retry_on": [502, "503"], "per_try_timeout": "500ms", "budget_percent": 0},
@@ -211,8 +211,8 @@ def test_pool_details() -> None:
             panic_threshold=50,
         )
     ).pools["web"]
-    assert pool.strategy == "collections:OrderedDict"
-    assert pool.strategy_options == {"decay": "10s", "load_factor": 1.25}
+    assert pool.strategy == "lb.strategy.load:LeastLatency"
+    assert pool.strategy_options == {"decay": "10s", "choices": 3}
     assert pool.hash_key == "header:x-user-id"
     assert pool.health_check == HealthCheckConfig(method="HEAD", host="internal", jitter=0.0)
     assert pool.retries == RetryConfig(

@@ -27,6 +27,8 @@ class BackendConfig:
 class StickyConfig:
     cookie: str = "lb_sticky"
     max_age: float = 3600.0
+    # Key for the cookie's HMAC; None: derived from the pool name (stable, but guessable).
+    secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,9 @@ class PoolConfig:
     timeouts: TimeoutConfig = TimeoutConfig()
     preserve_host: bool = True
     slow_start: float = 0.0  # seconds over which a recovered backend's weight ramps up; 0: off
-    panic_threshold: float = (
-        0.0  # % usable below which the pool spreads over all; 0: only when none
-    )
+    # % of backends usable below which the pool spreads traffic over all of them (panic mode);
+    # 0: only when none is usable; None (`panic_threshold: false`): panic mode off, 503 instead.
+    panic_threshold: float | None = 0.0
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from lb.config.model import (
     StickyConfig,
     TimeoutConfig,
 )
+from lb.strategy import check_options
 
 BUILTIN_STRATEGIES = (
     "round_robin",
@@ -160,11 +161,13 @@ def _read_sticky(value: Any, path: str, problems: Problems) -> StickyConfig | No
     data = section_or_flag(value, path, problems)
     if data is None:
         return None
-    s = Section(data, path, problems, ("cookie", "max_age"))
+    s = Section(data, path, problems, ("cookie", "max_age", "secret"))
     default = StickyConfig()
     return StickyConfig(
         cookie=s.read("cookie", default.cookie, _to_cookie_name),
         max_age=s.read("max_age", default.max_age, to_duration(positive=True)),
+        # Empty (e.g. an unset `${STICKY_SECRET}`) means no secret, like `admin.token`.
+        secret=s.read("secret", None, to_str) if s.raw("secret") not in (None, "") else None,
     )
 
 
@@ -263,6 +266,18 @@ def _read_timeouts(value: Any, path: str, problems: Problems) -> TimeoutConfig:
     )
 
 
+def _to_panic_threshold(value: Any) -> float | None:
+    """A percentage, or false to turn panic mode off."""
+    if value is False:
+        return None
+    try:
+        return _PERCENT(value)
+    except Invalid:
+        raise Invalid(
+            f"expected a number between 0 and 100 or false, got {describe(value)}"
+        ) from None
+
+
 def _to_options(value: Any) -> dict[str, object]:
     if value is None:
         return {}
@@ -279,11 +294,19 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         return None
     s = Section(value, path, problems, _POOL_KEYS)
     d = PoolConfig(name=name, backends=())
+    backends = read_backends(s, problems)
+    strategy = s.read("strategy", d.strategy, to_strategy)
+    strategy_options: dict[str, object] = s.read("strategy_options", {}, _to_options)
+    if s.valid("strategy", "strategy_options"):
+        # Build the strategy once so that a bad option fails `lb check`, not the first start.
+        problem = check_options(strategy, strategy_options)
+        if problem is not None:
+            s.error(*problem)
     return PoolConfig(
         name=name,
-        backends=read_backends(s, problems),
-        strategy=s.read("strategy", d.strategy, to_strategy),
-        strategy_options=s.read("strategy_options", {}, _to_options),
+        backends=backends,
+        strategy=strategy,
+        strategy_options=strategy_options,
         hash_key=s.read("hash_key", d.hash_key, to_hash_key),
         sticky=_read_sticky(s.raw("sticky"), s.key_path("sticky"), problems),
         health_check=_read_health_check(
@@ -296,7 +319,7 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         timeouts=_read_timeouts(s.raw("timeouts"), s.key_path("timeouts"), problems),
         preserve_host=s.read("preserve_host", d.preserve_host, to_bool),
         slow_start=s.read("slow_start", d.slow_start, to_duration(positive=False)),
-        panic_threshold=s.read("panic_threshold", d.panic_threshold, _PERCENT),
+        panic_threshold=s.read("panic_threshold", d.panic_threshold, _to_panic_threshold),
     )
 
 

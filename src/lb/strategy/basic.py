@@ -1,4 +1,4 @@
-"""Round robin: each usable backend in turn, ignoring weights."""
+"""Round robin: each usable backend in turn, ignoring weights (beyond weight 0 taking none)."""
 
 from __future__ import annotations
 

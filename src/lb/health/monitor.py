@@ -1,0 +1,153 @@
+"""The health of one pool's backends: where passive ejections, active-check transitions and slow
+start meet, with the timers behind them and the one log line per transition.
+
+A `PoolHealth` belongs to its `Pool`; the pool's `HealthChecker` service starts and stops it with
+the app, which cancels its timers. State changes are synchronous (no `await`), so no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lb.backend import Backend
+from lb.health.outlier import OutlierDetector
+from lb.health.slowstart import SlowStart
+from lb.metrics import Metrics
+
+if TYPE_CHECKING:
+    from lb.pool import Pool
+
+logger = logging.getLogger("lb.health")
+
+
+class PoolHealth:
+    def __init__(
+        self, pool: Pool, metrics: Metrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        config = pool.config
+        self.pool = pool
+        self.metrics = metrics
+        self._clock = clock
+        passive = config.passive_health
+        self.outlier = OutlierDetector(passive, clock) if passive is not None else None
+        self.slow_start = SlowStart(config.slow_start, clock)
+        self._returns: dict[str, asyncio.TimerHandle] = {}
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        ejected = sum(1 for b in self.pool.backends.values() if b.ejected)
+        ramping = len(self.slow_start)
+        return f"<PoolHealth {self.pool.name} [{ejected} ejected, {ramping} ramping]>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopped = False
+        # Backends carried over from the previous generation keep their ejection: take over the
+        # timers that bring them back (the old generation cancelled its own when it stopped).
+        now = self._clock()
+        for backend in self.pool.backends.values():
+            if backend.ejected and backend.id not in self._returns:
+                self._schedule_return(backend, max(0.0, backend.ejected_until - now))
+
+    def stop(self) -> None:
+        """Cancel every timer; nothing is ejected after this (requests still finishing on this
+        generation must not eject a backend that a newer generation now owns)."""
+        self._stopped = True
+        returns, self._returns = self._returns, {}
+        for handle in returns.values():
+            handle.cancel()
+        self.slow_start.stop()
+
+    # -- passive health ------------------------------------------------------------------------
+
+    def record(self, backend: Backend, ok: bool) -> None:
+        """A request to `backend` finished; called by `Pool.done` when passive health is on."""
+        outlier = self.outlier
+        if outlier is None:
+            return
+        if ok:
+            if backend.consecutive_failures:
+                backend.consecutive_failures = 0
+            return
+        if self._stopped or not self.pool.owns(backend):
+            return
+        duration = outlier.failure(backend, self.pool.backends.values())
+        if duration is None:
+            return
+        self._schedule_return(backend, duration)
+        logger.warning(
+            "backend %s in pool %s ejected for %gs: %d failed requests in a row "
+            "(ejection %d in a row)",
+            backend.id,
+            self.pool.name,
+            duration,
+            outlier.max_failures,
+            outlier.in_a_row(backend),
+        )
+        self.metrics.ejection(self.pool.name, backend.id)
+
+    def _schedule_return(self, backend: Backend, delay: float) -> None:
+        old = self._returns.pop(backend.id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._returns[backend.id] = loop.call_later(delay, self._return, backend)
+
+    def _return(self, backend: Backend) -> None:
+        self._returns.pop(backend.id, None)
+        if not backend.ejected:
+            return
+        self.slow_start.begin(backend)
+        if self.outlier is not None:
+            self.outlier.returned(backend)
+        else:
+            backend.set_ejected_until(0.0)
+        logger.info("backend %s in pool %s is back from ejection", backend.id, self.pool.name)
+
+    # -- active checks -------------------------------------------------------------------------
+
+    def checked(self, backend: Backend, healthy: bool, detail: str, down_for: float = 0.0) -> None:
+        """Active checks flipped `backend`; `detail` says what the last check saw."""
+        config = self.pool.config.health_check
+        if healthy == backend.healthy:
+            return
+        if healthy:
+            self.slow_start.begin(backend)
+            backend.set_healthy(True)
+            logger.info(
+                "backend %s in pool %s is healthy: %d good checks in a row (unhealthy for %.1fs)",
+                backend.id,
+                self.pool.name,
+                config.healthy_threshold if config else 1,
+                down_for,
+            )
+        else:
+            backend.set_healthy(False)
+            logger.warning(
+                "backend %s in pool %s is unhealthy: %d failed checks in a row, last: %s",
+                backend.id,
+                self.pool.name,
+                config.unhealthy_threshold if config else 1,
+                detail,
+            )
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def retry_after(self) -> int:
+        """Whole seconds a client should wait when no backend is usable: until the first
+        ejection ends or the next health check may bring one back; at least 1."""
+        now = self._clock()
+        wait = math.inf
+        for backend in self.pool.backends.values():
+            if backend.ejected:
+                wait = min(wait, backend.ejected_until - now)
+        check = self.pool.config.health_check
+        if check is not None:
+            wait = min(wait, check.interval)
+        return 1 if math.isinf(wait) else max(1, math.ceil(wait))
