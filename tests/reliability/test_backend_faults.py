@@ -311,7 +311,8 @@ def test_unresolvable_backend_is_retried_on_another(start_backends, start_balanc
     ((good, server),) = start_backends(1)
     config = fast_pool(
         ["http://backend.invalid:8080", server.url],
-        retries={"attempts": 2, "retry_on": ["connect_error"]},
+        # Every other request needs its retry here: a budget that allows them all.
+        retries={"attempts": 2, "retry_on": ["connect_error"], "budget_percent": 100},
     )
     lb = start_balancer(config)
     with httpx.Client(base_url=lb.url, timeout=10) as client:
