@@ -148,7 +148,8 @@ def answer_each(responses: Callable[[int, int], bytes | None]) -> Script:
 
 def counting(conn: socket.socket, backend: RawBackend) -> None:
     """A strict HTTP/1.1 keep-alive server: every request llhttp parses is recorded and answered
-    200 with its own sequence number, so a test can count exactly what reached the backend."""
+    200 with its sequence number and target (`request 3 /x`), so a test can count exactly what
+    reached the backend and tell whose answer a client got."""
     request: dict[str, Any] = {}
     done: list[dict[str, Any]] = []
 
@@ -184,7 +185,7 @@ def counting(conn: socket.socket, backend: RawBackend) -> None:
             with backend.lock:
                 backend.requests.append(item)
                 number = len(backend.requests)
-            conn.sendall(ok(b"request %d" % number))
+            conn.sendall(ok(b"request %d %s" % (number, item.get("url", b""))))
         done.clear()
 
 

@@ -110,11 +110,21 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        try:
+            self._headers_complete()
+        except httptools.HttpParserInvalidURLError:
+            # A CONNECT authority or an absolute-form target llhttp let through but cannot
+            # split (e.g. "http://h%0d%0a/"): a client error, said as one.
+            raise _Reject(400, "invalid request target") from None
+
+    def _headers_complete(self) -> None:
         url = self.url
         if not url.startswith(b"/") and b"://" in url[:12]:
             # Absolute-form (RFC 9112 3.2.2): the authority becomes Host, the path is forwarded.
             parsed = httptools.parse_url(url)
             authority = parsed.host or b""
+            if b":" in authority:  # an IPv6 literal: llhttp hands it over without its brackets
+                authority = b"[" + authority + b"]"
             if parsed.port:
                 authority += b":%d" % parsed.port
             self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"]
@@ -176,9 +186,11 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _send_rejection(self, status: int, detail: str) -> None:
         logger.warning("rejected request from %s: %s", self.client, detail)
-        body = error_body("bad_request", detail, new_request_id())
+        request_id = new_request_id()
+        body = error_body("bad_request", detail, request_id)
         head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
         head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"x-request-id: %s\r\n" % request_id
         head += b"connection: close\r\n\r\n"
         self.transport.write(head + body)
         self.transport.close()

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import pool_config
-from rawbackend import RawBackend, answer_each, ok, reset, streaming_forever
+from rawbackend import RawBackend, answer_each, ok, reset
 from servers import raw_request, wait_until
 
 TESTS = str(Path(__file__).resolve().parent.parent)
@@ -262,7 +262,7 @@ def trickle(delay_head: float, pieces: int, gap: float):  # type: ignore[no-unty
     return script
 
 
-def test_read_timeout_is_per_read_so_a_steady_slow_body_arrives(start_balancer, raw_backend) -> None:  # type: ignore[no-untyped-def]
+def test_read_timeout_is_per_read_so_a_slow_body_arrives(start_balancer, raw_backend) -> None:  # type: ignore[no-untyped-def]
     # 8 pieces 150 ms apart: 1.2 s in all, each gap well inside the 300 ms read timeout.
     backend = raw_backend(trickle(0.15, 8, 0.15))
     lb = start_balancer(fast_pool([backend.url]))
