@@ -1,4 +1,4 @@
-"""SIGTERM under load: `lb serve` stops accepting at once, lets in-flight requests finish, exits 0."""
+"""SIGTERM under load: `lb serve` stops accepting at once, finishes in-flight requests, exits 0."""
 
 from __future__ import annotations
 
