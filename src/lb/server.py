@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import httptools
@@ -24,6 +25,9 @@ logger = logging.getLogger("lb.server")
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 8 * 1024
 HEADER_TIMEOUT = 10.0
+
+# uri-host [":" port] (RFC 3986 reg-name or IP-literal), or empty (RFC 9112 3.2).
+_HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*")
 
 _REASONS = {
     400: b"Bad Request",
@@ -61,6 +65,7 @@ class HttpProtocol(HttpToolsProtocol):
             self.max_header_bytes, self.max_target_bytes, self.header_timeout = limits()
         self._head_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._host_seen = False
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
 
@@ -96,6 +101,7 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        self._host_seen = False
         self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -107,6 +113,14 @@ class HttpProtocol(HttpToolsProtocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.max_header_bytes:
             raise _Reject(431, f"header section larger than {self.max_header_bytes} bytes")
+        if len(name) == 4 and name.lower() == b"host":
+            # RFC 9112 3.2: 400 for a second Host or an invalid one. Forwarded as they came, two
+            # Hosts would let lb route by one while the backend reads the other.
+            if self._host_seen:
+                raise _Reject(400, "more than one Host header")
+            if _HOST.fullmatch(value) is None:
+                raise _Reject(400, "invalid Host header")
+            self._host_seen = True
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:

@@ -331,3 +331,47 @@ def test_backend_response_header_with_cr_is_not_passed_on(start_balancer, raw_ba
     response = raw_request(lb.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
     assert response.status == 502
     assert response.header("set-cookie") is None
+
+
+# -- Host ----------------------------------------------------------------------------------------
+
+BAD_HOSTS = {
+    "two-hosts": b"Host: a.example\r\nHost: b.example\r\n",
+    "two-hosts-differing-case": b"Host: a.example\r\nhOST: b.example\r\n",
+    "space-in-host": b"Host: a.example b.example\r\n",
+    "slash-in-host": b"Host: a.example/x\r\n",
+    "at-in-host": b"Host: user@a.example\r\n",
+    "obs-text-in-host": b"Host: caf\xe9.example\r\n",
+}
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS.values(), ids=BAD_HOSTS.keys())
+def test_a_second_or_invalid_host_is_refused(counted, host: bytes) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9112 3.2: two Hosts would let lb route by one while the backend reads the other."""
+    backend, lb = counted
+    response = raw_request(lb.port, b"GET /x HTTP/1.1\r\n" + host + b"\r\n", check_closed=True)
+    assert response.status == 400 and response.closed
+    assert backend.requests == []
+
+
+def test_connection_cannot_strip_host_or_content_length(counted) -> None:  # type: ignore[no-untyped-def]
+    backend, lb = counted
+    response = raw_request(
+        lb.port,
+        b"POST /x HTTP/1.1\r\nHost: shop.example\r\nConnection: host, content-length, x-a\r\n"
+        b"X-A: 1\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    assert response.status == 200
+    (request,) = backend.requests
+    headers = dict(request["headers"])
+    assert headers[b"host"] == b"shop.example"
+    assert headers[b"content-length"] == b"5" and request["body"] == b"hello"
+    assert b"x-a" not in headers
+
+
+def test_an_empty_host_is_replaced_by_the_backend_authority(counted) -> None:  # type: ignore[no-untyped-def]
+    backend, lb = counted
+    assert raw_request(lb.port, b"GET /x HTTP/1.1\r\nHost:\r\n\r\n").status == 200
+    (request,) = backend.requests
+    hosts = [v for n, v in request["headers"] if n == b"host"]
+    assert hosts == [b"127.0.0.1:%d" % backend.port]
