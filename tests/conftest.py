@@ -11,9 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from servers import ThreadedServer  # noqa: E402
 
 
-@pytest.fixture
-def start_server() -> Iterator[type[ThreadedServer]]:
-    """Start real uvicorn servers: `start_server(app)`; all are stopped at teardown."""
+def _servers() -> Iterator[type[ThreadedServer]]:
     started: list[ThreadedServer] = []
 
     class _Tracked(ThreadedServer):
@@ -29,9 +27,7 @@ def start_server() -> Iterator[type[ThreadedServer]]:
         server.stop()
 
 
-@pytest.fixture
-def start_backends(start_server):  # type: ignore[no-untyped-def]
-    """`start_backends(n)` -> list of (Backend app, server) on free ports."""
+def _backends(start_server):  # type: ignore[no-untyped-def]
     from apps import Backend
 
     def factory(n: int = 3) -> list[tuple[Backend, ThreadedServer]]:
@@ -44,9 +40,7 @@ def start_backends(start_server):  # type: ignore[no-untyped-def]
     return factory
 
 
-@pytest.fixture
-def start_balancer(start_server):  # type: ignore[no-untyped-def]
-    """`start_balancer(config)` -> a real lb (its own HTTP protocol) on a free port."""
+def _balancers(start_server):  # type: ignore[no-untyped-def]
     from lb.app import LoadBalancer
     from lb.server import uvicorn_options
 
@@ -61,6 +55,61 @@ def start_balancer(start_server):  # type: ignore[no-untyped-def]
         return server
 
     return factory
+
+
+@pytest.fixture
+def start_server() -> Iterator[type[ThreadedServer]]:
+    """Start real uvicorn servers: `start_server(app)`; all are stopped at teardown."""
+    yield from _servers()
+
+
+@pytest.fixture
+def start_backends(start_server):  # type: ignore[no-untyped-def]
+    """`start_backends(n)` -> list of (Backend app, server) on free ports."""
+    return _backends(start_server)
+
+
+@pytest.fixture
+def start_balancer(start_server):  # type: ignore[no-untyped-def]
+    """`start_balancer(config)` -> a real lb (its own HTTP protocol) on a free port."""
+    return _balancers(start_server)
+
+
+@pytest.fixture(scope="module")
+def module_server() -> Iterator[type[ThreadedServer]]:
+    """`start_server` for servers that a whole test module shares (for tests that change
+    nothing, such as access checks); stopped after the module."""
+    yield from _servers()
+
+
+@pytest.fixture(scope="module")
+def module_backends(module_server):  # type: ignore[no-untyped-def]
+    return _backends(module_server)
+
+
+@pytest.fixture(scope="module")
+def module_balancer(module_server):  # type: ignore[no-untyped-def]
+    return _balancers(module_server)
+
+
+@pytest.fixture
+def config_file(tmp_path):  # type: ignore[no-untyped-def]
+    """`config_file(config)` writes `config` (a dict, or YAML text) to one file and returns its
+    path; calling it again replaces the file atomically, as an operator's deploy would."""
+    import os
+
+    import yaml
+
+    path = tmp_path / "lb.yaml"
+
+    def write(config: object) -> str:
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        tmp = tmp_path / "lb.yaml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return str(path)
+
+    return write
 
 
 @pytest.fixture
@@ -97,17 +146,20 @@ def redis_server() -> Iterator[object]:
 
 @pytest.fixture
 def lb_process(tmp_path):  # type: ignore[no-untyped-def]
-    """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown."""
+    """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown;
+    with `gunicorn=True`, gunicorn with lb's worker class instead."""
     import yaml
 
     from servers import LbProcess
 
     started: list[LbProcess] = []
 
-    def factory(config: dict[str, object], workers: int = 1, **env: str) -> LbProcess:
+    def factory(
+        config: dict[str, object], workers: int = 1, gunicorn: bool = False, **env: str
+    ) -> LbProcess:
         path = tmp_path / f"config-{len(started)}.yaml"
         path.write_text(yaml.safe_dump(config))
-        process = LbProcess(str(path), workers, env)
+        process = LbProcess(str(path), workers, env, gunicorn)
         started.append(process)
         return process.wait_ready()
 

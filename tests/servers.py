@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -240,15 +241,24 @@ class LbProcess:
     """`python -m lb serve` as a subprocess on a free port; always stopped by its fixture."""
 
     def __init__(
-        self, config_path: str, workers: int = 1, env: dict[str, str] | None = None
+        self,
+        config_path: str,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        gunicorn: bool = False,
     ) -> None:
         import subprocess
         import sys
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = config_path
         args = [sys.executable, "-m", "lb", "serve", "-c", config_path, "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--workers", str(workers)]
+        if gunicorn:  # `gunicorn lb.app:app -k lb.worker.UvicornWorker` instead of `lb serve`
+            env = {**(env or {}), "LB_CONFIG": config_path}
+            args = [sys.executable, "-m", "gunicorn", "lb.app:app", "-k", "lb.worker.UvicornWorker"]
+            args += ["-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5"]
         # Output goes to a file: a pipe nobody reads would block the server once it fills.
         self.log_path = config_path + ".log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
@@ -259,6 +269,18 @@ class LbProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def write_config(self, config: Any) -> None:
+        """Replace the config file (atomically: a reload never reads half of it)."""
+        import os
+
+        import yaml
+
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
 
     def output(self) -> str:
         with open(self.log_path, "rb") as f:
@@ -309,3 +331,41 @@ class LbProcess:
                 self.process.wait(5)
         self.log.close()
         return int(self.process.returncode)
+
+
+class Load:
+    """Clients sending GET / in a loop until stopped (or `limit` requests), recording
+    (start time, status, X-Backend) of each answer and the errors."""
+
+    def __init__(self, url: str, clients: int = 3, limit: int = 20_000) -> None:
+        self.url = url
+        self.results: list[tuple[float, int, str]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._limit = limit
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.is_set() and len(self.results) < self._limit:
+                started = time.monotonic()
+                try:
+                    response = client.get("/")
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    continue
+                backend = response.headers.get("x-backend", "")
+                self.results.append((started, response.status_code, backend))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def count(self) -> int:
+        return len(self.results)

@@ -11,13 +11,15 @@ import hmac
 import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
 from lb.cache import StoreError
+from lb.control.api import control_routes
+from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import client_ip, is_trusted
 from lb.metrics import CONTENT_TYPE
 
@@ -119,6 +121,9 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         except StoreError as exc:
             return _json({"error": "unavailable", "detail": str(exc)}, 503)
         path = None if target is None else target.decode("latin-1")
+        if cache.config.store == "memory":
+            # Each worker (and instance) holds its own entries: they purge theirs too.
+            await app.control.broadcast("cache_purge", {"path": path}, instances=True)
         return _json({"purged": removed, "path": path})
 
     routes = [
@@ -127,19 +132,31 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         Route(f"{prefix}/status", status, methods=["GET"]),
         Route(f"{prefix}/cache", purge_cache, methods=["DELETE"]),
         Route(gen.config.metrics.path, metrics, methods=["GET", "HEAD"]),
+        *control_routes(app, prefix),
+        *dashboard_routes(prefix),
     ]
     router = Router(routes)
     open_paths = {f"{prefix}/healthz".encode(), f"{prefix}/readyz".encode()}
-    return AdminGuard(router, gen, open_paths)
+    # A browser cannot send a bearer header when it opens a page: the dashboard also takes the
+    # token once as ?token= (its script then keeps it and sends the header itself).
+    page_paths = {f"{prefix}{DASHBOARD}".encode()}
+    return AdminGuard(router, gen, open_paths, page_paths)
 
 
 class AdminGuard:
     """Pure-ASGI access check in front of the admin router."""
 
-    def __init__(self, app: Any, gen: Generation, open_paths: set[bytes]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        gen: Generation,
+        open_paths: set[bytes],
+        page_paths: frozenset[bytes] | set[bytes] = frozenset(),
+    ) -> None:
         self.app = app
         self.gen = gen
         self.open_paths = open_paths
+        self.page_paths = page_paths
         token = gen.config.admin.token
         self.token = f"Bearer {token}".encode() if token else None
 
@@ -153,12 +170,12 @@ class AdminGuard:
         if root and path.startswith(root):
             path = path[len(root) :]
         if path not in self.open_paths:
-            denial = self._deny(scope)
+            denial = self._deny(scope, path in self.page_paths)
             if denial is not None:
                 return await denial(scope, receive, send)
         await self.app(scope, receive, send)
 
-    def _deny(self, scope: Any) -> Response | None:
+    def _deny(self, scope: Any, page: bool = False) -> Response | None:
         config = self.gen.config
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = config.trusted_proxies
@@ -180,10 +197,22 @@ class AdminGuard:
                 if name == b"authorization":
                     given = value
                     break
+            if not given and page:
+                given = _query_token(scope)
             if not hmac.compare_digest(given, self.token):
+                if page:
+                    return login_page(wrong=bool(given))
                 return _json(
                     {"error": "unauthorized", "detail": "missing or invalid bearer token"},
                     401,
                     {"www-authenticate": "Bearer"},
                 )
         return None
+
+
+def _query_token(scope: Any) -> bytes:
+    """`?token=T` of a page request, as the `Bearer T` header value it stands for."""
+    query: bytes = scope.get("query_string", b"")
+    for value in parse_qs(query.decode("latin-1")).get("token", []):
+        return b"Bearer " + value.encode("utf-8")
+    return b""

@@ -18,6 +18,7 @@ import httpx
 from lb.accesslog import AccessLog
 from lb.config import Config, ConfigError, default_config_path, load_config
 from lb.context import SCOPE_KEY, RequestContext
+from lb.control.runtime import Control
 from lb.errors import send_error
 from lb.generation import Generation
 from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
@@ -57,6 +58,7 @@ class LoadBalancer:
         self.metrics = Metrics(lambda: self.generation)
         self.generation = Generation(self.config, self)
         self.services: list[Service] = []
+        self.control = Control(self)  # admin overrides, reloads, and sharing them with peers
         self._started = False
         self._starting: asyncio.Future[None] | None = None
 
@@ -82,6 +84,7 @@ class LoadBalancer:
             self.services = list(self.generation.services())
             for service in self.services:
                 await service.start()
+            await self.control.start()
             self._started = True
             self._starting.set_result(None)
         except BaseException as exc:
@@ -91,6 +94,7 @@ class LoadBalancer:
             raise
 
     async def shutdown(self) -> None:
+        await self.control.stop()
         for service in reversed(self.services):
             await service.stop()
         self.services = []
@@ -99,6 +103,12 @@ class LoadBalancer:
         self.access_log.close()
         self._started = False
         self._starting = None
+
+    async def reload(self, source: ConfigSource | None = None) -> dict[str, Any]:
+        """Make the config file (or `source`) live without a restart, as `POST /_lb/reload` does
+        (but in this process only). Returns what changed; raises `lb.control.reload.ReloadError`
+        with the problems, the running config untouched."""
+        return await self.control.reload(source)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

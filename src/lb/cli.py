@@ -31,8 +31,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from lb.control.supervisor import serve
     from lb.logsetup import log_config
     from lb.server import uvicorn_options
 
@@ -58,14 +57,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, frame: None)
     from lb.multiprocess import multiprocess_dir, prepare_multiprocess
 
+    # `serve` is uvicorn.run, except that SIGHUP to a multi-worker instance reloads every worker
+    # in place (lb.control.supervisor).
     if args.workers <= 1 and multiprocess_dir() is None:
-        uvicorn.run("lb.app:app", **options)
+        serve("lb.app:app", path, **options)
         return 0
     # Before any worker exists: they import prometheus_client with the shared directory named
     # (and a directory the user named is emptied of an earlier run's files).
     cleanup = prepare_multiprocess()
     try:
-        uvicorn.run("lb.app:app", **options)
+        serve("lb.app:app", path, **options)
     finally:
         cleanup()
     return 0

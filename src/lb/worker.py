@@ -15,6 +15,7 @@ from typing import Any
 
 from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[import-untyped]
 
+from lb.control.shared import ENV_DIR, prepare_control_dir
 from lb.multiprocess import ENV_READY, prepare_multiprocess
 from lb.server import uvicorn_options
 
@@ -42,6 +43,10 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         cleanup = prepare_multiprocess()
         if first:
             atexit.register(cleanup)
+        # Likewise the control directory through which admin changes made in one worker reach
+        # the others (lb.control.shared).
+        if ENV_DIR not in os.environ:
+            atexit.register(prepare_control_dir())
         super().__init__(*args, **kwargs)
         # lb's own messages go where gunicorn's error log goes, as uvicorn's do; the level comes
         # from `logging.level` when the app starts.

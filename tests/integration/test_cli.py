@@ -162,7 +162,9 @@ def test_demo_serves_and_round_robins_then_stops_on_ctrl_c() -> None:
         )
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             backends = {client.get("/").json()["backend"] for _ in range(6)}
+            dashboard = client.get("/_lb/dashboard")
         assert backends == {"1", "2", "3"}
+        assert dashboard.status_code == 200 and "uPlot" in dashboard.text
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(20) == 0
     finally:

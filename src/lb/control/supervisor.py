@@ -1,0 +1,78 @@
+"""`lb serve`: uvicorn, with SIGHUP reloading the config in place in every worker.
+
+One process (`--workers 1`): the app itself handles SIGHUP (see `runtime.Control`). Several:
+uvicorn's supervisor would answer SIGHUP by replacing every worker, which loses what they know
+(health, counters, latency); lb's supervisor instead checks the file and, when it is valid, posts a
+reload to the control file, which every worker applies in place within `POLL_INTERVAL`. An invalid
+file is reported once, here, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from uvicorn import Config as UvicornConfig
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from lb.config import ConfigError, load_config
+from lb.control.shared import ENV_DIR, ControlFile, add_event, prepare_control_dir
+
+logger = logging.getLogger("lb.control")
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor with an in-place reload on SIGHUP."""
+
+    def __init__(self, config: UvicornConfig, sockets: list[Any], config_path: str) -> None:
+        super().__init__(config, sockets)
+        self.config_path = config_path
+        self.origin = f"supervisor:{os.getpid()}"
+
+    def handle_hup(self) -> None:
+        try:
+            load_config(self.config_path)
+        except ConfigError as exc:
+            logger.error(
+                "SIGHUP: %s has problems, the running config is unchanged:\n  %s",
+                self.config_path,
+                "\n  ".join(exc.problems),
+            )
+            return
+        directory = os.environ.get(ENV_DIR)
+        if not directory:  # pragma: no cover - serve() always names one
+            return
+        origin = self.origin
+
+        def change(document: dict[str, Any], seq: int) -> bool:
+            add_event(document, seq, origin, "reload", {})
+            return True
+
+        try:
+            ControlFile(directory).update(change)
+        except OSError as exc:
+            logger.error("SIGHUP: cannot write the control file in %s: %s", directory, exc)
+            return
+        logger.info("SIGHUP: reloading %s in every worker", self.config_path)
+
+
+def serve(app: str, config_path: str, **options: Any) -> None:
+    """Run `app` (an import string) like `uvicorn.run(app, **options)`, with lb's supervisor when
+    `options["workers"]` asks for more than one process."""
+    import uvicorn
+
+    workers = options.get("workers") or 1
+    if workers <= 1:
+        uvicorn.run(app, **options)
+        return
+    cleanup = prepare_control_dir()  # before the workers start: they inherit its name
+    try:
+        config = UvicornConfig(app, **options)
+        sock = config.bind_socket()
+        try:
+            Supervisor(config, [sock], config_path).run()
+        except KeyboardInterrupt:  # pragma: no cover - as uvicorn.run
+            pass
+    finally:
+        cleanup()
