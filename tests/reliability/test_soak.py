@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from wrkload import Nginx, run_wrk
 
 REQUESTS = int(os.environ.get("LB_SOAK_REQUESTS", "50000"))
@@ -100,7 +99,8 @@ def test_soak(nginx, lb_process, tmp_path) -> None:  # type: ignore[no-untyped-d
     print(
         f"\nsoak: {result.requests} requests at {CONNECTIONS} connections in {result.seconds:.1f}s"
         f" ({result.rate:.0f}/s), errors {result.errors}; RSS {baseline} -> {final} KiB"
-        f" (max {max(watcher.rss, default=final)}); samples {watcher.rss[:: max(1, len(watcher.rss) // 12)]}"
+        f" (max {max(watcher.rss, default=final)});"
+        f" samples {watcher.rss[:: max(1, len(watcher.rss) // 12)]}"
     )
     assert result.requests >= REQUESTS, result.output
     assert result.errors == 0, result.output
