@@ -129,6 +129,16 @@ def raw_backend() -> Iterator[object]:
         backend.stop()
 
 
+@pytest.fixture
+def nginx() -> Iterator[object]:
+    """Two nginx backends (`.urls`) with fixed answers, on a generated config (tests/wrkload.py)."""
+    from wrkload import Nginx
+
+    server = Nginx(2).start()
+    yield server
+    server.stop()
+
+
 def pool_config(urls: list[str], **pool: object) -> dict[str, object]:
     """A one-pool config dict for `urls`, access log off unless asked."""
     return {"pools": {"web": {"backends": urls, **pool}}, "logging": {"access_log": False}}

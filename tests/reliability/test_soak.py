@@ -16,18 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from wrkload import Nginx, run_wrk
+
+from wrkload import run_wrk
 
 REQUESTS = int(os.environ.get("LB_SOAK_REQUESTS", "50000"))
 CONNECTIONS = 200
 PATHS = ["/", "/api/items?id=7", "/", *(f"/cache/{c}" for c in "abcdefghij")]
-
-
-@pytest.fixture
-def nginx():  # type: ignore[no-untyped-def]
-    server = Nginx(2).start()
-    yield server
-    server.stop()
 
 
 def soak_config(urls: list[str], access_log: str) -> dict[str, Any]:

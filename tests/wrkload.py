@@ -27,6 +27,9 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 _LUA = """
 local paths = {%(paths)s}
 local limit = %(limit)d
+local unique_path = %(unique_path)s
+local header = "%(header)s"
+local prefix = "%(prefix)s"
 local count = 0
 local index = 0
 local thread_id = 0
@@ -44,7 +47,20 @@ end
 
 function request()
   index = index + 1
-  return wrk.format(nil, paths[(index %% #paths) + 1])
+  local path = paths[(index %% #paths) + 1]
+  if not unique_path and header == "" then
+    return wrk.format(nil, path)
+  end
+  -- A distinct target or header value on every request: floods of distinct keys.
+  local id = thread_id .. "-" .. index
+  local headers = {}
+  if header ~= "" then
+    headers[header] = prefix .. id
+  end
+  if unique_path then
+    path = path .. id
+  end
+  return wrk.format(nil, path, headers)
 end
 
 function response(status, headers, body)
@@ -102,14 +118,31 @@ def run_wrk(
     paths: Sequence[str] = ("/",),
     threads: int = 2,
     max_seconds: float = 600,
+    unique_path: bool = False,
+    header: str = "",
+    prefix: str = "",
 ) -> WrkResult:
     """`requests` requests (at least; each thread stops at its share) over `connections`
-    keep-alive connections, cycling through `paths`; fails after `max_seconds`."""
+    keep-alive connections, cycling through `paths`; fails after `max_seconds`.
+
+    `unique_path`: each request's target is the path with a unique suffix appended. `header`:
+    each request carries that header with `prefix` and a unique suffix as its value.
+    """
     with tempfile.TemporaryDirectory() as markers:
         script = Path(markers) / "count.lua"
         quoted = ", ".join(f'"{p}"' for p in paths)
         limit = -(-requests // threads)
-        script.write_text(_LUA % {"paths": quoted, "limit": limit, "markers": markers})
+        script.write_text(
+            _LUA
+            % {
+                "paths": quoted,
+                "limit": limit,
+                "markers": markers,
+                "unique_path": "true" if unique_path else "false",
+                "header": header,
+                "prefix": prefix,
+            }
+        )
         args = [WRK, f"-t{threads}", f"-c{connections}", f"-d{int(max_seconds)}s"]
         args += ["--timeout", "10s", "-s", str(script), url]
         started = time.monotonic()
@@ -157,6 +190,15 @@ class Nginx:
                     location /cache/ {{
                         add_header Cache-Control "max-age=60";
                         return 200 "cacheable from {i}\\n";
+                    }}
+                    location /vary/ {{
+                        add_header Cache-Control "max-age=60";
+                        add_header Vary "X-Variant";
+                        return 200 "varies from {i}\\n";
+                    }}
+                    location /nocache/ {{
+                        add_header Cache-Control "no-store";
+                        return 200 "never stored from {i}\\n";
                     }}
                     location / {{ return 200 "hello from {i}\\n"; }}
                 }}"""
