@@ -70,6 +70,18 @@ class LoadBalancer:
         server = self.config.server
         return server.max_header_bytes, server.max_target_bytes, server.header_timeout
 
+    def lb_rejected(
+        self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
+    ) -> None:
+        """A request `lb.server` refused before it reached the app (400, 408, 414, 431): logged
+        and counted like any other, so that hostile traffic shows where operators look."""
+        now = time.perf_counter()
+        ctx = RequestContext(request_id, peer, False, method, target, None, now)
+        ctx.status = status
+        ctx.error = detail
+        self.metrics.request("", None, method, status, 0.0, timed=False)
+        self.access_log.write(ctx, now)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
@@ -237,6 +249,12 @@ class LazyApp:
 
             return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT
         return self._app.lb_limits()
+
+    def lb_rejected(
+        self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
+    ) -> None:
+        if self._app is not None:
+            self._app.lb_rejected(peer, method, target, status, detail, request_id)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan" and self._app is None:

@@ -25,6 +25,7 @@ logger = logging.getLogger("lb.server")
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 8 * 1024
 HEADER_TIMEOUT = 10.0
+MAX_LOGGED_TARGET = 1024  # of a refused request's target, in its access-log line
 
 # uri-host [":" port] (RFC 3986 reg-name or IP-literal), or empty (RFC 9112 3.2).
 _HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*")
@@ -193,12 +194,14 @@ class HttpProtocol(HttpToolsProtocol):
                 if cycle.response_started:
                     self.transport.close()
                     return
+            # A request the app already has is logged by the app, not here as well.
+            logged = cycle is not None and not cycle.response_complete
             if reject is not None:
-                self._send_rejection(reject.status, reject.detail)
+                self._send_rejection(reject.status, reject.detail, log=not logged)
             else:
-                self._send_rejection(400, f"invalid HTTP request: {exc}")
+                self._send_rejection(400, f"invalid HTTP request: {exc}", log=not logged)
 
-    def _send_rejection(self, status: int, detail: str) -> None:
+    def _send_rejection(self, status: int, detail: str, log: bool = True) -> None:
         logger.warning("rejected request from %s: %s", self.client, detail)
         request_id = new_request_id()
         body = error_body("bad_request", detail, request_id)
@@ -208,6 +211,14 @@ class HttpProtocol(HttpToolsProtocol):
         head += b"connection: close\r\n\r\n"
         self.transport.write(head + body)
         self.transport.close()
+        record = getattr(self.app, "lb_rejected", None) if log else None
+        if record is not None:
+            # The method is known once llhttp has passed the target (before, it reads as 0,
+            # DELETE); a target that was too long is logged cut short.
+            url: bytes = getattr(self, "url", b"")
+            method = self.parser.get_method().decode("ascii", "replace") if url else ""
+            peer = self.client[0] if self.client else ""
+            record(peer, method, url[:MAX_LOGGED_TARGET], status, detail, request_id)
 
 
 def uvicorn_options(

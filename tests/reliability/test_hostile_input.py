@@ -375,3 +375,44 @@ def test_an_empty_host_is_replaced_by_the_backend_authority(counted) -> None:  #
     (request,) = backend.requests
     hosts = [v for n, v in request["headers"] if n == b"host"]
     assert hosts == [b"127.0.0.1:%d" % backend.port]
+
+
+# -- the access log ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_every_request_is_one_log_line_whatever_its_target(
+    start_balancer, raw_backend, tmp_path, log_format: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Quotes, backslashes and encoded CR/LF in a target stay inside one line; requests refused
+    at the edge (400, 414, 431) are logged too, with their status and cause."""
+    backend = raw_backend(counting)
+    log = tmp_path / "access.log"
+    config = pool_config([backend.url])
+    config["logging"] = {"access_log": True, "format": log_format, "file": str(log)}
+    lb = start_balancer(config)
+    accepted = [b'/x"y', b"/x\\y", b"/x%0d%0aInjected:%201", b"/x'y", b"/x?a=%22b%20c%22"]
+    refused = [
+        b"GET /x HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
+        b"GET /caf\xe9 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 40_000 + b"\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ]
+    for target in accepted:
+        response = raw_request(lb.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response.status == 200
+    statuses = [raw_request(lb.port, data).status for data in refused]
+    assert statuses == [400, 400, 414, 431, 400]
+
+    total = len(accepted) + len(refused)
+    lines = wait_until(lambda: (t := log.read_text().splitlines()) and len(t) >= total and t)
+    assert len(lines) == total
+    if log_format == "json":
+        records = [json.loads(line) for line in lines]
+        assert [r["path"].encode("latin-1") for r in records[: len(accepted)]] == accepted
+        assert [r["status"] for r in records[len(accepted) :]] == statuses
+        assert all(r["error"] for r in records[len(accepted) :])
+        assert all(REQUEST_ID.fullmatch(r["request_id"].encode()) for r in records)
+    else:
+        assert all(line.startswith("time=") and "\n" not in line for line in lines)
