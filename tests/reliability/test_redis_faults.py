@@ -94,7 +94,10 @@ def test_redis_killed_and_restarted_under_load(
         wait_until(lambda: len(load.results) >= 60)
         killed = time.monotonic()
         kill(redis_server)
-        wait_until(lambda: len(load.since(killed)) >= 200, timeout=20)
+        # An outage long enough for several retry intervals of both stores.
+        wait_until(
+            lambda: len(load.since(killed)) >= 200 and time.monotonic() - killed > 1.5, timeout=20
+        )
         restarting = time.monotonic()
         redis_server.start()
         restarted = time.monotonic()
