@@ -65,10 +65,16 @@ class LoadBalancer:
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
 
-    def lb_limits(self) -> tuple[int, int, float]:
-        """(max header section bytes, max request-target bytes, header timeout): `lb.server`."""
+    def lb_limits(self) -> tuple[int, int, float, float]:
+        """(max header section bytes, max request-target bytes, header timeout, send timeout):
+        what `lb.server` enforces before the app sees a request."""
         server = self.config.server
-        return server.max_header_bytes, server.max_target_bytes, server.header_timeout
+        return (
+            server.max_header_bytes,
+            server.max_target_bytes,
+            server.header_timeout,
+            server.send_timeout,
+        )
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
@@ -243,11 +249,11 @@ class LazyApp:
             self._app = LoadBalancer(default_config_path())
         return self._app
 
-    def lb_limits(self) -> tuple[int, int, float]:
+    def lb_limits(self) -> tuple[int, int, float, float]:
         if self._app is None:
-            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES, SEND_TIMEOUT
 
-            return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT
+            return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT, SEND_TIMEOUT
         return self._app.lb_limits()
 
     def lb_rejected(

@@ -25,6 +25,7 @@ logger = logging.getLogger("lb.server")
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 8 * 1024
 HEADER_TIMEOUT = 10.0
+SEND_TIMEOUT = 60.0
 MAX_LOGGED_TARGET = 1024  # of a refused request's target, in its access-log line
 
 # uri-host [":" port] (RFC 3986 reg-name or IP-literal), or empty (RFC 9112 3.2).
@@ -62,9 +63,16 @@ class HttpProtocol(HttpToolsProtocol):
         self.max_header_bytes: int = MAX_HEADER_BYTES
         self.max_target_bytes: int = MAX_TARGET_BYTES
         self.header_timeout: float = HEADER_TIMEOUT
+        self.send_timeout: float = SEND_TIMEOUT
         if limits is not None:
-            self.max_header_bytes, self.max_target_bytes, self.header_timeout = limits()
+            (
+                self.max_header_bytes,
+                self.max_target_bytes,
+                self.header_timeout,
+                self.send_timeout,
+            ) = limits()
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._host_seen = False
         self._parsing = False
@@ -79,7 +87,31 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         super().connection_lost(exc)
+
+    # A client that stops reading a response (a "slow read") holds its upstream request and
+    # connection for as long as it likes: flow control keeps the memory small, this bounds the
+    # time. Armed only while writes are paused, so a steady reader costs nothing.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        logger.warning(
+            "dropped %s: it took no response bytes for %ss", self.client, self.send_timeout
+        )
+        self.transport.abort()  # the request sees a disconnect and cancels its upstream side
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
