@@ -28,7 +28,8 @@ def counted(start_balancer, raw_backend):  # type: ignore[no-untyped-def]
 
 def exchange(port: int, data: bytes, idle: float = 0.3) -> list[tuple[int, bytes]]:
     """Send `data` on one connection; every response read (status, body) until the balancer
-    closes the connection or stays quiet for `idle` seconds."""
+    closes the connection, or stays quiet for `idle` seconds after a response (5 s before the
+    first)."""
     responses: list[tuple[int, bytes]] = []
     body = bytearray()
 
@@ -45,8 +46,8 @@ def exchange(port: int, data: bytes, idle: float = 0.3) -> list[tuple[int, bytes
     parser = httptools.HttpResponseParser(Callbacks())
     with socket.create_connection(("127.0.0.1", port), 10) as sock:
         sock.sendall(data)
-        sock.settimeout(idle)
         while True:
+            sock.settimeout(idle if responses else 5)
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:

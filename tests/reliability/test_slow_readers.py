@@ -60,7 +60,8 @@ def test_stalled_readers_cost_little_starve_nobody_and_are_dropped(
             started = time.monotonic()
             assert all(client.get("/echo").status_code == 200 for _ in range(20))
             assert time.monotonic() - started < 2
-        assert grown < 3 * 1024 * READERS, f"{grown} KiB for {READERS} stalled readers"
+        # About 1.7 MB each here (buffers on the way: lb's, the event loop's); 2 GB unbounded.
+        assert grown < 5 * 1024 * READERS, f"{grown} KiB for {READERS} stalled readers"
         # No progress for send_timeout: the balancer drops them and their upstream requests.
         wait_until(lambda: active_requests(lb.url) == 0, timeout=15)
         wait_until(lambda: backend.in_flight == 0, timeout=10)
