@@ -1,11 +1,21 @@
-"""Start `lb serve` for the shared benchmark harness (its custom-target contract).
+"""Start lb for the shared benchmark harness (its custom-target contract).
 
-Reads LB_HOST, LB_PORT, LB_BACKENDS, LB_WORKERS, LB_OPT_PROFILE (`proxy` or `full`) and
-LB_OPT_TRANSPORT (`lb`, the default; `httpx`: httpx's own transport; `aiohttp`: the httpx-aiohttp
-transport — one worker only, for the transport comparison in docs/transport.md) from the
-environment, writes a config for them and runs `lb serve`. `full` turns every feature on:
-least_latency, active health checks, a rate limit that never triggers, a cache (the harness's paths
-are uncacheable unless the backends say otherwise), metrics and an access log to a file.
+Reads LB_HOST, LB_PORT, LB_BACKENDS and LB_WORKERS, and the target options the harness passes as
+LB_OPT_*:
+
+* LB_OPT_PROFILE — `proxy` (default): round robin, nothing else; `full`: every feature on:
+  least_latency, active and passive health checks, a rate limit that never triggers, the cache,
+  metrics (always on) and a JSON access log written to a file.
+* LB_OPT_CACHED — with `full`: the share of requests that are cacheable (default 0.5: half).
+* LB_OPT_TRANSPORT — `lb` (default); `httpx`: httpx's own transport; `aiohttp`: the
+  httpx-aiohttp transport (one worker only; the transport comparison in docs/transport.md).
+
+Why a mix needs help: wrk asks for one path all run long, and the harness's nginx backends answer
+every path alike. So under `full`, `mixed_app` (a shim in front of lb, in this file, not in the
+product) sends a share LB_OPT_CACHED of the requests to `<path>?cached`, which the cache stores
+(cache.default_ttl gives the backends' answers a lifetime) and then answers itself, and sends the
+others with `Cache-Control: no-store`, which the cache never stores: every one of those goes
+through the whole cache layer (lookup, miss, the response judged and passed on) to the backend.
 """
 
 from __future__ import annotations
@@ -13,8 +23,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import Any
 
 import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def build_config(backends: list[str], profile: str, workdir: str) -> dict[str, object]:
@@ -25,9 +38,37 @@ def build_config(backends: list[str], profile: str, workdir: str) -> dict[str, o
         pool["health_check"] = {"path": "/", "interval": "2s", "timeout": "1s"}
         pool["passive_health"] = {"max_failures": 5, "ejection_time": "10s"}
         config["rate_limit"] = {"rate": 1_000_000, "burst": 1_000_000, "key": "client_ip"}
-        config["cache"] = {"store": "memory", "max_entries": 10_000}
+        config["cache"] = {"store": "memory", "max_entries": 10_000, "default_ttl": "60s"}
         config["logging"] = {"access_log": True, "file": os.path.join(workdir, "access.log")}
     return config
+
+
+class Mix:
+    """Bench-only: makes a share of the requests cacheable and the rest uncacheable (see above)."""
+
+    def __init__(self, app: Any, cached_share: float) -> None:
+        self.app = app
+        self.every = round(1 / cached_share) if cached_share > 0 else 0
+        self.count = 0
+
+    def lb_limits(self) -> tuple[int, int, float]:
+        return self.app.lb_limits()  # type: ignore[no-any-return]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.count += 1
+            if self.every and self.count % self.every == 0:
+                scope["query_string"] = b"cached"
+            else:
+                scope["headers"] = [*scope["headers"], (b"cache-control", b"no-store")]
+        await self.app(scope, receive, send)
+
+
+def mixed_app() -> Mix:
+    """`uvicorn --factory lb_target:mixed_app`: lb's app (config from $LB_CONFIG) behind Mix."""
+    from lb.app import LazyApp
+
+    return Mix(LazyApp(), float(os.environ.get("LB_OPT_CACHED", "0.5")))
 
 
 def main() -> None:
@@ -40,9 +81,38 @@ def main() -> None:
     transport = os.environ.get("LB_OPT_TRANSPORT", "lb")
     if transport != "lb":
         return serve_with_transport(transport, path)
+    if profile == "full":
+        return serve_mixed(path)
     args = [sys.executable, "-m", "lb", "serve", "-c", path, "--host", os.environ["LB_HOST"]]
     args += ["--port", os.environ["LB_PORT"], "--workers", os.environ.get("LB_WORKERS", "1")]
     os.execv(sys.executable, args)
+
+
+def serve_mixed(path: str) -> None:
+    """What `lb serve` does (lb.cli.cmd_serve), with `mixed_app` as the app."""
+    from lb.config import load_config
+    from lb.control.supervisor import serve
+    from lb.logsetup import log_config
+    from lb.multiprocess import prepare_multiprocess
+    from lb.server import uvicorn_options
+
+    config = load_config(path)
+    os.environ["LB_CONFIG"] = path
+    # Workers import the app by name: they need this folder on their path.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, HERE)
+    options = uvicorn_options(
+        host=os.environ["LB_HOST"],
+        port=int(os.environ["LB_PORT"]),
+        workers=int(os.environ.get("LB_WORKERS", "1")),
+        log_level=config.logging.level,
+    )
+    options["log_config"] = log_config(config.logging)
+    cleanup = prepare_multiprocess() if options["workers"] else (lambda: None)
+    try:
+        serve("lb_target:mixed_app", path, factory=True, **options)
+    finally:
+        cleanup()
 
 
 def serve_with_transport(name: str, path: str) -> None:

@@ -6,7 +6,8 @@
 The backend runs in a child process on 127.0.0.1 (a raw asyncio+httptools server answering a
 fixed ~100-byte body, or uvicorn with a bare ASGI app), so `time.process_time()` in this process
 counts the client side only: the client stack plus the event loop, i.e. an upper bound for the
-transport's own cost; row (d) reuses one Request to leave out httpx.Request construction. Each
+transport's own cost; row (d) reuses one Request to leave out httpx.Request construction, and row
+(e) uses `Transport.send_raw`, the proxy's path, with no httpx objects at all. Each
 measurement stops after --requests or --seconds, whichever is first, after a short warm-up.
 """
 
@@ -27,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from lb.transport import Transport  # noqa: E402
+from lb.transport import Timeouts, Transport, origin_of  # noqa: E402
 
 BODY = b"x" * 100
 RESPONSE = (
@@ -143,11 +144,23 @@ async def run(args: argparse.Namespace, address: str) -> list[Row]:
         await response.aclose()
         assert response.status_code == 200 and len(body) == len(BODY)
 
+    # What the proxy does: no httpx objects at all.
+    origin = origin_of(url)
+    headers = [(b"host", url.netloc)]
+    timeouts = Timeouts.of(TIMEOUTS)
+
+    async def via_send_raw() -> None:
+        response = await direct.send_raw(origin, b"GET", b"/", headers, b"", timeouts)
+        body = b"".join([chunk async for chunk in response])
+        await response.aclose()
+        assert response.status == 200 and len(body) == len(BODY)
+
     cases = [
         ("(a) httpx default transport, AsyncClient.get", via_default),
         ("(b) Transport via AsyncClient.send + aiter_raw", via_client),
         ("(c) Transport.handle_async_request directly", via_transport),
         ("(d) = (c), one httpx.Request reused", via_transport_reused),
+        ("(e) Transport.send_raw (the proxy's path)", via_send_raw),
     ]
     for concurrency in (1, args.concurrency):
         for name, send in cases:

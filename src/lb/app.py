@@ -8,6 +8,7 @@ request when a host app mounts it without running its lifespan, and stops them o
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections.abc import Mapping
@@ -182,7 +183,10 @@ class LoadBalancer:
         ip = client_ip(peer, xff, trusted) if peer_trusted else peer
         query = scope.get("query_string")
         target = raw_path + b"?" + query if query else raw_path
-        route = gen.router.match(request_host(((b"host", host),)) if host else "", raw_path)
+        router = gen.router
+        route = router.match(
+            request_host(((b"host", host),)) if host and router.by_host else "", raw_path
+        )
         ctx = RequestContext(
             request_id,
             ip,
@@ -194,14 +198,6 @@ class LoadBalancer:
         )
         scope[SCOPE_KEY] = ctx
 
-        async def send_recorded(message: Any) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                ctx.status = message["status"]
-            elif kind == "http.response.body":
-                ctx.bytes_sent += len(message.get("body", b""))
-            await send(message)
-
         try:
             if kind == "websocket":
                 if route is None:
@@ -210,9 +206,11 @@ class LoadBalancer:
                 else:
                     await gen.websocket_handlers[route](scope, receive, send)
             elif route is None:
-                await send_error(send_recorded, ctx, "no_route", "no route matches this request")
+                await send_error(send, ctx, "no_route", "no route matches this request")
             else:
-                await route.handler(scope, receive, send_recorded)
+                # Whichever layer answers records ctx.status and ctx.bytes_sent (the proxy, the
+                # cache, send_error): no wrapper around `send` on every request.
+                await route.handler(scope, receive, send)
         finally:
             end = time.perf_counter()
             self.metrics.request(
@@ -238,8 +236,20 @@ def create_app(config: ConfigSource) -> LoadBalancer:
     return LoadBalancer(config)
 
 
+def _freeze_startup_objects() -> None:
+    """Move every object alive now (modules, config, pools: the process's furniture) out of the
+    cyclic collector's reach. Left in, each full collection walks them all, hundreds of
+    thousands, tens of milliseconds with requests waiting: the worst of lb's tail latency."""
+    gc.collect()
+    gc.freeze()
+
+
 class LazyApp:
-    """`lb.app:app`: reads `$LB_CONFIG` (else ./config.yaml) at startup, never at import."""
+    """`lb.app:app`: reads `$LB_CONFIG` (else ./config.yaml) at startup, never at import.
+
+    As the server's entry point it owns the process, and tunes its garbage collector once
+    started (`_freeze_startup_objects`); an app from `create_app` leaves that to its host.
+    """
 
     def __init__(self) -> None:
         self._app: LoadBalancer | None = None
@@ -247,6 +257,10 @@ class LazyApp:
     def _load(self) -> LoadBalancer:
         if self._app is None:
             self._app = LoadBalancer(default_config_path())
+        return self._app
+
+    def loaded(self) -> LoadBalancer | None:
+        """The app once loaded: lb's protocol calls it directly, one layer fewer per request."""
         return self._app
 
     def lb_limits(self) -> tuple[int, int, float, float]:
@@ -279,7 +293,12 @@ class LazyApp:
                     return message
                 return await receive()
 
-            await app(scope, replay, send)
+            async def started(message: Any) -> None:
+                if message["type"] == "lifespan.startup.complete":
+                    _freeze_startup_objects()
+                await send(message)
+
+            await app(scope, replay, started)
             return
         await self._load()(scope, receive, send)
 

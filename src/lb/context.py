@@ -48,6 +48,7 @@ class RequestContext:
         self.target = target  # raw path + query as the client sent them (below any mount point)
         self.route = route
         self.start = start
+        # Set by whichever layer answers (proxy, cache, send_error), as it sends the response.
         self.status = 0
         self.bytes_sent = 0
         self.pool: str | None = route.pool if route is not None else None

@@ -47,7 +47,9 @@ async def send_error(
     if headers:
         out.extend(headers)
     ctx.error = ctx.error or code
-    await send({"type": "http.response.start", "status": status or STATUS[code], "headers": out})
+    ctx.status = status or STATUS[code]
+    await send({"type": "http.response.start", "status": ctx.status, "headers": out})
+    ctx.bytes_sent = len(body)
     await send({"type": "http.response.body", "body": body})
 
 

@@ -17,131 +17,77 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import httpx
 
 from lb.backend import Backend
 from lb.context import SCOPE_KEY, RequestContext
+from lb.downstream import (
+    ClientDisconnected,
+    RequestBody,
+    Watcher,
+    has_body,
+    watch_client,
+)
 from lb.errors import send_error
 from lb.headers import downstream_response_headers, upstream_request_headers
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
+from lb.transport import Origin, Timeouts, origin_of
 
 logger = logging.getLogger("lb.proxy")
 
-REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
 
-
-class ClientDisconnected(Exception):
-    pass
-
-
-class RequestBody(httpx.AsyncByteStream):
-    """The client's request body as an httpx stream, read from ASGI `receive` as it arrives.
-
-    What is read is kept while it is no more than `REPLAY_LIMIT` bytes (or one chunk), so that a
-    retry can send it again: a body that small, or any body of which a transport took only the
-    first chunk before failing to connect. Past that the body streams on without being kept and
-    cannot be sent again.
-    """
-
-    def __init__(self, receive: Any, expected: bool, on_done: Any) -> None:
-        self._receive = receive
-        self.expected = expected
-        self.started = False  # some of it was read from the client
-        self._kept: list[bytes] | None = []  # None: over REPLAY_LIMIT, cannot be sent again
-        self._kept_bytes = 0
-        self._more = expected  # the client has more to send
-        self._on_done = on_done
+class Upstream(Protocol):
+    """A backend's response once its head has arrived: what `Transport.send_raw` returns
+    (`lb.transport.ResponseStream`), or an httpx.Response seen through `HttpxUpstream`."""
 
     @property
-    def replayable(self) -> bool:
-        """Whether all of the body read so far can be sent again."""
-        return self._kept is not None
+    def status(self) -> int: ...
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if not self.expected:
-            return
-        if self._kept is None:
-            raise RuntimeError("the request body was streamed and cannot be sent again")
-        for chunk in tuple(self._kept):
-            yield chunk
-        self.started = True
-        receive = self._receive
-        while self._more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            body = message.get("body", b"")
-            self._more = message.get("more_body", False)
-            if body:
-                if self._kept is not None:
-                    # Kept before it is handed on: the transport may fail to send it.
-                    self._kept_bytes += len(body)
-                    if self._kept_bytes <= REPLAY_LIMIT or not self._kept:
-                        self._kept.append(body)
-                    else:
-                        self._kept = None
-                yield body
-            if not self._more:
-                self._on_done()
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
-class DisconnectWatcher:
-    """Cancels the request's task when the client goes away, so the upstream request stops too.
+class HttpxUpstream:
+    """An httpx.Response as an `Upstream`, for transports other than lb's own."""
 
-    It may listen on `receive` only once the body has been read (the body reader owns it before).
-    """
+    __slots__ = ("status", "headers", "_response")
 
-    __slots__ = ("_receive", "_send", "_task", "_watch", "disconnected")
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.headers = response.headers.raw
+        self._response = response
 
-    def __init__(self, receive: Any, send: Any) -> None:
-        self._receive = receive
-        self._send = send
-        self._task = asyncio.current_task()
-        self._watch: asyncio.Task[None] | None = None
-        self.disconnected = False
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._response.stream.__aiter__()  # type: ignore[union-attr]
 
-    def start(self) -> None:
-        if self._watch is None:
-            self._watch = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        message = await self._receive()
-        while message["type"] == "http.request":  # an unread (empty) body comes first
-            message = await self._receive()
-        if message["type"] == "http.disconnect" and self._task is not None:
-            self.disconnected = True
-            self._task.cancel()
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-
-    async def send(self, message: Any) -> None:
-        """`send`, standing down once the response is whole: the server reports a disconnect to
-        every `receive` after that, which must not cancel the request's clean-up (closing the
-        upstream response) nor count a delivered response as failed."""
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.stop()
-        await self._send(message)
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-length":
-            return value.strip() not in (b"0", b"")
-        if name == b"transfer-encoding":
-            return True
-    return False
+# Transport.send_raw's signature: (origin, method, target, headers, body, timeouts).
+SendRaw = Callable[
+    [Origin, bytes, bytes, Sequence[tuple[bytes, bytes]], bytes | AsyncIterable[bytes], Any],
+    Awaitable[Upstream],
+]
 
 
 class Proxy:
-    """Forwards requests to `pool` through `transport` (the httpx transport seam)."""
+    """Forwards requests to `pool` through `transport`.
+
+    With lb's own `Transport` the request goes through `send_raw`, which builds no httpx objects;
+    any other httpx transport (`transport=httpx` in bench/lb_target.py, test doubles) is driven
+    through its `handle_async_request` seam, with the same behaviour.
+    """
 
     def __init__(
         self,
@@ -159,8 +105,13 @@ class Proxy:
         self.budget = self.policy.budget
         t = config.timeouts
         self.timeout = {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}
+        self.timeouts = Timeouts(t.connect, t.read, t.read, t.pool)  # the same, for send_raw
         self.preserve_host = config.preserve_host
+        self._send_raw: SendRaw | None = getattr(transport, "send_raw", None)
+        # Parsing a URL costs more than the rest of the request set-up: once per backend.
+        self._origins: dict[Backend, Origin] = {}
         self._urls: dict[Backend, httpx.URL] = {}
+        self._no_body = RequestBody(None, False, None)  # never read: one for every bodiless request
 
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"
@@ -168,11 +119,11 @@ class Proxy:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
-        watcher = DisconnectWatcher(receive, send)
-        send = watcher.send
-        headers = scope["headers"]
-        body = RequestBody(receive, _has_body(headers), watcher.start)
-        if not body.expected:
+        watcher, send = watch_client(scope, receive, send)
+        if has_body(scope["headers"]):
+            body = RequestBody(receive, True, watcher.start)
+        else:
+            body = self._no_body
             watcher.start()
         try:
             if total is None:
@@ -207,7 +158,7 @@ class Proxy:
         send: Any,
         ctx: RequestContext,
         body: RequestBody,
-        watcher: DisconnectWatcher,
+        watcher: Watcher,
     ) -> None:
         pool = self.pool
         policy = self.policy
@@ -232,15 +183,15 @@ class Proxy:
             tried += (backend,)
             ctx.attempts += 1
             ctx.backend = backend.id
-            upstream = self._build_request(scope, ctx, backend, body)
+            sending = self._send(scope, ctx, backend, body)
             start = time.perf_counter()
             pool.start(backend)
             ok = False
             try:
                 if policy.per_try_timeout is None:
-                    response = await self.transport.handle_async_request(upstream)
+                    response = await sending
                 else:
-                    response = await policy.send(self.transport, upstream)
+                    response = await policy.bounded(sending)
             except httpx.HTTPError as exc:
                 # A request the transport would not write is the client's fault, not the backend's.
                 ours = isinstance(exc, httpx.LocalProtocolError)
@@ -264,7 +215,7 @@ class Proxy:
                 left = watcher.disconnected or isinstance(exc, ClientDisconnected)
                 pool.done(backend, time.perf_counter() - start, left)
                 raise
-            status = response.status_code
+            status = response.status
             head = time.perf_counter() - start  # load-aware strategies judge by this, not streams
             if policy.status_retryable(status, ctx.method, not body.replayable) and self._retry(
                 ctx, tried, True
@@ -291,9 +242,10 @@ class Proxy:
             and self.policy.take()
         )
 
-    def _build_request(
+    def _send(
         self, scope: Any, ctx: RequestContext, backend: Backend, body: RequestBody
-    ) -> httpx.Request:
+    ) -> Awaitable[Upstream]:
+        """The upstream request for one try, ready to be awaited."""
         peer = scope["client"][0] if scope.get("client") else ""
         headers = upstream_request_headers(
             scope["headers"],
@@ -305,21 +257,41 @@ class Proxy:
             peer_trusted=ctx.peer_trusted,
         )
         route = ctx.route
+        # The request-target is sent on the wire byte for byte; httpx.URL would normalise dot
+        # segments and re-quote the path.
         target = ctx.target if route is None else route.upstream_path(ctx.target)
+        send_raw = self._send_raw
+        if send_raw is not None:
+            origin = self._origins.get(backend)
+            if origin is None:
+                origin = self._origins[backend] = origin_of(backend.url)
+            # No body stream for a bodiless request: starting an async generator costs more
+            # than the rest of a small request's set-up.
+            content = body if body.expected else b""
+            method = ctx.method.encode("ascii")
+            return send_raw(origin, method, target, headers, content, self.timeouts)
+        return self._send_httpx(backend, ctx.method, target, headers, body)
+
+    async def _send_httpx(
+        self,
+        backend: Backend,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: RequestBody,
+    ) -> Upstream:
         url = self._urls.get(backend)
         if url is None:
-            # Parsing a URL string costs more than the rest of the request set-up: once per backend.
             url = self._urls[backend] = httpx.URL(backend.url)
         request = httpx.Request(
-            ctx.method,
+            method,
             url,
             headers=headers,
             stream=body,
-            # "target" is the request-target sent on the wire, byte for byte (httpcore honours it
-            # too); httpx.URL would normalise dot segments and re-quote the path.
+            # "target" (httpcore honours it too) is written instead of the URL's path.
             extensions={"timeout": self.timeout, "target": target},
         )
-        return request
+        return HttpxUpstream(await self.transport.handle_async_request(request))
 
     async def _answer_failure(
         self, send: Any, ctx: RequestContext, exc: httpx.HTTPError | None = None
@@ -337,12 +309,12 @@ class Proxy:
         send: Any,
         ctx: RequestContext,
         backend: Backend,
-        response: httpx.Response,
+        response: Upstream,
         set_cookie: bytes | None = None,
     ) -> bool:
         """Send the backend's response on; False if it broke off after the head was sent.
         `set_cookie` is the sticky session cookie to add, if any."""
-        headers = downstream_response_headers(response.headers.raw, ctx.request_id)
+        headers = downstream_response_headers(response.headers, ctx.request_id)
         if set_cookie is not None:
             headers.append((b"set-cookie", set_cookie))
         length = -1
@@ -355,14 +327,12 @@ class Proxy:
                 break
         if ctx.method == "HEAD":
             length = 0
-        ctx.status = response.status_code
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
+        ctx.status = response.status
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         sent = 0
         try:
             if length != 0:
-                async for chunk in response.stream:  # type: ignore[union-attr]
+                async for chunk in response:
                     sent += len(chunk)
                     # With a known length the last chunk ends the response: one send fewer.
                     await send(
@@ -375,7 +345,6 @@ class Proxy:
                     raise httpx.RemoteProtocolError("response body shorter than Content-Length")
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.HTTPError as exc:
-            ctx.bytes_sent = sent
             ctx.error = _describe(exc)
             self.metrics.upstream_error(self.pool.name, backend.id, "aborted")
             logger.warning(
@@ -390,8 +359,8 @@ class Proxy:
             # so the client sees a truncated response rather than a clean end.
             return False
         finally:
+            ctx.bytes_sent = sent  # also when the client left mid-body
             await response.aclose()
-        ctx.bytes_sent = sent
         return True
 
 

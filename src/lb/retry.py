@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 
 from lb.config import RetryConfig
+
+T = TypeVar("T")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -125,13 +128,17 @@ class RetryPolicy:
     async def send(
         self, transport: httpx.AsyncBaseTransport, request: httpx.Request
     ) -> httpx.Response:
-        """Send one try, bounded by `per_try_timeout` up to the response head (streaming after
+        """Send one try through an httpx transport, bounded as `bounded` says."""
+        return await self.bounded(transport.handle_async_request(request), request)
+
+    async def bounded(self, sending: Awaitable[T], request: httpx.Request | None = None) -> T:
+        """Await one try, bounded by `per_try_timeout` up to the response head (streaming after
         that is bounded by the read timeout between chunks, so long streams are not cut)."""
         if self.per_try_timeout is None:
-            return await transport.handle_async_request(request)
+            return await sending
         try:
             async with asyncio.timeout(self.per_try_timeout):
-                return await transport.handle_async_request(request)
+                return await sending
         except TimeoutError:
             raise PerTryTimeout(
                 f"no response head within per_try_timeout {self.per_try_timeout:g}s",

@@ -59,6 +59,7 @@ def _compile(config: RouteConfig) -> Route:
 class Router:
     def __init__(self, routes: Sequence[RouteConfig], pools: Mapping[str, object]) -> None:
         self.routes = tuple(_compile(r) for r in routes)
+        self.by_host = any(r.host is not None for r in self.routes)  # else the Host never matters
         default = (
             "default" if "default" in pools else (next(iter(pools)) if len(pools) == 1 else None)
         )

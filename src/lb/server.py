@@ -5,18 +5,23 @@ before any ASGI code runs: 414 for a request target over 8 KiB, 431 for a header
 32 KiB, 400 with the connection closed for a request llhttp finds ambiguous (conflicting
 Content-Length / Transfer-Encoding, bad chunk sizes, obs-folded headers), each with lb's JSON error
 body; and absolute-form targets (`GET http://h/x`) turned into origin-form with Host = authority.
+Requests run on `lb.cycle.Cycle` (one write per small response, a disconnect callback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
+import urllib.parse
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from lb.cycle import Cycle
 from lb.errors import error_body
 from lb.headers import new_request_id
 
@@ -59,6 +64,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        loaded = getattr(self.app, "loaded", None)  # lb.app:app, once it has read its config
+        if loaded is not None and loaded() is not None:
+            self.app = loaded()
         limits = getattr(self.app, "lb_limits", None)
         self.max_header_bytes: int = MAX_HEADER_BYTES
         self.max_target_bytes: int = MAX_TARGET_BYTES
@@ -73,6 +81,8 @@ class HttpProtocol(HttpToolsProtocol):
             ) = limits()
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # between the first byte of a request and the end of its head
+        self._idle_since: float | None = None  # the last response ended and no byte came since
         self._header_bytes = 0
         self._host_seen = False
         self._parsing = False
@@ -80,7 +90,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     # A request's head must arrive within header_timeout of the connection opening or of its first
     # byte: a slowloris client trickling header bytes would otherwise hold its connection forever
-    # (uvicorn only times out idle keep-alive connections).
+    # (uvicorn only times out idle keep-alive connections). The timer is armed when the connection
+    # opens and after a read that leaves a head unfinished, never for a head that arrives whole
+    # in one read (the common case: no timer per request).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
@@ -90,6 +102,12 @@ class HttpProtocol(HttpToolsProtocol):
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        cycle = self.cycle
+        if isinstance(cycle, Cycle) and not cycle.response_complete:
+            cycle.lost()
         super().connection_lost(exc)
 
     # A client that stops reading a response (a "slow read") holds its upstream request and
@@ -113,6 +131,38 @@ class HttpProtocol(HttpToolsProtocol):
         )
         self.transport.abort()  # the request sees a disconnect and cancels its upstream side
 
+    # uvicorn arms a keep-alive timer at the end of every response and cancels it on the next
+    # request's first byte: a timer per request. Here the connection notes when it went idle, and
+    # one timer per connection follows that, re-arming when it fires on a connection that was busy.
+    def on_response_complete(self) -> None:
+        """uvicorn's, with the keep-alive timer as described above."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._check_keep_alive
+            )
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None
+
+    def _check_keep_alive(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None:
+            return  # busy: the next response's end arms the timer again
+        remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(remaining, self._check_keep_alive)
+        else:
+            self.timeout_keep_alive_handler()
+
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
@@ -135,7 +185,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_bytes = 0
         self._host_seen = False
-        self._arm_head_timer()
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -180,8 +230,58 @@ class HttpProtocol(HttpToolsProtocol):
             if parsed.query:
                 target += b"?" + parsed.query
             self.url = target
+        self._in_head = False
         self._disarm_head_timer()
-        super().on_headers_complete()
+        self._start_cycle()
+
+    def _start_cycle(self) -> None:
+        """uvicorn's on_headers_complete, with lb's `Cycle` in place of its RequestResponseCycle."""
+        http_version = self.parser.get_http_version()
+        method = self.parser.get_method()
+        self.scope["method"] = method.decode("ascii")
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        self.scope["path"] = self.root_path + path
+        self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        self.scope["query_string"] = parsed_url.query or b""
+
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency
+            or len(self.tasks) >= self.limit_concurrency
+        ):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        else:
+            app = self.app
+
+        existing_cycle = self.cycle
+        self.cycle = Cycle(
+            self.scope,
+            self.transport,
+            self.flow,
+            self.logger,
+            self.access_logger,
+            self.access_log,
+            self.server_state.default_headers,
+            asyncio.Event(),
+            self.expect_100_continue,
+            http_version != "1.0" and self.parser.should_keep_alive(),
+            self.on_response_complete,
+            self.loop,
+        )
+        if existing_cycle is None or existing_cycle.response_complete:
+            self._start_asgi_task(self.cycle, app)
+        else:
+            # Pipelined requests wait their turn.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self._parsing:
@@ -190,12 +290,23 @@ class HttpProtocol(HttpToolsProtocol):
             # is forwarded.
             self._deferred.append((cycle, app))
         else:
-            super()._start_asgi_task(cycle, app)
+            self._run(cycle, app)
 
     def _start_deferred(self) -> None:
         for cycle, app in self._deferred:
-            super()._start_asgi_task(cycle, app)
+            self._run(cycle, app)
         self._deferred.clear()
+
+    def _run(self, cycle: Cycle, app: Any) -> None:
+        """uvicorn's _start_asgi_task, keeping the task on the cycle, which cancels it when the
+        client leaves (see lb.cycle)."""
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        cycle.task = task
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -203,6 +314,8 @@ class HttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
             self._parsing = False
+            if self._in_head:
+                self._arm_head_timer()
             self._start_deferred()
         except httptools.HttpParserUpgrade:
             self._parsing = False
@@ -221,8 +334,8 @@ class HttpProtocol(HttpToolsProtocol):
             if cycle is not None and not cycle.response_complete:
                 # A request already handed to the app sees its client disconnect; it must not
                 # answer on a connection whose framing can no longer be trusted.
-                cycle.disconnected = True
-                cycle.message_event.set()
+                if isinstance(cycle, Cycle):
+                    cycle.lost()
                 if cycle.response_started:
                     self.transport.close()
                     return

@@ -208,8 +208,15 @@ def test_websocket_echo_and_close_code(three) -> None:  # type: ignore[no-untype
         assert ws.close_code == 4321
 
 
-def test_client_disconnect_cancels_upstream_and_later_requests_work(three) -> None:  # type: ignore[no-untyped-def]
-    backends, lb = three
+# lb's protocol calls the proxy back from connection_lost; under any other server (bare uvicorn,
+# a mounting app) a watcher task listens on `receive`.
+@pytest.mark.parametrize("http", ["lb", "httptools"])
+def test_client_disconnect_cancels_upstream_and_later_requests_work(  # type: ignore[no-untyped-def]
+    start_backends, start_balancer, http
+) -> None:
+    backends = start_backends(3)
+    config = pool_config([s.url for _, s in backends])
+    lb = start_balancer(config) if http == "lb" else start_balancer(config, http="httptools")
     for backend, _ in backends:
         backend.release.clear()
         backend.cancelled.clear()

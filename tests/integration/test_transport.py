@@ -662,6 +662,57 @@ async def test_read_timeout_waiting_for_the_head(raw_server: Any, transport: Tra
     await eventually(lambda: server.closed == 1)  # the connection was dropped, not pooled
 
 
+async def test_the_read_timeout_counts_from_each_request_on_a_reused_connection(
+    raw_server: Any, transport: Transport
+) -> None:
+    delays = [0.1, 0.1, 0.1, 0.1, 0.5]  # each answer within 0.3 s but the last; all 0.9 s
+
+    async def handler(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while delays:
+            await server.read_request(reader)
+            await asyncio.sleep(delays.pop(0))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await reader.read()
+
+    server = await raw_server(handler)
+    timeout = {**FAST, "read": 0.3}
+    for _ in range(4):
+        response = await transport.handle_async_request(
+            get(server.url, extensions={"timeout": timeout})
+        )
+        assert await read_all(response) == b"ok"
+    with pytest.raises(httpx.ReadTimeout):
+        await transport.handle_async_request(get(server.url, extensions={"timeout": timeout}))
+    assert server.accepts == 1
+
+
+async def test_send_raw_without_httpx_objects(start_server: StartServer) -> None:
+    from lb.transport import Timeouts, origin_of
+
+    server = start_server(echo_app)
+    transport = Transport()
+    try:
+        response = await transport.send_raw(
+            origin_of(server.url),
+            b"POST",
+            b"/x/../y?q=1",
+            [(b"Host", b"example"), (b"Content-Length", b"4")],
+            b"body",
+            Timeouts.of(FAST),
+        )
+        assert response.status == 200 and isinstance(response.headers, list)
+        echoed = json.loads(b"".join([chunk async for chunk in response]))
+        assert echoed["raw_path"] == "/x/../y" and echoed["body"] == "body"
+        await response.aclose()
+        with pytest.raises(httpx.ConnectError) as info:
+            await transport.send_raw((b"http", b"127.0.0.1", free_port()), b"GET", b"/", [], b"")
+        assert request_sent(info.value) is False and info.value._request is None
+    finally:
+        await transport.aclose()
+
+
 async def test_read_timeout_mid_body(raw_server: Any, transport: Transport) -> None:
     server = await start_scripted(raw_server, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
     timeout = {**FAST, "read": 0.2}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lb.accesslog import AccessLog, _text, _trace_id
 from lb.config import LoggingConfig
@@ -105,3 +108,64 @@ def test_json_formatter() -> None:
     handler.emit(record)
     out = json.loads(stream.getvalue())
     assert out["level"] == "warning" and out["logger"] == "lb.proxy" and out["message"] == "x=1"
+
+
+@given(
+    request_id=st.binary(min_size=1, max_size=40),
+    client_ip=st.text(max_size=40),
+    method=st.text(max_size=10),
+    target=st.binary(max_size=60),
+    status=st.integers(0, 599),
+    sent=st.integers(0, 1 << 40),
+    duration=st.floats(0, 1e5, allow_nan=False),
+    pool=st.none() | st.text(max_size=10),
+    backend=st.none() | st.text(max_size=10),
+    cache=st.none() | st.sampled_from(["HIT", "MISS"]),
+    error=st.none() | st.text(max_size=30),
+    traceparent=st.none() | st.just(f"00-{TRACE}-00f067aa0ba902b7-01".encode()),
+)
+def test_the_json_line_is_what_json_dumps_makes(  # type: ignore[no-untyped-def]
+    request_id, client_ip, method, target, status, sent, duration, pool, backend, cache, error,
+    traceparent,
+) -> None:  # fmt: skip
+    log = AccessLog(LoggingConfig(access_log=False))
+    ctx = RequestContext(request_id.hex().encode(), client_ip, False, method, target, None, 1000.0)
+    ctx.status, ctx.bytes_sent, ctx.pool, ctx.backend, ctx.cache = (
+        status,
+        sent,
+        pool,
+        backend,
+        cache,
+    )
+    ctx.error, ctx.attempts = error, 2
+    line = log._json_line(ctx, 1000.0 + duration, traceparent)
+    expected = log.record(ctx, 1000.0 + duration, traceparent)
+    parsed = json.loads(line)
+    expected["time"] = parsed["time"]  # the clock moved on between the two calls
+    assert line.endswith("}\n") and "\n" not in line[:-1]
+    assert list(parsed.items()) == list(expected.items())
+
+
+async def test_lines_are_batched_and_written_whole_soon_after(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "access.log"
+    log = AccessLog(LoggingConfig(file=str(path)))
+    ctx = _ctx()
+    log.write(ctx, ctx.start)
+    log.write(ctx, ctx.start)
+    assert path.read_text() == ""  # not one write per request
+    deadline = time.monotonic() + 5
+    while not path.read_text() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert [json.loads(line)["status"] for line in path.read_text().splitlines()] == [200, 200]
+    log.write(ctx, ctx.start)
+    log.close()  # writes what is pending
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_outside_an_event_loop_each_line_is_written_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "access.log"
+    log = AccessLog(LoggingConfig(file=str(path)))
+    ctx = _ctx()
+    log.write(ctx, ctx.start)
+    assert len(path.read_text().splitlines()) == 1
+    log.close()

@@ -65,8 +65,8 @@ async def send(
 ) -> asyncio.Task[ResponseStream]:
     request = httpx.Request(method, "http://backend/")
     task = asyncio.create_task(
-        conn.exchange(request, b"%s / HTTP/1.1\r\n\r\n" % method.encode(), b"", None, None,
-                      read_timeout, None)
+        conn.exchange(request, method == "HEAD", b"%s / HTTP/1.1\r\n\r\n" % method.encode(),
+                      b"", None, None, read_timeout, None)
     )  # fmt: skip
     await asyncio.sleep(0)  # let it write and start waiting
     return task

@@ -180,7 +180,7 @@ async def test_close_fails_waiters_and_hands_back_connections() -> None:
 async def test_a_waiter_cancelled_after_its_grant_passes_it_on(grant: str) -> None:
     transport = Transport(max_connections_per_origin=1)
     request = httpx.Request("GET", "http://backend/")
-    pool = transport._open_pool((b"http", b"backend", 80), request)
+    pool = transport._open_pool((b"http", b"backend", 80))
     (conn,) = open_conns(pool, "a")  # type: ignore[arg-type]
     task = asyncio.create_task(transport._wait(pool, request, 0.5))
     await asyncio.sleep(0)  # queued

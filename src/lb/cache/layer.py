@@ -149,6 +149,8 @@ class CacheLayer:
         outcome = tee.outcome
         if outcome is not Outcome.FORWARDED or tee.answered_304:
             ctx.bytes_sent = 0  # the proxy counted a body the client never got
+            if tee.answered_304:
+                ctx.status = 304
         if outcome is Outcome.REFRESHED and tee.entry is not None:
             entry = tee.entry
             await cache.put(entry)
@@ -191,7 +193,9 @@ class CacheLayer:
         headers.append((b"age", age_header(age)))
         headers.append((b"x-request-id", ctx.request_id))
         headers.append((b"x-cache", _X_CACHE[result]))
+        ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        ctx.bytes_sent = len(body)
         await send({"type": "http.response.body", "body": body})
 
     def _refresh_later(
@@ -213,7 +217,15 @@ class CacheLayer:
             time.perf_counter(),
         )
         headers = validation_headers(request.headers, entry.etag, entry.last_modified_raw)
-        inner_scope = {**scope, "method": method, "headers": headers, SCOPE_KEY: own}
+        # No client connection: none of the server's extensions (the disconnect callback of
+        # lb's protocol, above all) applies to this request.
+        inner_scope = {
+            **scope,
+            "method": method,
+            "headers": headers,
+            "extensions": {},
+            SCOPE_KEY: own,
+        }
 
         async def refresh() -> None:
             tee = Tee(cache, request, None, stale=entry, request_time=cache.clock())

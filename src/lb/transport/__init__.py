@@ -2,14 +2,17 @@
 
 It plugs into httpx through its seam, `httpx.AsyncBaseTransport.handle_async_request`, so the
 balancer keeps httpx's Request/Response types and drops httpcore's per-request pool scan and
-anyio layers (see bench/RESULTS.md in the shared notes).
+anyio layers (see bench/RESULTS.md in the shared notes). Under that seam, `Transport.send_raw`
+does the same exchange without building httpx objects (raw header lists in, a `ResponseStream`
+with status, raw headers, the body as an async iterator and `aclose()` out): the proxy's path.
 
 Vocabulary: an *origin* is (scheme, host, port), one pool each; an *exchange* is one request and
 its response on one connection; a connection is *reused* when it comes from the idle deque;
 a *stale* connection is a reused one the backend closed before any byte of the response came.
 
 Exceptions, all httpx's, each chained (`raise ... from`) to the lower-level error and tagged
-with `exc.request_sent` (read it with `request_sent(exc)`; see `lb.transport.errors`)::
+with `exc.request_sent` (read it with `request_sent(exc)`; see `lb.transport.errors`); on the
+`send_raw` path they carry no `request` unless one was passed::
 
     failure                                          raised                      request_sent
     -----------------------------------------------  --------------------------  ------------
@@ -38,6 +41,7 @@ unchanged. A `timeout` value of None means no limit.
 """
 
 from lb.transport.errors import request_sent
-from lb.transport.http11 import Transport
+from lb.transport.http11 import Origin, Timeouts, Transport, origin_of
+from lb.transport.stream import ResponseStream
 
-__all__ = ["Transport", "request_sent"]
+__all__ = ["Origin", "ResponseStream", "Timeouts", "Transport", "origin_of", "request_sent"]

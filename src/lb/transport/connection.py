@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         "_read_timeout",
         "_head_waiter",
         "_head_timer",
+        "_head_deadline",
         "_reason",
         "_headers",
         "_interim",
@@ -82,7 +83,9 @@ class Connection(asyncio.Protocol):
         self._request_done = True  # the whole request body has been written
         self._read_timeout: float | None = None
         self._head_waiter: asyncio.Future[ResponseStream] | None = None
+        # The read timeout for the head: a deadline, and a timer that may outlive it (see _sent).
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._interim = False  # parsing a 1xx response, which is skipped
@@ -100,7 +103,8 @@ class Connection(asyncio.Protocol):
 
     async def exchange(
         self,
-        request: httpx.Request,
+        request: httpx.Request | None,
+        is_head: bool,
         head: bytes,
         body: bytes,
         rest: AsyncIterator[bytes] | None,
@@ -113,13 +117,14 @@ class Connection(asyncio.Protocol):
         `body` is the framed body, or its first part when `rest` streams the remainder (as
         raw chunks: chunked framing when `remaining` is None, else `remaining` bytes exactly).
         Raises StaleConnection if the connection closed before any response byte arrived.
+        `request` only goes into the exceptions (None on the raw path, see `Transport.send_raw`).
         """
         transport = self.transport
         assert transport is not None  # pooled connections are connected
         self._inflight = True
         self._received = False
         self._head_bytes = 0
-        self._is_head = request.method == "HEAD"
+        self._is_head = is_head
         self._request = request
         self._read_timeout = read_timeout
         waiter: asyncio.Future[ResponseStream] = self.loop.create_future()
@@ -151,7 +156,22 @@ class Connection(asyncio.Protocol):
         """The whole request is written: now the wait for the head counts as a read."""
         self._request_done = True
         if self._head_waiter is not None and self._read_timeout is not None:
-            self._head_timer = self.loop.call_later(self._read_timeout, self._head_timed_out)
+            # A timer per exchange (armed, then cancelled) would cost more than a small exchange's
+            # parsing. The deadline moves with each exchange instead, and one timer per connection
+            # follows it: when it fires early (the head came, another exchange began) it re-arms.
+            deadline = self._head_deadline = self.loop.time() + self._read_timeout
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_at(deadline, self._check_head_deadline)
+
+    def _check_head_deadline(self) -> None:
+        self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None or self.closed:
+            return  # no head awaited now
+        if self.loop.time() < deadline:
+            self._head_timer = self.loop.call_at(deadline, self._check_head_deadline)
+        else:
+            self._head_timed_out()
 
     async def _send_rest(
         self, rest: AsyncIterator[bytes], remaining: int | None, write_timeout: float | None
@@ -208,7 +228,7 @@ class Connection(asyncio.Protocol):
                 timer.cancel()
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._head_deadline = None
         error = httpx.ReadTimeout("timed out waiting for the response head", request=self._request)
         self.abort(tag(error, sent=True))
 
@@ -377,9 +397,7 @@ class Connection(asyncio.Protocol):
         if waiter is None or waiter.done():  # done: the caller was cancelled a moment ago
             raise StrayData("a response nobody waits for")
         self._head_waiter = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None  # the timer, if any, stays for the next exchange
         version = parser.get_http_version()
         stream = ResponseStream(
             self,
@@ -388,7 +406,7 @@ class Connection(asyncio.Protocol):
             self._reason,
             _HTTP_VERSIONS.get(version) or b"HTTP/" + version.encode(),
             self._read_timeout,
-            cast(httpx.Request, self._request),
+            self._request,
         )
         self._stream = stream
         self._status = status

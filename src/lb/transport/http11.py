@@ -10,19 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import suppress
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 import httpx
 
 from lb.transport.connection import Connection
 from lb.transport.errors import StaleConnection, tag
-from lb.transport.framing import LAST_CHUNK, body_framing, encode_chunk, encode_head
+from lb.transport.framing import LAST_CHUNK, RawHeaders, body_framing, encode_chunk, encode_head
 from lb.transport.pool import OriginPool
+from lb.transport.stream import ResponseStream
 
 Origin = tuple[bytes, bytes, int]  # (scheme, host, port), as the pools are keyed
+
+
+class Timeouts(NamedTuple):
+    """Seconds, None for no limit: what httpx's "timeout" request extension holds."""
+
+    connect: float | None
+    read: float | None
+    write: float | None
+    pool: float | None
+
+    @classmethod
+    def of(cls, extension: Mapping[str, float | None]) -> Timeouts:
+        get = extension.get
+        return cls(get("connect"), get("read"), get("write"), get("pool"))
+
 
 _DEFAULT_PORTS: Final = MappingProxyType({b"http": 80, b"https": 443})
 
@@ -74,34 +90,73 @@ class Transport(httpx.AsyncBaseTransport):
         return f"<Transport [origins: {len(pools)}, active: {active}, idle: {idle}{closed}]>"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
-            raise _closed_error(request)
+        """httpx's seam: the request and response as httpx objects, over `send_raw`."""
         url = request.url
-        origin = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS.get(url.raw_scheme, 0))
-        timeouts = request.extensions.get("timeout")
-        if timeouts is None:
-            connect_t: float | None = self._connect_timeout
-            read_t = write_t = pool_t = None
-        else:
-            connect_t = timeouts.get("connect")
-            read_t = timeouts.get("read")
-            write_t = timeouts.get("write")
-            pool_t = timeouts.get("pool")
-
-        # Framing: the caller's headers decide; a streamed body's first chunk is fetched
-        # before a connection is taken, so a slow client does not hold one.
-        raw_headers = request.headers.raw
-        content_length, chunked = body_framing(raw_headers, request)
-        add_chunked = False
-        rest: AsyncIterator[bytes] | None = None
-        remaining: int | None = None
+        origin = origin_of(url)
+        timeout = request.extensions.get("timeout")
+        body: bytes | AsyncIterable[bytes]
         try:
             body = request.content
         except httpx.RequestNotRead:
             stream = request.stream
             if not isinstance(stream, httpx.AsyncByteStream):
                 raise TypeError("Transport needs an async request stream") from None
-            rest = stream.__aiter__()
+            body = stream
+        response = await self.send_raw(
+            origin,
+            request.method.encode("ascii"),
+            request.extensions.get("target") or url.raw_path,
+            request.headers.raw,
+            body,
+            None if timeout is None else Timeouts.of(timeout),
+            request=request,
+        )
+        return httpx.Response(
+            response.status,
+            headers=response.headers,
+            stream=response,
+            request=request,
+            extensions={"http_version": response.http_version, "reason_phrase": response.reason},
+        )
+
+    async def send_raw(
+        self,
+        origin: Origin,
+        method: bytes,
+        target: bytes,
+        headers: RawHeaders,
+        body: bytes | AsyncIterable[bytes] = b"",
+        timeouts: Timeouts | None = None,
+        *,
+        request: httpx.Request | None = None,
+    ) -> ResponseStream:
+        """Send one request; return its response once the head has arrived (the body streams).
+
+        The interface under `handle_async_request`, without httpx's Request and Response objects,
+        whose construction (URL, header normalisation) costs more than the exchange itself: the
+        proxy uses it. `origin` is (scheme, host, port) as `origin_of` makes it; `target` and
+        `headers` are written byte for byte; `body` is the whole body or an async iterable of
+        chunks (pass b"" for none: starting an iterator costs more than a small request);
+        `timeouts` are (connect, read, write, pool) seconds, None for no limit (default: the
+        transport's connect_timeout, and no other limit). Failures are the httpx exceptions
+        of the module docstring, with `request` attached only when given.
+        """
+        if self._closed:
+            raise _closed_error(request)
+        if timeouts is None:
+            connect_t: float | None = self._connect_timeout
+            read_t = write_t = pool_t = None
+        else:
+            connect_t, read_t, write_t, pool_t = timeouts
+
+        # Framing: the caller's headers decide; a streamed body's first chunk is fetched
+        # before a connection is taken, so a slow client does not hold one.
+        content_length, chunked = body_framing(headers, request)
+        add_chunked = False
+        rest: AsyncIterator[bytes] | None = None
+        remaining: int | None = None
+        if not isinstance(body, bytes):
+            rest = body.__aiter__()
             first = await _next_chunk(rest)
             if first is None:
                 rest, body = None, b""
@@ -133,22 +188,21 @@ class Transport(httpx.AsyncBaseTransport):
             payload = encode_chunk(body) + LAST_CHUNK
         else:
             payload = b""
-        target = request.extensions.get("target") or url.raw_path
-        method = request.method.encode("ascii")
-        head = encode_head(method, target, raw_headers, add_chunked=add_chunked, request=request)
+        head = encode_head(method, target, headers, add_chunked=add_chunked, request=request)
+        is_head = method == b"HEAD"
 
         fresh = False  # after a stale connection: do not take another idle one
         while True:
             if self._closed:  # checked again: a retry may come after aclose()
                 raise _closed_error(request)
-            pool = self._pools.get(origin) or self._open_pool(origin, request)
+            pool = self._pools.get(origin) or self._open_pool(origin)
             conn = None if fresh else pool.take_idle()
             reused = conn is not None
             if conn is None:
                 conn, reused = await self._acquire(pool, origin, request, pool_t, connect_t)
             try:
-                stream = await conn.exchange(
-                    request, head, payload, rest, remaining, read_t, write_t
+                return await conn.exchange(
+                    request, is_head, head, payload, rest, remaining, read_t, write_t
                 )
             except StaleConnection as exc:
                 # The backend closed a kept-alive connection just as the request went out.
@@ -159,18 +213,12 @@ class Transport(httpx.AsyncBaseTransport):
                 cause = exc.__cause__
                 message = "backend closed the connection without sending a response"
                 if isinstance(cause, OSError):
-                    error: httpx.TransportError = httpx.ReadError(f"{message}: {cause}")
+                    error: httpx.TransportError = httpx.ReadError(
+                        f"{message}: {cause}", request=request
+                    )
                 else:
-                    error = httpx.RemoteProtocolError(message)
-                error.request = request
+                    error = httpx.RemoteProtocolError(message, request=request)
                 raise tag(error, sent=True) from cause
-            return httpx.Response(
-                stream.status,
-                headers=stream.headers,
-                stream=stream,
-                request=request,
-                extensions={"http_version": stream.http_version, "reason_phrase": stream.reason},
-            )
 
     async def aclose(self) -> None:
         """Close every connection; requests waiting for one fail with ConnectError."""
@@ -188,11 +236,11 @@ class Transport(httpx.AsyncBaseTransport):
 
     # -- the slow paths -------------------------------------------------------------------------
 
-    def _open_pool(self, origin: Origin, request: httpx.Request) -> OriginPool[Connection]:
+    def _open_pool(self, origin: Origin) -> OriginPool[Connection]:
         scheme, host, port = origin
         if scheme not in _DEFAULT_PORTS or not host:
-            message = f"need an http:// or https:// URL with a host, not {request.url}"
-            raise tag(httpx.UnsupportedProtocol(message, request=request), sent=False)
+            message = f"need an http:// or https:// origin with a host, not {origin!r}"
+            raise tag(httpx.UnsupportedProtocol(message), sent=False)
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
@@ -212,7 +260,7 @@ class Transport(httpx.AsyncBaseTransport):
         self,
         pool: OriginPool[Connection],
         origin: Origin,
-        request: httpx.Request,
+        request: httpx.Request | None,
         pool_timeout: float | None,
         connect_timeout: float | None,
     ) -> tuple[Connection, bool]:
@@ -230,7 +278,7 @@ class Transport(httpx.AsyncBaseTransport):
             # Released to us, then closed by the backend before we ran: queue again.
 
     async def _wait(
-        self, pool: OriginPool[Connection], request: httpx.Request, timeout: float | None
+        self, pool: OriginPool[Connection], request: httpx.Request | None, timeout: float | None
     ) -> Connection | None:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Connection | None] = loop.create_future()
@@ -239,7 +287,7 @@ class Transport(httpx.AsyncBaseTransport):
         try:
             return await waiter
         except BaseException as exc:
-            if isinstance(exc, httpx.ConnectError):
+            if isinstance(exc, httpx.ConnectError) and request is not None:
                 exc.request = request  # from aclose(), which does not know our request
             if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
                 with suppress(ValueError):
@@ -260,7 +308,7 @@ class Transport(httpx.AsyncBaseTransport):
         self,
         pool: OriginPool[Connection],
         origin: Origin,
-        request: httpx.Request,
+        request: httpx.Request | None,
         timeout: float | None,
     ) -> Connection:
         """Open a connection in a slot already reserved; the slot is freed if this fails."""
@@ -319,6 +367,14 @@ class Transport(httpx.AsyncBaseTransport):
             self._arm_reaper(loop)
 
 
+def origin_of(url: str | httpx.URL) -> Origin:
+    """The (scheme, host, port) key of `url` for `Transport.send_raw`."""
+    if not isinstance(url, httpx.URL):
+        url = httpx.URL(url)
+    scheme = url.raw_scheme
+    return (scheme, url.raw_host, url.port or _DEFAULT_PORTS.get(scheme, 0))
+
+
 async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
     """The next non-empty chunk, or None once the stream has ended."""
     async for chunk in chunks:
@@ -327,13 +383,13 @@ async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
     return None
 
 
-def _expire(waiter: asyncio.Future[Connection | None], request: httpx.Request) -> None:
+def _expire(waiter: asyncio.Future[Connection | None], request: httpx.Request | None) -> None:
     if not waiter.done():
         error = httpx.PoolTimeout("timed out waiting for a connection", request=request)
         waiter.set_exception(tag(error, sent=False))
 
 
-def _refuse(message: str, request: httpx.Request) -> httpx.LocalProtocolError:
+def _refuse(message: str, request: httpx.Request | None) -> httpx.LocalProtocolError:
     return tag(httpx.LocalProtocolError(message, request=request), sent=False)
 
 

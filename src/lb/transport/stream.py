@@ -53,7 +53,7 @@ class ResponseStream(httpx.AsyncByteStream):
         reason: bytes,
         http_version: bytes,
         read_timeout: float | None,
-        request: httpx.Request,
+        request: httpx.Request | None,
     ) -> None:
         self.status = status
         self.headers = headers

@@ -1,0 +1,254 @@
+"""`Cycle`: the request/response cycle lb's HTTP protocol (`lb.server`) runs each request on.
+
+It is uvicorn's httptools `RequestResponseCycle` with two changes, both for the hot path:
+
+* **One write per small response.** uvicorn writes the response head as soon as the app sends
+  `http.response.start` and the body in a second write: two syscalls, and on loopback two
+  segments, per response. `Cycle` holds the head back and writes it with the first body message.
+  A head is never held past the current turn of the event loop, so a streamed response whose
+  first body part is slow (SSE, long polls) still sends its head at once; and it is written
+  before uvicorn closes the connection on an app error, as uvicorn would have.
+* **Cancelling on disconnect.** The scope carries the extension `DISCONNECT_EXTENSION`, a function
+  with which the app registers a callback (or None to withdraw it). While one is registered, a
+  client connection lost (or whose framing breaks) before the response is complete calls it once
+  and cancels the request's task. The proxy uses it instead of a watcher task per request
+  listening on `receive`.
+
+Everything else (validation, Content-Length accounting, chunked framing, HEAD, 1xx and
+Expect: 100-continue, keep-alive, flow control, the error paths) is uvicorn's, as of the
+version range pinned in pyproject.toml; `send` and `run_asgi` below mirror uvicorn's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+DISCONNECT_EXTENSION = "lb.disconnect"
+COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
+
+Callback = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass
+
+
+class Cycle(RequestResponseCycle):
+    # Positional parameters, passed on positionally: keyword arguments to a class call cost
+    # more than the rest of setting up the cycle.
+    def __init__(
+        self,
+        scope: Any,
+        transport: asyncio.Transport,
+        flow: FlowControl,
+        logger: logging.Logger,
+        access_logger: logging.Logger,
+        access_log: bool,
+        default_headers: list[tuple[bytes, bytes]],
+        message_event: asyncio.Event,
+        expect_100_continue: bool,
+        keep_alive: bool,
+        on_response: Callable[..., None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(
+            scope,
+            transport,
+            flow,
+            logger,
+            access_logger,
+            access_log,
+            default_headers,
+            message_event,
+            expect_100_continue,
+            keep_alive,
+            on_response,
+        )
+        self.loop = loop
+        self.head: bytes | None = None  # the response head, not written yet
+        self.on_disconnect: Callback | None = None
+        self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
+        scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = self.watch_disconnect
+
+    def watch_disconnect(self, callback: Callback | None) -> None:
+        """Call `callback` and cancel the request's task if the client goes away before the
+        response is complete."""
+        self.on_disconnect = callback
+
+    def lost(self) -> None:
+        """The client connection is gone (or unusable) with the response incomplete."""
+        self.disconnected = True
+        self.message_event.set()
+        callback = self.on_disconnect
+        if callback is not None:
+            self.on_disconnect = None
+            callback()
+            if self.task is not None:
+                self.task.cancel()
+
+    async def run_asgi(self, app: Any) -> None:
+        """uvicorn's `run_asgi`, writing a head still held back before uvicorn's own handling:
+        it closes the connection when the app failed after the head, and the client gets the
+        head first, as it would have without holding it back."""
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            self.write_head()
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                await self.send_500_response()
+            else:
+                self.transport.close()
+        else:
+            self.write_head()
+            if result is not None:
+                msg = "ASGI callable should return None, but returned '%s'."
+                self.logger.error(msg, result)
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                self.logger.error("ASGI callable returned without starting response.")
+                await self.send_500_response()
+            elif not self.response_complete and not self.disconnected:
+                self.logger.error("ASGI callable returned without completing response.")
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
+
+    def write_head(self) -> None:
+        head = self.head
+        if head is not None:
+            self.head = None
+            if not self.transport.is_closing():
+                self.transport.write(head)
+
+    async def send(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+
+        if self.disconnected:
+            return
+
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
+                )
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            self.head = self.encode_head(message)
+            self.loop.call_soon(self.write_head)
+
+        elif not self.response_complete:
+            if message["type"] != "http.response.body":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
+                )
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+
+            if self.scope["method"] == "HEAD":
+                self.expected_content_length = 0
+                data = b""
+            elif self.chunked_encoding:
+                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+                if not more_body:
+                    data += b"0\r\n\r\n"
+            else:
+                num_bytes = len(body)
+                if num_bytes > self.expected_content_length:
+                    raise RuntimeError("Response content longer than Content-Length")
+                self.expected_content_length -= num_bytes
+                data = body
+
+            head = self.head
+            if head is None:
+                if data:
+                    self.transport.write(data)
+            else:
+                self.head = None
+                if len(data) <= COALESCE_LIMIT:
+                    self.transport.write(head + data)
+                else:
+                    self.transport.writelines((head, data))
+
+            if not more_body:
+                if self.expected_content_length != 0:
+                    raise RuntimeError("Response content shorter than Content-Length")
+                self.response_complete = True
+                self.message_event.set()
+                if not self.keep_alive:
+                    self.transport.close()
+                self.on_response()
+
+        else:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{message['type']}' sent, after response already "
+                "completed."
+            )
+
+    def encode_head(self, message: Any) -> bytes:
+        """The status line and header section of `http.response.start`, as uvicorn makes them."""
+        status_code = message["status"]
+        headers = message.get("headers", ())
+        if self.default_headers:
+            headers = self.default_headers + list(headers)
+
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status_code,
+            )
+
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+                if b"close" in connection:
+                    self.keep_alive = False
+                    has_connection_close = True
+            content += (name, b": ", value, b"\r\n")
+        # uvicorn searches every name and every value; both patterns match single characters, so
+        # searching all names (all values) joined finds the same: two searches per response.
+        if HEADER_RE.search(b"".join(content[1::4])):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(b"".join(content[3::4])):
+            raise RuntimeError("Invalid HTTP header value.")
+
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status_code not in (204, 304)
+        ):
+            # Neither content-length nor transfer-encoding specified
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+
+        content.append(b"\r\n")
+        return b"".join(content)

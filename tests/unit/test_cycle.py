@@ -1,0 +1,214 @@
+"""`lb.cycle.Cycle`: uvicorn's request/response cycle writing the head with the first body part."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+from typing import Any
+
+import pytest
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from lb.cycle import DISCONNECT_EXTENSION, Cycle
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.writes.append(bytes(data))
+
+    def writelines(self, parts: Any) -> None:
+        self.write(b"".join(parts))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def cycle(method: str = "GET", keep_alive: bool = True) -> tuple[Cycle, FakeTransport, list[int]]:
+    transport = FakeTransport()
+    completed: list[int] = []
+    scope = {"type": "http", "method": method, "headers": [], "http_version": "1.1"}
+    logger = logging.getLogger("test.cycle")
+    c = Cycle(
+        scope,  # type: ignore[arg-type]
+        transport,  # type: ignore[arg-type]
+        FlowControl(transport),  # type: ignore[arg-type]
+        logger,
+        logger,
+        False,
+        [],
+        asyncio.Event(),
+        False,
+        keep_alive,
+        lambda: completed.append(1),
+        asyncio.get_running_loop(),
+    )
+    return c, transport, completed
+
+
+def start(status: int = 200, **headers: bytes) -> dict[str, Any]:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(k.replace("_", "-").encode(), v) for k, v in headers.items()],
+    }
+
+
+def body(data: bytes, more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+async def test_a_small_response_is_one_write() -> None:
+    c, transport, completed = cycle()
+    await c.send(start(content_length=b"5"))
+    await c.send(body(b"hello"))
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"]
+    assert completed == [1] and c.response_complete and not transport.closed
+    await asyncio.sleep(0)  # the scheduled flush finds nothing left to write
+    assert len(transport.writes) == 1
+
+
+async def test_the_head_is_not_held_past_the_loop_turn() -> None:
+    c, transport, _ = cycle()
+    await c.send(start(content_type=b"text/event-stream"))
+    assert transport.writes == []
+    await asyncio.sleep(0)  # e.g. waiting for the backend's first event
+    assert transport.writes == [
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    ]
+    await c.send(body(b"data: 1\n\n", more=True))
+    await c.send(body(b""))
+    assert transport.writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]
+
+
+async def test_chunked_head_and_last_chunk_together() -> None:
+    c, transport, _ = cycle()
+    await c.send(start())
+    await c.send(body(b"abc"))
+    assert transport.writes == [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    ]
+
+
+async def test_head_request_writes_the_head_only() -> None:
+    c, transport, completed = cycle("HEAD")
+    await c.send(start(content_length=b"100"))
+    await c.send(body(b""))
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"]
+    assert completed == [1]
+
+
+async def test_a_large_body_follows_the_head_in_the_same_call() -> None:
+    c, transport, _ = cycle()
+    big = b"x" * (1 << 20)
+    await c.send(start(content_length=str(len(big)).encode()))
+    await c.send(body(big))
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n" + big]
+
+
+async def test_no_keep_alive_closes_after_the_write() -> None:
+    c, transport, _ = cycle(keep_alive=False)
+    await c.send(start(content_length=b"2"))
+    await c.send(body(b"ok"))
+    assert transport.writes == [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    ]
+    assert transport.closed
+
+
+async def test_uvicorn_checks_still_apply() -> None:
+    c, _, _ = cycle()
+    with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
+        await c.send(start(x_bad=b"a\nb"))
+    c, _, _ = cycle()
+    await c.send(start(content_length=b"2"))
+    with pytest.raises(RuntimeError, match="longer than Content-Length"):
+        await c.send(body(b"abc"))
+    c, _, _ = cycle()
+    with pytest.raises(RuntimeError, match="Expected ASGI message 'http.response.start'"):
+        await c.send(body(b""))
+
+
+async def test_an_app_failing_after_the_head_gets_it_written_before_the_close() -> None:
+    c, transport, _ = cycle()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start(content_length=b"10"))
+        raise ValueError("boom")
+
+    logging.getLogger("test.cycle").disabled = True
+    try:
+        await c.run_asgi(app)
+    finally:
+        logging.getLogger("test.cycle").disabled = False
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"]
+    assert transport.closed
+
+
+async def test_a_lost_client_calls_back_once_and_cancels_the_request() -> None:
+    c, _, _ = cycle()
+    calls: list[str] = []
+    c.task = asyncio.get_running_loop().create_task(asyncio.sleep(10))
+    c.scope["extensions"][DISCONNECT_EXTENSION](lambda: calls.append("gone"))  # type: ignore[typeddict-item]
+    c.lost()
+    c.lost()
+    assert calls == ["gone"] and c.disconnected
+    with pytest.raises(asyncio.CancelledError):
+        await c.task
+
+    c, _, _ = cycle()
+    c.task = asyncio.get_running_loop().create_task(asyncio.sleep(0))
+    register = c.scope["extensions"][DISCONNECT_EXTENSION]  # type: ignore[typeddict-item]
+    register(lambda: calls.append("withdrawn"))
+    register(None)
+    c.lost()  # nobody registered: the task runs on
+    await c.task
+    assert calls == ["gone"] and c.disconnected
+
+
+# lb.cycle.Cycle and lb.server.HttpProtocol mirror these uvicorn methods. When uvicorn changes
+# them, this fails: compare lb/cycle.py and lb/server.py with the new code, then update the digests.
+UVICORN_DIGESTS = {
+    "RequestResponseCycle.__init__": "4d2f220910c33c12",
+    "RequestResponseCycle.send": "abdd8601b326a8da",
+    "RequestResponseCycle.run_asgi": "0f33f2449a444bc2",
+    "HttpToolsProtocol.on_headers_complete": "1ea8589acfad92d8",
+    "HttpToolsProtocol.on_response_complete": "64e254f28e389e76",
+    "HttpToolsProtocol._unset_keepalive_if_required": "00a6a4e47214e68e",
+    "HttpToolsProtocol._start_asgi_task": "9c08c2571ae9b038",
+}
+
+
+def test_the_uvicorn_code_lb_mirrors_is_unchanged() -> None:
+    methods = {
+        "RequestResponseCycle.__init__": RequestResponseCycle.__init__,
+        "RequestResponseCycle.send": RequestResponseCycle.send,
+        "RequestResponseCycle.run_asgi": RequestResponseCycle.run_asgi,
+        "HttpToolsProtocol.on_headers_complete": HttpToolsProtocol.on_headers_complete,
+        "HttpToolsProtocol.on_response_complete": HttpToolsProtocol.on_response_complete,
+        "HttpToolsProtocol._unset_keepalive_if_required": (
+            HttpToolsProtocol._unset_keepalive_if_required
+        ),
+        "HttpToolsProtocol._start_asgi_task": HttpToolsProtocol._start_asgi_task,
+    }
+    digests = {
+        name: hashlib.sha256(inspect.getsource(method).encode()).hexdigest()[:16]
+        for name, method in methods.items()
+    }
+    assert digests == UVICORN_DIGESTS
