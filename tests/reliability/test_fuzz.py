@@ -130,7 +130,8 @@ def first_response(port: int, data: bytes) -> int:
 
     class Callbacks:
         def on_headers_complete(self) -> None:
-            statuses.append(parser.get_status_code())
+            if parser.get_status_code() >= 200:  # not an interim 100 Continue
+                statuses.append(parser.get_status_code())
 
     parser = httptools.HttpResponseParser(Callbacks())
     with socket.create_connection(("127.0.0.1", port), 5) as sock:

@@ -41,7 +41,8 @@ def exchange(port: int, data: bytes, idle: float = 0.3) -> list[tuple[int, bytes
             body.extend(data)
 
         def on_message_complete(self) -> None:
-            responses.append((parser.get_status_code(), bytes(body)))
+            if parser.get_status_code() >= 200:  # not an interim 100 Continue
+                responses.append((parser.get_status_code(), bytes(body)))
 
     parser = httptools.HttpResponseParser(Callbacks())
     with socket.create_connection(("127.0.0.1", port), 10) as sock:

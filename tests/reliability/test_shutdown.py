@@ -65,10 +65,11 @@ def test_sigterm_under_load_finishes_in_flight_refuses_new_and_exits_0(
     # Slow requests in flight at the backend when the signal comes.
     backend.delay = 1.0
     slow: list[str] = []
-    in_flight = [threading.Thread(target=lambda: slow.append(outcome(url))) for _ in range(10)]
+    slow_url = lb.url + "/slow"
+    in_flight = [threading.Thread(target=lambda: slow.append(outcome(slow_url))) for _ in range(10)]
     for thread in in_flight:
         thread.start()
-    wait_until(lambda: backend.in_flight >= 10)
+    wait_until(lambda: backend.count("/slow") == 10)  # all ten at the backend, in its delay
     before = len(results)
     os.kill(lb.process.pid, signal.SIGTERM)
     signalled = time.monotonic()
