@@ -112,6 +112,33 @@ def config_file(tmp_path):  # type: ignore[no-untyped-def]
     return write
 
 
+@pytest.fixture
+def raw_backend() -> Iterator[object]:
+    """`raw_backend(script)` -> a started scripted TCP backend (tests/rawbackend.py)."""
+    from rawbackend import RawBackend
+
+    started: list[RawBackend] = []
+
+    def factory(script: object) -> RawBackend:
+        backend = RawBackend(script).start()  # type: ignore[arg-type]
+        started.append(backend)
+        return backend
+
+    yield factory
+    for backend in started:
+        backend.stop()
+
+
+@pytest.fixture
+def nginx() -> Iterator[object]:
+    """Two nginx backends (`.urls`) with fixed answers, on a generated config (tests/wrkload.py)."""
+    from wrkload import Nginx
+
+    server = Nginx(2).start()
+    yield server
+    server.stop()
+
+
 def pool_config(urls: list[str], **pool: object) -> dict[str, object]:
     """A one-pool config dict for `urls`, access log off unless asked."""
     return {"pools": {"web": {"backends": urls, **pool}}, "logging": {"access_log": False}}

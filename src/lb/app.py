@@ -66,10 +66,28 @@ class LoadBalancer:
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
 
-    def lb_limits(self) -> tuple[int, int, float]:
-        """(max header section bytes, max request-target bytes, header timeout): `lb.server`."""
+    def lb_limits(self) -> tuple[int, int, float, float]:
+        """(max header section bytes, max request-target bytes, header timeout, send timeout):
+        what `lb.server` enforces before the app sees a request."""
         server = self.config.server
-        return server.max_header_bytes, server.max_target_bytes, server.header_timeout
+        return (
+            server.max_header_bytes,
+            server.max_target_bytes,
+            server.header_timeout,
+            server.send_timeout,
+        )
+
+    def lb_rejected(
+        self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
+    ) -> None:
+        """A request `lb.server` refused before it reached the app (400, 408, 414, 431): logged
+        and counted like any other, so that hostile traffic shows where operators look."""
+        now = time.perf_counter()
+        ctx = RequestContext(request_id, peer, False, method, target, None, now)
+        ctx.status = status
+        ctx.error = detail
+        self.metrics.request("", None, method, status, 0.0, timed=False)
+        self.access_log.write(ctx, now)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -245,12 +263,18 @@ class LazyApp:
         """The app once loaded: lb's protocol calls it directly, one layer fewer per request."""
         return self._app
 
-    def lb_limits(self) -> tuple[int, int, float]:
+    def lb_limits(self) -> tuple[int, int, float, float]:
         if self._app is None:
-            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES
+            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES, SEND_TIMEOUT
 
-            return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT
+            return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT, SEND_TIMEOUT
         return self._app.lb_limits()
+
+    def lb_rejected(
+        self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
+    ) -> None:
+        if self._app is not None:
+            self._app.lb_rejected(peer, method, target, status, detail, request_id)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan" and self._app is None:

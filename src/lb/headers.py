@@ -27,6 +27,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# Named in a request's Connection header, these still go to the backend: without Host or
+# Content-Length it could not read the request at all.
+_NEVER_DROPPED = frozenset({b"host", b"content-length"})
+
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -104,7 +108,7 @@ def upstream_request_headers(
             continue
         if name == b"host":
             client_host = value
-            if host is not None:
+            if host is not None or not value:  # an empty Host: the fallback stands in
                 continue
         elif name == b"content-length":
             has_length = True
@@ -118,6 +122,8 @@ def upstream_request_headers(
             continue
         out.append((name, value))
     if drop:
+        # Connection may not take away what the backend needs to read the request.
+        drop -= _NEVER_DROPPED
         out = [(n, v) for n, v in out if n not in drop]
     if host is not None:
         out.append((b"host", host))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import re
 import urllib.parse
 from typing import Any
 
@@ -29,6 +30,11 @@ logger = logging.getLogger("lb.server")
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 8 * 1024
 HEADER_TIMEOUT = 10.0
+SEND_TIMEOUT = 60.0
+MAX_LOGGED_TARGET = 1024  # of a refused request's target, in its access-log line
+
+# uri-host [":" port] (RFC 3986 reg-name or IP-literal), or empty (RFC 9112 3.2).
+_HOST = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]*")
 
 _REASONS = {
     400: b"Bad Request",
@@ -65,12 +71,20 @@ class HttpProtocol(HttpToolsProtocol):
         self.max_header_bytes: int = MAX_HEADER_BYTES
         self.max_target_bytes: int = MAX_TARGET_BYTES
         self.header_timeout: float = HEADER_TIMEOUT
+        self.send_timeout: float = SEND_TIMEOUT
         if limits is not None:
-            self.max_header_bytes, self.max_target_bytes, self.header_timeout = limits()
+            (
+                self.max_header_bytes,
+                self.max_target_bytes,
+                self.header_timeout,
+                self.send_timeout,
+            ) = limits()
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._in_head = False  # between the first byte of a request and the end of its head
         self._idle_since: float | None = None  # the last response ended and no byte came since
         self._header_bytes = 0
+        self._host_seen = False
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
 
@@ -85,6 +99,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
@@ -92,6 +109,27 @@ class HttpProtocol(HttpToolsProtocol):
         if isinstance(cycle, Cycle) and not cycle.response_complete:
             cycle.lost()
         super().connection_lost(exc)
+
+    # A client that stops reading a response (a "slow read") holds its upstream request and
+    # connection for as long as it likes: flow control keeps the memory small, this bounds the
+    # time. Armed only while writes are paused, so a steady reader costs nothing.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        logger.warning(
+            "dropped %s: it took no response bytes for %ss", self.client, self.send_timeout
+        )
+        self.transport.abort()  # the request sees a disconnect and cancels its upstream side
 
     # uvicorn arms a keep-alive timer at the end of every response and cancels it on the next
     # request's first byte: a timer per request. Here the connection notes when it went idle, and
@@ -146,6 +184,7 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        self._host_seen = False
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -157,14 +196,32 @@ class HttpProtocol(HttpToolsProtocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.max_header_bytes:
             raise _Reject(431, f"header section larger than {self.max_header_bytes} bytes")
+        if len(name) == 4 and name.lower() == b"host":
+            # RFC 9112 3.2: 400 for a second Host or an invalid one. Forwarded as they came, two
+            # Hosts would let lb route by one while the backend reads the other.
+            if self._host_seen:
+                raise _Reject(400, "more than one Host header")
+            if _HOST.fullmatch(value) is None:
+                raise _Reject(400, "invalid Host header")
+            self._host_seen = True
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        try:
+            self._headers_complete()
+        except httptools.HttpParserInvalidURLError:
+            # A CONNECT authority or an absolute-form target llhttp let through but cannot
+            # split (e.g. "http://h%0d%0a/"): a client error, said as one.
+            raise _Reject(400, "invalid request target") from None
+
+    def _headers_complete(self) -> None:
         url = self.url
         if not url.startswith(b"/") and b"://" in url[:12]:
             # Absolute-form (RFC 9112 3.2.2): the authority becomes Host, the path is forwarded.
             parsed = httptools.parse_url(url)
             authority = parsed.host or b""
+            if b":" in authority:  # an IPv6 literal: llhttp hands it over without its brackets
+                authority = b"[" + authority + b"]"
             if parsed.port:
                 authority += b":%d" % parsed.port
             self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"]
@@ -282,19 +339,31 @@ class HttpProtocol(HttpToolsProtocol):
                 if cycle.response_started:
                     self.transport.close()
                     return
+            # A request the app already has is logged by the app, not here as well.
+            logged = cycle is not None and not cycle.response_complete
             if reject is not None:
-                self._send_rejection(reject.status, reject.detail)
+                self._send_rejection(reject.status, reject.detail, log=not logged)
             else:
-                self._send_rejection(400, f"invalid HTTP request: {exc}")
+                self._send_rejection(400, f"invalid HTTP request: {exc}", log=not logged)
 
-    def _send_rejection(self, status: int, detail: str) -> None:
+    def _send_rejection(self, status: int, detail: str, log: bool = True) -> None:
         logger.warning("rejected request from %s: %s", self.client, detail)
-        body = error_body("bad_request", detail, new_request_id())
+        request_id = new_request_id()
+        body = error_body("bad_request", detail, request_id)
         head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
         head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"x-request-id: %s\r\n" % request_id
         head += b"connection: close\r\n\r\n"
         self.transport.write(head + body)
         self.transport.close()
+        record = getattr(self.app, "lb_rejected", None) if log else None
+        if record is not None:
+            # The method is known once llhttp has passed the target (before, it reads as 0,
+            # DELETE); a target that was too long is logged cut short.
+            url: bytes = getattr(self, "url", b"")
+            method = self.parser.get_method().decode("ascii", "replace") if url else ""
+            peer = self.client[0] if self.client else ""
+            record(peer, method, url[:MAX_LOGGED_TARGET], status, detail, request_id)
 
 
 def uvicorn_options(

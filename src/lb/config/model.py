@@ -154,6 +154,7 @@ class ServerConfig:
     max_target_bytes: int = 8 * 1024  # over: 414
     keepalive_timeout: float = 5.0
     header_timeout: float = 10.0  # a request's head must arrive within this (slowloris): 408
+    send_timeout: float = 60.0  # a client that takes no response bytes for this long is dropped
     watch_config: bool = False  # reload when the config file changes
 
 

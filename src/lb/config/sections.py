@@ -136,5 +136,6 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
             "keepalive_timeout", d.keepalive_timeout, to_duration(positive=True)
         ),
         header_timeout=s.read("header_timeout", d.header_timeout, to_duration(positive=True)),
+        send_timeout=s.read("send_timeout", d.send_timeout, to_duration(positive=True)),
         watch_config=s.read("watch_config", d.watch_config, to_bool),
     )

@@ -380,6 +380,14 @@ class Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        # A head that arrived in one large read slipped past the check in data_received: count
+        # it exactly, only then (reads over MAX_HEAD_BYTES are rare).
+        if self._head_bytes > MAX_HEAD_BYTES and _head_size(self._headers) > MAX_HEAD_BYTES:
+            error = httpx.RemoteProtocolError(
+                f"response head over {MAX_HEAD_BYTES} bytes", request=self._request
+            )
+            self.abort(tag(error, sent=True))
+            raise StrayData("response head too large")  # stops the parser
         parser = self._parser
         status = parser.get_status_code()
         if status < 200 and status != 101:
@@ -445,3 +453,7 @@ class Connection(asyncio.Protocol):
             # Also when the request body is still being sent: the backend answered early
             # and will not read the rest, so the connection cannot be reused.
             self.close()
+
+
+def _head_size(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)
