@@ -67,6 +67,7 @@ def harness_command(args: argparse.Namespace, path: str, out: Path) -> list[str]
     command = [sys.executable, str(args.harness), "--venv", args.venv, "-t", *TARGETS]
     command += ["-c", args.connections, "-d", str(args.duration), "-r", str(args.repeats)]
     command += ["--path", path, "--ref", "nginx", "--out", str(out)]
+    command += ["--backend-ports", args.backend_ports, "--lb-port", str(args.lb_port)]
     return command
 
 
@@ -175,6 +176,8 @@ def main() -> None:
     parser.add_argument("-r", "--repeats", type=int, default=2, help="interleaved repeats")
     parser.add_argument("-c", "--connections", default="50,200")
     parser.add_argument("--name", default="performance", help="JSON file prefix in bench/results")
+    parser.add_argument("--backend-ports", default="19001-19003", help="as the harness's")
+    parser.add_argument("--lb-port", type=int, default=18080, help="as the harness's")
     parser.add_argument("--quick", action="store_true", help="1 repeat of 3 s: a smoke run")
     parser.add_argument("--report", action="store_true", help="only rewrite the doc's tables")
     args = parser.parse_args()

@@ -333,13 +333,15 @@ class Proxy:
         try:
             if length != 0:
                 async for chunk in response:
+                    if not chunk:
+                        continue
                     sent += len(chunk)
-                    # With a known length the last chunk ends the response: one send fewer.
+                    # With a known length the last chunk ends the response: one send fewer. The
+                    # loop still runs to the stream's end, which costs nothing more with lb's
+                    # transport and is how httpx's learns that its connection may be reused.
                     await send(
                         {"type": "http.response.body", "body": chunk, "more_body": sent != length}
                     )
-                    if sent == length:
-                        break
             if sent != length or length == 0:
                 if length > 0:
                     raise httpx.RemoteProtocolError("response body shorter than Content-Length")
