@@ -5,10 +5,11 @@
 
 The shared harness (`lbbench.py --serve`) brings up its three nginx backends and lb in front of
 them; wrk then drives lb with `--connections` keep-alive connections in runs sized to land on
-every `--step` requests, and after each the RSS of every lb process is read from /proc
-(VmRSS now, VmHWM the peak). wrk reconnects at the start of each run: the clients are the same
-1,000 connections for a run, not for the whole soak. The figures go to stdout as a Markdown
-table and to bench/results/soak-<profile>.json.
+every `--step` requests, and after each the RSS of every lb process is read from /proc (VmRSS
+now, VmHWM the peak), with wrk's errors by kind (a timeout: no response within 10 s). wrk
+reconnects at the start of each run: the clients are the same 1,000 connections for a run, not
+for the whole soak. The figures go to stdout as a Markdown table and to
+bench/results/soak-<profile>.json.
 
 The issue's target: RSS under 120 MB per worker after 1M requests, and no growth from the second
 to the fourth 250k (a leak would grow linearly with requests).
@@ -113,7 +114,7 @@ def main() -> None:
         start_rss = {pid: rss_kib(pid) for pid in pids}
         print(f"lb processes {pids}, RSS at start (KiB): {start_rss}", flush=True)
         total = 0
-        errors = 0
+        errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0}
         rate = 0.0
         mark = args.step
         started = time.monotonic()
@@ -124,10 +125,8 @@ def main() -> None:
             done = int(result["requests"])
             total += done
             rate = done / (result["duration_us"] / 1e6)
-            errors += int(
-                sum(result[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
-                + result["err_status"]
-            )
+            for kind in errors:
+                errors[kind] += int(result[f"err_{kind}"])
             if total >= mark or total >= args.requests:
                 rss = {pid: rss_kib(pid) for pid in pids}
                 row = {
@@ -136,7 +135,7 @@ def main() -> None:
                     "peak_mib": {pid: round(r[1] / 1024, 1) for pid, r in rss.items()},
                     "rps": round(rate),
                     "p99_ms": result["lat_p99_us"] / 1000,
-                    "errors": errors,
+                    "errors": dict(errors),
                     "elapsed_s": round(time.monotonic() - started),
                 }
                 rows.append(row)
@@ -150,14 +149,14 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"argv": sys.argv, "start_rss_kib": start_rss, "connections": args.connections}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print("\n| requests | RSS MiB (per lb process) | peak MiB | rps | p99 ms | errors |")
+    print("\n| requests | RSS MiB (per lb process) | peak MiB | rps | p99 ms | errors so far |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         rss = ", ".join(str(v) for v in row["rss_mib"].values())
         peak = ", ".join(str(v) for v in row["peak_mib"].values())
         print(
             f"| {row['requests']:,} | {rss} | {peak} | {row['rps']:,} | {row['p99_ms']:.1f} "
-            f"| {row['errors']} |"
+            f"| {', '.join(f'{n} {kind}' for kind, n in row['errors'].items() if n) or 0} |"
         )
 
 
