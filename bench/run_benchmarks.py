@@ -49,17 +49,19 @@ TARGETS = [
 ]
 PATHS = {"/": "small", "/big": "big"}
 
+# (header, summary key, format): "int" groups thousands, "ratio" has two decimals, "ms" two
+# decimals below 100, "pct" and "us" are whole numbers.
 COLUMNS = [
-    ("target", None),
-    ("rps", "rps_median"),
-    ("× nginx", "rps_ratio_to_ref"),
-    ("× aiohttp", None),
-    ("p50 ms", "p50_ms"),
-    ("p99 ms", "p99_ms"),
-    ("LB CPU %", "lb_cpu_pct"),
-    ("µs/req", "lb_cpu_us_per_req"),
-    ("n", None),
-    ("foreign %", "foreign_cpu_pct_max"),
+    ("target", None, None),
+    ("rps", "rps_median", "int"),
+    ("× nginx", "rps_ratio_to_ref", "ratio"),
+    ("× aiohttp", None, "ratio"),
+    ("p50 ms", "p50_ms", "ms"),
+    ("p99 ms", "p99_ms", "ms"),
+    ("LB CPU %", "lb_cpu_pct", "pct"),
+    ("µs/req", "lb_cpu_us_per_req", "us"),
+    ("n", None, None),
+    ("foreign %", "foreign_cpu_pct_max", "pct"),
 ]
 
 
@@ -79,6 +81,11 @@ def run(args: argparse.Namespace) -> list[Path]:
         command = harness_command(args, path, out)
         print("+", shlex.join(command), flush=True)
         subprocess.run(command, cwd=args.harness.parent.parent, check=True)
+        # What was measured, for --report later: this commit (and whether files were changed).
+        doc = json.loads(out.read_text())
+        doc["meta"]["lb_commit"] = _commit()
+        doc["meta"]["run_benchmarks"] = args.command
+        out.write_text(json.dumps(doc, indent=1))
         outputs.append(out)
     return outputs
 
@@ -89,28 +96,31 @@ def table(doc: dict[str, object]) -> str:
     for conns, per in summary.items():
         aiohttp = per.get("naive-aiohttp", {}).get("rps_median")
         lines.append(f"**{conns} connections**\n")
-        lines.append("| " + " | ".join(name for name, _ in COLUMNS) + " |")
-        lines.append("|" + "---|" * len(COLUMNS))
+        lines.append("| " + " | ".join(name for name, _, _ in COLUMNS) + " |")
+        lines.append("|---|" + "---:|" * (len(COLUMNS) - 1))
         for label, s in per.items():
             cells = []
-            for name, key in COLUMNS:
+            for name, key, kind in COLUMNS:
                 if name == "target":
                     cells.append(label)
                 elif name == "× aiohttp":
-                    cells.append(f"{s['rps_median'] / aiohttp:.2f}" if aiohttp else "-")
+                    cells.append(_format(s["rps_median"] / aiohttp if aiohttp else None, "ratio"))
                 elif name == "n":
                     cells.append(f"{s['n']}/{s['n_all']}")
                 else:
-                    value = s.get(key) if key else None
-                    cells.append("-" if value is None else _number(value))
+                    cells.append(_format(s.get(key) if key else None, kind))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _number(value: float) -> str:
-    if isinstance(value, float) and value < 100:
-        return f"{value:.2f}".rstrip("0").rstrip(".") if value else "0"
+def _format(value: float | None, kind: str | None) -> str:
+    if value is None:
+        return "-"
+    if kind == "ratio":
+        return f"{value:.2f}"
+    if kind == "ms" and value < 100:
+        return f"{value:.2f}"
     return f"{round(value):,}".replace(",", " ")
 
 
@@ -130,20 +140,25 @@ def machine(doc: dict[str, object], venv_python: str) -> str:
         f"{platform.system()}\n"
         f"- {v.get('nginx')}; {v.get('haproxy')}; {v.get('wrk')}\n"
         f"- Python {venv.get('python')}, {packages}, prometheus-client {prometheus}\n"
-        f"- lb commit {_commit()}; started {meta.get('started')}, took {meta.get('elapsed_s')} s; "
-        f"load average at the end {meta.get('loadavg_at_end')}\n"
+        f"- lb commit {meta.get('lb_commit', '?')}; started {meta.get('started')}; load average "
+        f"at the end of the first run {[round(x, 2) for x in meta.get('loadavg_at_end', [])]}\n"
     )
 
 
 def _commit() -> str:
-    result = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return result.stdout.strip() or "?"
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return result.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "src", "bench/lb_target.py")
+    return (git("rev-parse", "--short", "HEAD") or "?") + (" with local changes" if changed else "")
 
 
-def write_doc(outputs: list[Path], command: str, venv: str) -> None:
-    parts = [f"Produced by `{command}` (harness commands below).\n"]
+def write_doc(outputs: list[Path], venv: str) -> None:
+    metas = [json.loads(out.read_text())["meta"] for out in outputs]
+    took = sum(meta["elapsed_s"] for meta in metas)
+    command = metas[0].get("run_benchmarks", "python bench/run_benchmarks.py")
+    parts = [f"Produced by `{command}` in {took / 60:.0f} min (harness commands below).\n"]
     for out in outputs:
         doc = json.loads(out.read_text())
         args = doc["meta"]["args"]
@@ -187,13 +202,13 @@ def main() -> None:
         found = [p / "bench" / "lbbench.py" for p in HARNESS_PLACES]
         args.harness = next((p for p in found if p.exists()), found[0])
     args.harness = args.harness.resolve()
-    command = shlex.join(["python", "bench/run_benchmarks.py", *sys.argv[1:]])
+    args.command = shlex.join(["python", "bench/run_benchmarks.py", *sys.argv[1:]])
     started = time.time()
     if args.report:
         outputs = [RESULTS / f"{args.name}-{name}.json" for name in PATHS.values()]
     else:
         outputs = run(args)
-    write_doc(outputs, command, args.venv)
+    write_doc(outputs, args.venv)
     print(f"done in {time.time() - started:.0f} s")
 
 
