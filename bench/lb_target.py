@@ -6,6 +6,8 @@ LB_OPT_*:
 * LB_OPT_PROFILE — `proxy` (default): round robin, nothing else; `full`: every feature on:
   least_latency, active and passive health checks, a rate limit that never triggers, the cache,
   metrics (always on) and a JSON access log written to a file.
+* LB_OPT_FEATURES — with `full`: only these features, joined by `+` (default: all of
+  latency+health+ratelimit+cache+log), to see what each costs.
 * LB_OPT_CACHED — with `full`: the share of requests that are cacheable (default 0.5: half).
 * LB_OPT_TRANSPORT — `lb` (default); `httpx`: httpx's own transport; `aiohttp`: the
   httpx-aiohttp transport (one worker only; the transport comparison in docs/transport.md).
@@ -30,15 +32,26 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def build_config(backends: list[str], profile: str, workdir: str) -> dict[str, object]:
+FEATURES = ("latency", "health", "ratelimit", "cache", "log")
+
+
+def build_config(
+    backends: list[str], profile: str, workdir: str, features: tuple[str, ...] = FEATURES
+) -> dict[str, object]:
     pool: dict[str, object] = {"backends": backends, "strategy": "round_robin"}
     config: dict[str, object] = {"pools": {"web": pool}, "logging": {"access_log": False}}
-    if profile == "full":
+    if profile != "full":
+        return config
+    if "latency" in features:
         pool["strategy"] = "least_latency"
+    if "health" in features:
         pool["health_check"] = {"path": "/", "interval": "2s", "timeout": "1s"}
         pool["passive_health"] = {"max_failures": 5, "ejection_time": "10s"}
+    if "ratelimit" in features:
         config["rate_limit"] = {"rate": 1_000_000, "burst": 1_000_000, "key": "client_ip"}
+    if "cache" in features:
         config["cache"] = {"store": "memory", "max_entries": 10_000, "default_ttl": "60s"}
+    if "log" in features:
         config["logging"] = {"access_log": True, "file": os.path.join(workdir, "access.log")}
     return config
 
@@ -61,7 +74,8 @@ class Mix:
                 scope["query_string"] = b"cached"
             else:
                 scope["headers"] = [*scope["headers"], (b"cache-control", b"no-store")]
-        await self.app(scope, receive, send)
+        # lb's app itself once loaded, as lb's protocol does: LazyApp is one layer more.
+        await (self.app.loaded() or self.app)(scope, receive, send)
 
 
 def mixed_app() -> Mix:
@@ -77,11 +91,13 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="lb-bench-")
     path = os.path.join(workdir, "config.yaml")
     with open(path, "w") as f:
-        yaml.safe_dump(build_config(backends, profile, workdir), f)
+        features = os.environ.get("LB_OPT_FEATURES")
+        chosen = tuple(features.split("+")) if features else FEATURES
+        yaml.safe_dump(build_config(backends, profile, workdir, chosen), f)
     transport = os.environ.get("LB_OPT_TRANSPORT", "lb")
     if transport != "lb":
         return serve_with_transport(transport, path)
-    if profile == "full":
+    if profile == "full" and "cache" in chosen:
         return serve_mixed(path)
     args = [sys.executable, "-m", "lb", "serve", "-c", path, "--host", os.environ["LB_HOST"]]
     args += ["--port", os.environ["LB_PORT"], "--workers", os.environ.get("LB_WORKERS", "1")]

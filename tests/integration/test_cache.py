@@ -236,6 +236,20 @@ def test_request_directives(cached) -> None:  # type: ignore[no-untyped-def]
     assert backend.count("/cache/d") == count + 2
 
 
+def test_a_no_store_request_passes_the_response_and_its_conditions_through(cached) -> None:  # type: ignore[no-untyped-def]
+    backend, client, _ = cached()
+    target = url("ns", "cache-control: max-age=60", 'etag: "v1"', "x-cache: HIT")
+    no_store = {"cache-control": "no-store"}
+    full = client.get(target, headers=no_store)
+    assert full.status_code == 200 and full.json()["n"] == 1
+    assert full.headers.get_list("x-cache") == ["MISS"]  # the backend's own X-Cache replaced
+    assert full.headers["etag"] == '"v1"' and full.headers["cache-control"] == "max-age=60"
+    conditional = client.get(target, headers={**no_store, "if-none-match": '"v1"'})
+    assert conditional.status_code == 304 and conditional.headers["x-cache"] == "MISS"
+    assert seen(backend, "ns")[-1]["if-none-match"] == '"v1"'  # nothing to store: asked as is
+    assert client.get(target, headers={"cache-control": "only-if-cached"}).status_code == 504
+
+
 def test_max_stale_serves_a_stale_entry_without_asking(cached) -> None:  # type: ignore[no-untyped-def]
     backend, client, _ = cached()
     target = url("ms", "cache-control: max-age=10", 'etag: "v1"', "age: 20")

@@ -499,3 +499,24 @@ INVALIDATED = [
 @pytest.mark.parametrize(("response", "expected"), cases(INVALIDATED))
 def test_invalidated_targets(response: list[str], expected: list[bytes]) -> None:
     assert invalidated_targets("http", b"shop.example", b"/items", H(*response)) == expected
+
+
+def test_request_directives_are_parsed_once_per_distinct_value_and_the_memo_is_bounded() -> None:
+    from lb.cache.request import DIRECTIVES_MEMO_MAX, DirectivesMemo, cache_request
+
+    memo: DirectivesMemo = {}
+
+    def request(*pairs: tuple[bytes, bytes]) -> RequestDirectives:
+        scope = {"scheme": "http", "headers": [(b"host", b"a.test"), *pairs]}
+        parsed = cache_request(scope, "GET", b"/", memo)
+        assert parsed is not None
+        return parsed.directives
+
+    first = request((b"cache-control", b"max-age=5"))
+    assert first.max_age == 5 and request((b"cache-control", b"max-age=5")) is first
+    other = request((b"cache-control", b"max-age=5"), (b"pragma", b"no-cache"))
+    assert other is not first and other.max_age == 5 and not other.no_cache  # CC wins (§5.4)
+    assert request((b"pragma", b"no-cache")).no_cache
+    for n in range(DIRECTIVES_MEMO_MAX * 2):
+        assert request((b"cache-control", f"max-age={n}".encode())).max_age == n
+    assert len(memo) <= DIRECTIVES_MEMO_MAX

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lb.cache.entry import Entry, select
+from lb.cache.request import DirectivesMemo
 from lb.cache.store import MemoryStore, Store, StoreDown, StoreError
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class Cache:
         self.inflight: dict[bytes, asyncio.Event] = {}
         self.refreshing: dict[bytes, asyncio.Task[None]] = {}
         self._uncacheable: OrderedDict[bytes, float] = OrderedDict()
+        self.directives_memo: DirectivesMemo = {}
         self._users = 0
 
     def __repr__(self) -> str:

@@ -120,8 +120,17 @@ class Tee:
                 self.outcome = Outcome.USE_STALE
                 return
         self.outcome = Outcome.FORWARDED
-        info = self._info = ResponseInfo(headers)
         request = self.request
+        send = self.send
+        if not request.may_store and send is not None:
+            # A no-store request: nothing will be stored, and its own conditions went upstream
+            # with it, so the response goes on as it is, only tagged; reading its caching
+            # fields would be wasted work.
+            out = [(n, v) for n, v in headers if n != b"x-cache"]
+            out.append((b"x-cache", b"MISS"))
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            return
+        info = self._info = ResponseInfo(headers)
         lifetime = freshness_lifetime(info, status, now, cache.config.default_ttl)
         if request.may_store and storable(
             status,
@@ -137,7 +146,6 @@ class Tee:
                 self._status = status
                 self._headers = stored_headers(headers, info.cc)
                 self._lifetime = lifetime or 0.0
-        send = self.send
         if send is None:
             self._mode = _CAPTURE
             return

@@ -53,7 +53,7 @@ class CacheLayer:
         ctx: RequestContext = scope[SCOPE_KEY]
         method = ctx.method
         if method == "GET" or method == "HEAD":
-            request = cache_request(scope, method, ctx.target)
+            request = cache_request(scope, method, ctx.target, self.cache.directives_memo)
             if request is not None:
                 await self._cached(scope, receive, send, ctx, request, True)
                 return
@@ -164,7 +164,8 @@ class CacheLayer:
             await self._fetch(scope, receive, send, ctx, request, None, release)
         else:
             self._result(ctx, "MISS")
-            await tee.finish()
+            if tee.answered_304:
+                await tee.finish()
             if release is not None and tee.outcome is Outcome.FORWARDED and not tee.storable:
                 cache.uncacheable(request.primary)
 

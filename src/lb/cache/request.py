@@ -10,6 +10,10 @@ from lb.cache.keys import normalize_host, primary_key
 from lb.cache.rules import RequestDirectives
 
 _NO_DIRECTIVES = RequestDirectives({})  # never mutated: shared by requests without Cache-Control
+# Clients send few distinct Cache-Control/Pragma values ("no-cache", "max-age=0"): each cache keeps
+# the parsed directives of up to this many, so a request with one usually costs a dict lookup.
+DIRECTIVES_MEMO_MAX = 256
+DirectivesMemo = dict[tuple[tuple[bytes, bytes], ...], RequestDirectives]
 
 
 class CacheRequest:
@@ -81,10 +85,13 @@ class CacheRequest:
         return not self.authorization and not self.directives.no_store
 
 
-def cache_request(scope: Any, method: str, target: bytes) -> CacheRequest | None:
+def cache_request(
+    scope: Any, method: str, target: bytes, memo: DirectivesMemo | None = None
+) -> CacheRequest | None:
     """The request's cache view, or None when the cache must pass it through untouched: range
     requests and origin preconditions (If-Match, If-Unmodified-Since, If-Range), and a Host that
-    cannot be part of a URI."""
+    cannot be part of a URI. `memo` keeps parsed request directives (RequestDirectives are never
+    mutated, so requests may share them)."""
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     host = b""
     authorization = False
@@ -110,7 +117,21 @@ def cache_request(scope: Any, method: str, target: bytes) -> CacheRequest | None
         normal,
         target,
         headers,
-        RequestDirectives.from_headers(headers) if directives else _NO_DIRECTIVES,
+        _directives(headers, memo) if directives else _NO_DIRECTIVES,
         Conditions.from_headers(headers) if conditional else None,
         authorization,
     )
+
+
+def _directives(
+    headers: list[tuple[bytes, bytes]], memo: DirectivesMemo | None
+) -> RequestDirectives:
+    if memo is None:
+        return RequestDirectives.from_headers(headers)
+    key = tuple((n, v) for n, v in headers if n == b"cache-control" or n == b"pragma")
+    parsed = memo.get(key)
+    if parsed is None:
+        if len(memo) >= DIRECTIVES_MEMO_MAX:
+            memo.clear()  # a client cycling through values: start over rather than grow
+        parsed = memo[key] = RequestDirectives.from_headers(headers)
+    return parsed
