@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: test demo lint deps install
+.PHONY: test demo lint deps install bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,9 @@ lint: install
 
 demo: install
 	$(VENV)/bin/lb demo
+
+# docs/performance.md: nginx, HAProxy, a naive aiohttp proxy and lb side by side under wrk (~25 min).
+bench: install
+	./scripts/bench-deps.sh
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/python bench/run_benchmarks.py $(BENCH_ARGS)

@@ -54,6 +54,9 @@ class Upstream(Protocol):
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
+    def complete_body(self) -> bytes | None:
+        """The whole body if it has all arrived already, else None (then iterate)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -69,6 +72,9 @@ class HttpxUpstream:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._response.stream.__aiter__()  # type: ignore[union-attr]
+
+    def complete_body(self) -> bytes | None:
+        return None
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -331,6 +337,14 @@ class Proxy:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         sent = 0
         try:
+            body = None if length == 0 else response.complete_body()
+            if body is not None:
+                # All of it came with the head: one message, and no iteration to end it.
+                if length > 0 and len(body) != length:
+                    raise httpx.RemoteProtocolError("response body does not match Content-Length")
+                sent = len(body)
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return True
             if length != 0:
                 async for chunk in response:
                     if not chunk:

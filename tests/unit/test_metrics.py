@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from types import SimpleNamespace
 from typing import Any
@@ -84,6 +85,53 @@ def test_untimed_request_is_counted_without_a_latency_sample() -> None:
 def test_buckets_span_sub_millisecond_to_tens_of_seconds() -> None:
     assert BUCKETS[0] < 0.001 and BUCKETS[-1] >= 30
     assert list(BUCKETS) == sorted(BUCKETS)
+
+
+def test_tallied_durations_land_in_the_buckets_histogram_observe_would_pick() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    reference = Histogram("ref", "", buckets=BUCKETS, registry=CollectorRegistry())
+    m = Metrics()
+    # Bounds themselves (a bucket is "less than or equal"), between them, beyond the last.
+    samples = [*BUCKETS, 0.0, 0.0007, 0.03, 7.5, 59.999, 61.0, 3600.0]
+    for seconds in samples:
+        reference.observe(seconds)
+        m.request("web", "a", "GET", 200, seconds)
+    ours = {
+        s.labels["le"]: s.value
+        for family in m.registry.collect()
+        if family.name == "lb_request_duration_seconds"
+        for s in family.samples
+        if s.name.endswith("_bucket")
+    }
+    theirs = {
+        s.labels["le"]: s.value
+        for family in reference.collect()
+        for s in family.samples
+        if s.name.endswith("_bucket")
+    }
+    assert ours == theirs and ours["+Inf"] == len(samples)
+    assert value(m, "lb_request_duration_seconds_sum", pool="web", backend="a") == pytest.approx(
+        sum(samples)
+    )
+
+
+def test_every_read_sees_every_event_since_the_last_one() -> None:
+    m = Metrics()
+    m.request("web", "a", "GET", 200, 0.01)
+    m.rate_limit(True)
+    m.cache("HIT")
+    assert value(m, "lb_requests_total", pool="web", backend="a", method="GET", code="2xx") == 1
+    for _ in range(2):  # a read hands over only what is new: nothing is counted twice
+        m.request("web", "a", "GET", 204, 0.01)
+        m.rate_limit(True)
+        m.cache("HIT")
+        m.flush()  # as a scrape in multiprocess mode does before reading the files
+    assert value(m, "lb_requests_total", pool="web", backend="a", method="GET", code="2xx") == 3
+    assert value(m, "lb_request_duration_seconds_count", pool="web", backend="a") == 3
+    assert value(m, "lb_rate_limit_decisions_total", decision="allowed") == 3
+    assert value(m, "lb_cache_requests_total", result="hit") == 3
+    assert b'lb_cache_requests_total{result="hit"} 3.0' in asyncio.run(m.render())
 
 
 def test_other_events() -> None:

@@ -216,3 +216,23 @@ async def test_endless_response_head_is_refused() -> None:
     with pytest.raises(httpx.RemoteProtocolError, match="head over"):
         await task
     assert fake.state == "aborted"
+
+
+def test_complete_body_only_once_the_whole_body_is_in() -> None:
+    from typing import Any, cast
+
+    from lb.transport.stream import ResponseStream
+
+    conn = cast(Any, None)  # feed/end/fail never touch the connection
+    stream = ResponseStream(conn, 200, [], b"OK", b"1.1", None, None)
+    assert stream.complete_body() is None  # nothing yet, not done
+    stream.feed(b"hel")
+    stream.feed(b"lo")
+    assert stream.complete_body() is None  # more may come
+    stream.end()
+    assert stream.complete_body() == b"hello" and stream.size == 0
+    assert stream.complete_body() == b""  # taken: nothing left
+    failed = ResponseStream(conn, 200, [], b"OK", b"1.1", None, None)
+    failed.feed(b"part")
+    failed.fail(RuntimeError("reset"))
+    assert failed.complete_body() is None  # a broken body is never handed over as whole

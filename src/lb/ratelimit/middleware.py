@@ -15,7 +15,7 @@ from lb.config import RateLimitConfig
 from lb.context import SCOPE_KEY, RequestContext
 from lb.errors import error_body, send_error
 from lb.metrics import Metrics
-from lb.ratelimit.gcra import rate_limit_headers
+from lb.ratelimit.gcra import Decision, rate_limit_headers
 from lb.ratelimit.store import Store, StoreUnavailable
 
 _OURS = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"})
@@ -62,6 +62,8 @@ class RateLimit:
     def __init__(self, app: Any, store: Store, config: RateLimitConfig, metrics: Metrics) -> None:
         self.app = app
         self.store = store
+        # An in-process store decides synchronously: no coroutine per request for it.
+        self._decide_now: Callable[[str], Decision] | None = getattr(store, "decide_now", None)
         self.limit = store.limit
         self.key_of = key_function(config.key)
         self.deny_on_store_error = config.on_store_error == "deny"
@@ -73,8 +75,12 @@ class RateLimit:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
+        decide_now = self._decide_now
         try:
-            result = await self.store.decide(self.key_of(scope, ctx))
+            if decide_now is not None:
+                result = decide_now(self.key_of(scope, ctx))
+            else:
+                result = await self.store.decide(self.key_of(scope, ctx))
         except StoreUnavailable:
             self.metrics.store_error("ratelimit")
             if self.deny_on_store_error:

@@ -99,6 +99,17 @@ class ResponseStream(httpx.AsyncByteStream):
             if not waiter.done():
                 waiter.set_result(None)
 
+    def complete_body(self) -> bytes | None:
+        """The whole body when all of it has arrived (a small response usually lands with its
+        head), else None: the proxy then sends it on without iterating."""
+        if not self.done or self.error is not None:
+            return None
+        chunks = self.chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.size = 0
+        return data
+
     # The httpx side.
 
     def __aiter__(self) -> AsyncIterator[bytes]:
