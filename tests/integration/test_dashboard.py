@@ -160,7 +160,9 @@ def test_dashboard_of_several_workers(page, start_backends, lb_process) -> None:
         state = _card(page, "b1").locator('[data-role="state"]')
         expect(state).to_have_text("draining")
         with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
-            wait_until(lambda: all(_state(lb, "b1", client=fresh) == "draining" for _ in range(10)))
+            wait_until(
+                lambda: all(_state(lb, "b1", client=fresh) == "draining" for _ in range(10)), 30
+            )
         expect(_card(page, "b1").locator('[data-role="rps"]')).to_have_text("0.00", timeout=10_000)
         expect(state).to_have_text("draining")
         expect(_card(page, "b2").locator('[data-role="rps"]')).not_to_have_text("–")

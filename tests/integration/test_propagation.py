@@ -28,7 +28,7 @@ def _config(*backends: Any, **top: Any) -> dict[str, Any]:
 @pytest.fixture
 def fresh():  # type: ignore[no-untyped-def]
     """A client that opens a new connection for every request, so any worker may answer."""
-    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=10) as client:
+    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=30) as client:
         yield client
 
 
@@ -108,11 +108,11 @@ def test_lb_serve_workers_share_patch_reload_and_sighup_without_failed_requests(
     lb = lb_process(_config(b1, b2), workers=2)
 
     assert _patch(lb.url, "b1", state="draining").status_code == 200
-    wait_until(_every_time(lambda: _backend_of(lb.url, fresh) == "b2"), timeout=10)
+    wait_until(_every_time(lambda: _backend_of(lb.url, fresh) == "b2"), timeout=30)
 
     lb.write_config(_config(b1, b2, b3))
     assert httpx.post(lb.url + "/_lb/reload").json()["status"] == "reloaded"
-    wait_until(_every_time(lambda: "b3" in _states(lb.url, fresh)), timeout=10)
+    wait_until(_every_time(lambda: "b3" in _states(lb.url, fresh)), timeout=30)
 
     # SIGHUP to the supervisor reloads every worker in place, while clients keep sending.
     failures: list[str] = []
@@ -121,7 +121,7 @@ def test_lb_serve_workers_share_patch_reload_and_sighup_without_failed_requests(
 
     def load() -> None:
         limits = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(limits=limits, timeout=10) as client:
+        with httpx.Client(limits=limits, timeout=30) as client:
             while not stop.is_set() and sent[0] < 20_000:
                 try:
                     status = client.get(lb.url + "/").status_code
@@ -138,8 +138,8 @@ def test_lb_serve_workers_share_patch_reload_and_sighup_without_failed_requests(
         lb.write_config(_config(b1, b3))
         os.kill(lb.process.pid, signal.SIGHUP)
         expected = {"b1": "draining", "b3": "healthy"}
-        wait_until(_every_time(lambda: _states(lb.url, fresh) == expected), timeout=10)
-        wait_until(lambda: sent[0] >= 100, timeout=10)
+        wait_until(_every_time(lambda: _states(lb.url, fresh) == expected), timeout=30)
+        wait_until(lambda: sent[0] >= 100, timeout=30)
     finally:
         stop.set()
         thread.join(15)
@@ -148,7 +148,7 @@ def test_lb_serve_workers_share_patch_reload_and_sighup_without_failed_requests(
 
     lb.write_config("pools: {web: {backends: [nope]}}\n")
     os.kill(lb.process.pid, signal.SIGHUP)
-    wait_until(lambda: "has problems, the running config is unchanged" in lb.output(), timeout=10)
+    wait_until(lambda: "has problems, the running config is unchanged" in lb.output(), timeout=30)
     assert _every_time(lambda: _states(lb.url, fresh) == expected)()
     assert lb.stop() == 0
 
@@ -157,9 +157,9 @@ def test_gunicorn_workers_share_a_patch(start_backends, lb_process, fresh) -> No
     b1, b2 = start_backends(2)
     lb = lb_process(_config(b1, b2), workers=2, gunicorn=True)
     assert _patch(lb.url, "b2", state="disabled").status_code == 200
-    wait_until(_every_time(lambda: _backend_of(lb.url, fresh) == "b1"), timeout=10)
+    wait_until(_every_time(lambda: _backend_of(lb.url, fresh) == "b1"), timeout=30)
     assert _patch(lb.url, "b2", state="active").status_code == 200
-    wait_until(_every_time(lambda: _states(lb.url, fresh)["b2"] == "healthy"), timeout=10)
+    wait_until(_every_time(lambda: _states(lb.url, fresh)["b2"] == "healthy"), timeout=30)
 
 
 # -- instances on a shared Redis --------------------------------------------------------------
