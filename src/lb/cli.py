@@ -55,6 +55,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # process ends "killed by SIGTERM". A graceful stop is a success for us: exit status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
+    # SIGHUP is lb's reload signal. Started under nohup it arrives ignored (an ignored signal stays
+    # ignored across exec), and the app leaves a signal someone else set alone: reloads would be
+    # silently off. `lb serve` owns its process: take SIGHUP back.
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     from lb.multiprocess import multiprocess_dir, prepare_multiprocess
 
     # `serve` is uvicorn.run, except that SIGHUP to a multi-worker instance reloads every worker

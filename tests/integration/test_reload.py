@@ -205,6 +205,20 @@ def test_watch_config_reloads_a_changed_file_and_skips_a_bad_one(  # type: ignor
     wait_until(lambda: sorted(_status(lb.url)) == ["b2"], timeout=10)
 
 
+def test_sighup_reloads_lb_serve_started_under_nohup(start_backends, lb_process) -> None:  # type: ignore[no-untyped-def]
+    # nohup starts its command with SIGHUP ignored, and the lb process inherits that.
+    b1, b2 = start_backends(2)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        lb = lb_process(_backends_of([b1]))
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    lb.write_config(_backends_of([b1, b2]))
+    os.kill(lb.process.pid, signal.SIGHUP)
+    wait_until(lambda: sorted(_status(lb.url)) == ["b1", "b2"], timeout=10)
+    assert lb.stop() == 0
+
+
 def test_sighup_reloads_lb_serve_and_a_bad_file_changes_nothing(  # type: ignore[no-untyped-def]
     start_backends, lb_process
 ) -> None:
