@@ -28,7 +28,7 @@ lint: install
 demo: install
 	$(VENV)/bin/lb demo
 
-# docs/performance.md: nginx, HAProxy, a naive aiohttp proxy and lb side by side under wrk (~25 min).
+# docs/performance.md: nginx, HAProxy, a naive aiohttp proxy and lb side by side under wrk (~15 min).
 bench: install
 	./scripts/bench-deps.sh
 	$(VENV)/bin/pip install -q -e '.[bench]'

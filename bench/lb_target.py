@@ -93,6 +93,9 @@ def main() -> None:
     with open(path, "w") as f:
         features = os.environ.get("LB_OPT_FEATURES")
         chosen = tuple(features.split("+")) if features else FEATURES
+        unknown = sorted(set(chosen) - set(FEATURES))
+        if unknown:
+            raise SystemExit(f"LB_OPT_FEATURES: unknown {unknown}; known: {'+'.join(FEATURES)}")
         yaml.safe_dump(build_config(backends, profile, workdir, chosen), f)
     transport = os.environ.get("LB_OPT_TRANSPORT", "lb")
     if transport != "lb":
