@@ -30,6 +30,6 @@ demo: install
 
 # docs/performance.md: nginx, HAProxy, a naive aiohttp proxy and lb side by side under wrk (~15 min).
 bench: install
-	./scripts/bench-deps.sh
+	./scripts/system-deps.sh nginx haproxy wrk
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python bench/run_benchmarks.py $(BENCH_ARGS)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: a real redis-server and a headless Chromium.
-# Installs them with apt when they are missing and we are root; otherwise says what to install.
+# System packages, each named like the command it provides: those given as arguments, else what
+# the test suite needs (a real redis-server and a headless Chromium). Installs the missing ones
+# with apt when we are root; otherwise says what to install.
 set -euo pipefail
+[ $# -eq 0 ] && set -- redis-server chromium
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+for package in "$@"; do
+  command -v "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
