@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import uvicorn
@@ -333,17 +333,38 @@ class LbProcess:
         return int(self.process.returncode)
 
 
-class Load:
+class ClientThreads:
+    """`clients` threads running `_run` (a subclass's request loop, which ends once `_stop` is
+    set) from entering the `with` block until leaving it."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url = url
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+
+class Load(ClientThreads):
     """Clients sending GET / in a loop until stopped (or `limit` requests), recording
     (start time, status, X-Backend) of each answer and the errors."""
 
     def __init__(self, url: str, clients: int = 3, limit: int = 20_000) -> None:
-        self.url = url
+        super().__init__(url, clients)
         self.results: list[tuple[float, int, str]] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
         self._limit = limit
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as client:
@@ -356,16 +377,6 @@ class Load:
                     continue
                 backend = response.headers.get("x-backend", "")
                 self.results.append((started, response.status_code, backend))
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
 
     def count(self) -> int:
         return len(self.results)

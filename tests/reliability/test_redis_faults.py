@@ -3,7 +3,6 @@ cache passes through, nothing hangs or fails otherwise, and both recover by them
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from conftest import pool_config
-from servers import wait_until
+from servers import ClientThreads, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -24,25 +23,13 @@ def kill(redis_server: Any) -> None:
     redis_server.process = None
 
 
-class Load:
+class Load(ClientThreads):
     """Threads sending a mix of cached and uncached requests until stopped; every result is
     recorded with when it started and ended."""
 
     def __init__(self, url: str, threads: int = 6) -> None:
-        self.url = url
+        super().__init__(url, threads)
         self.results: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
 
     def since(self, moment: float) -> list[dict[str, Any]]:
         return [r for r in self.results if r["started"] > moment]
