@@ -121,31 +121,26 @@ class Tee:
                 return
         self.outcome = Outcome.FORWARDED
         request = self.request
+        # A no-store request stores nothing, and its own conditions went upstream with it: its
+        # response goes on as it is, only tagged, without its caching fields being read.
+        if request.may_store:
+            info = self._info = ResponseInfo(headers)
+            lifetime = freshness_lifetime(info, status, now, cache.config.default_ttl)
+            if storable(
+                status,
+                info,
+                request.directives,
+                authorization=request.authorization,
+                lifetime=lifetime,
+            ):
+                length = _content_length(headers)
+                if length is None or length <= cache.config.max_entry_bytes:
+                    self.storable = True
+                    self._buffer = []
+                    self._status = status
+                    self._headers = stored_headers(headers, info.cc)
+                    self._lifetime = lifetime or 0.0
         send = self.send
-        if not request.may_store and send is not None:
-            # A no-store request: nothing will be stored, and its own conditions went upstream
-            # with it, so the response goes on as it is, only tagged; reading its caching
-            # fields would be wasted work.
-            out = [(n, v) for n, v in headers if n != b"x-cache"]
-            out.append((b"x-cache", b"MISS"))
-            await send({"type": "http.response.start", "status": status, "headers": out})
-            return
-        info = self._info = ResponseInfo(headers)
-        lifetime = freshness_lifetime(info, status, now, cache.config.default_ttl)
-        if request.may_store and storable(
-            status,
-            info,
-            request.directives,
-            authorization=request.authorization,
-            lifetime=lifetime,
-        ):
-            length = _content_length(headers)
-            if length is None or length <= cache.config.max_entry_bytes:
-                self.storable = True
-                self._buffer = []
-                self._status = status
-                self._headers = stored_headers(headers, info.cc)
-                self._lifetime = lifetime or 0.0
         if send is None:
             self._mode = _CAPTURE
             return
@@ -153,17 +148,15 @@ class Tee:
         out.append((b"x-cache", b"MISS"))
         # The client's own conditional was taken off the upstream request so the response could
         # be stored; it is answered here, against the response just received (RFC 9111 §4.3.2).
-        if (
-            self._buffer is not None
-            and status == 200
-            and not_modified(request.conditions, info.etag, info.last_modified, info.date or now)
-        ):
-            self._mode = _NOT_MODIFIED
-            out = not_modified_headers(out)
-            out += [(n, v) for n, v in headers if n == b"x-request-id"]
-            out.append((b"x-cache", b"MISS"))
-            await send({"type": "http.response.start", "status": 304, "headers": out})
-            return
+        if self._buffer is not None and status == 200:
+            info = self._info
+            if not_modified(request.conditions, info.etag, info.last_modified, info.date or now):
+                self._mode = _NOT_MODIFIED
+                out = not_modified_headers(out)
+                out += [(n, v) for n, v in headers if n == b"x-request-id"]
+                out.append((b"x-cache", b"MISS"))
+                await send({"type": "http.response.start", "status": 304, "headers": out})
+                return
         await send({"type": "http.response.start", "status": status, "headers": out})
 
     def _refresh(self, stale: Entry, headers: list[tuple[bytes, bytes]], now: float) -> None:
