@@ -181,11 +181,9 @@ class RedisServer:
     """A real redis-server on a free loopback port, no persistence; can be stopped and restarted."""
 
     def __init__(self) -> None:
-        import shutil
+        from programs import program
 
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = program("redis-server")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: Any = None

@@ -19,10 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from programs import program
 from servers import free_port, wait_for_port, wait_until
-
-WRK = shutil.which("wrk") or "/usr/bin/wrk"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 _LUA = """
 local paths = {%(paths)s}
@@ -143,7 +141,7 @@ def run_wrk(
                 "prefix": prefix,
             }
         )
-        args = [WRK, f"-t{threads}", f"-c{connections}", f"-d{int(max_seconds)}s"]
+        args = [program("wrk"), f"-t{threads}", f"-c{connections}", f"-d{int(max_seconds)}s"]
         args += ["--timeout", "10s", "-s", str(script), url]
         started = time.monotonic()
         process = subprocess.Popen(
@@ -233,7 +231,15 @@ class Nginx:
         with open(path, "w") as f:
             f.write(self.config())
         self.process = subprocess.Popen(
-            [NGINX, "-p", self.dir, "-c", path, "-e", os.path.join(self.dir, "error.log")],
+            [
+                program("nginx"),
+                "-p",
+                self.dir,
+                "-c",
+                path,
+                "-e",
+                os.path.join(self.dir, "error.log"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

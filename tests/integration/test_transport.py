@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import hashlib
 import json
-import shutil
 import ssl
 import subprocess
 import threading
@@ -21,6 +20,7 @@ import pytest
 
 from lb.transport import Transport, request_sent
 from lb.transport.stream import HIGH_WATER, ResponseStream
+from programs import program
 from servers import ThreadedServer, free_port
 
 MiB = 1024 * 1024
@@ -283,11 +283,9 @@ async def test_gzip_body_passes_untouched(start_server: StartServer, transport: 
 async def test_https_backend(
     start_server: StartServer, tmp_path: Path, transport: Transport
 ) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        [program("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key),
          "-out", str(cert), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
         check=True, capture_output=True,
