@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote_to_bytes
 
 from starlette.requests import Request
@@ -21,11 +21,21 @@ from lb.cache import StoreError
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import client_ip, is_trusted
-from lb.metrics import CONTENT_TYPE
+from lb.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
-    from lb.app import LoadBalancer
+    from lb.control.runtime import Control
     from lb.generation import Generation
+
+
+class AdminView(Protocol):
+    """What the admin app reads of the runtime: the live generation, metrics, control."""
+
+    @property
+    def generation(self) -> Generation: ...
+
+    metrics: Metrics
+    control: Control
 
 
 def status_document(
@@ -87,7 +97,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
 
 
-def build_admin(app: LoadBalancer, gen: Generation) -> Any:
+def build_admin(app: AdminView, gen: Generation) -> Any:
     prefix = gen.config.admin.path_prefix
 
     async def healthz(request: Request) -> Response:

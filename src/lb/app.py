@@ -1,67 +1,78 @@
 """The ASGI application: `create_app(config)`, and `app` for `uvicorn lb.app:app`.
 
-`LoadBalancer` owns everything with a lifetime: the upstream transport and client, the pools, the
-background services (health checks, ...). It starts them on ASGI lifespan startup, or on the first
-request when a host app mounts it without running its lifespan, and stops them on shutdown.
+`LoadBalancer` is the entry of every request and the owner of its `lb.runtime.Runtime` (everything
+with a lifetime: the upstream transport and client, the backends, the background services). It
+starts the runtime on ASGI lifespan startup, or on the first request when a host app mounts it
+without running its lifespan, and stops it on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from lb.accesslog import AccessLog
 from lb.config import Config, ConfigError, default_config_path, load_config
 from lb.context import SCOPE_KEY, RequestContext
-from lb.control.runtime import Control
+from lb.control.runtime import ConfigSource, Control
 from lb.errors import send_error
 from lb.generation import Generation
 from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
-from lb.logsetup import use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
+from lb.runtime import Runtime, Service
 from lb.transport import Transport
 
-ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
-
-
-class Service(Protocol):
-    """A background part of the app (health checker, watcher, ...) started and stopped with it."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+__all__ = ["ConfigSource", "LazyApp", "LoadBalancer", "Service", "app", "create_app"]
 
 
 class LoadBalancer:
-    """The balancer as one ASGI callable. Two instances share nothing."""
+    """The balancer as one ASGI callable. Two instances share nothing.
+
+    What lives as long as the app (transport, client, metrics, logs, services, backends) is its
+    `runtime`; the config it serves now is `runtime.generation`, which a reload replaces.
+    """
 
     def __init__(self, config: ConfigSource) -> None:
-        self.config: Config = load_config(config)
-        self.transport = Transport(connect_timeout=_max_connect_timeout(self.config))
-        # The client is the documented upstream interface (health checks, library users); the hot
-        # path calls the same transport directly, skipping the client's per-request cookie and
-        # redirect machinery, which a proxy must not apply anyway.
-        self.client = httpx.AsyncClient(
-            transport=self.transport,
-            trust_env=False,
-            follow_redirects=False,
-            headers={},
-            cookies=None,
-        )
-        self.access_log = AccessLog(self.config.logging)
-        self.metrics = Metrics(lambda: self.generation)
-        self.generation = Generation(self.config, self)
-        self.services: list[Service] = []
-        self.control = Control(self)  # admin overrides, reloads, and sharing them with peers
-        self._started = False
+        self.runtime = Runtime(load_config(config))
         self._starting: asyncio.Future[None] | None = None
+
+    # The runtime's parts, under the names the app has always offered (tests, library users).
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def generation(self) -> Generation:
+        return self.runtime.generation
+
+    @property
+    def transport(self) -> Transport:
+        return self.runtime.transport
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self.runtime.client
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
+
+    @property
+    def access_log(self) -> AccessLog:
+        return self.runtime.access_log
+
+    @property
+    def control(self) -> Control:
+        return self.runtime.control
+
+    @property
+    def services(self) -> list[Service]:
+        return self.runtime.services
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
@@ -92,19 +103,13 @@ class LoadBalancer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        if self._started:
+        if self.runtime.started:
             return
         if self._starting is not None:
             return await asyncio.shield(self._starting)
         self._starting = asyncio.get_running_loop().create_future()
         try:
-            use_level(self.config.logging.level)
-            await self.metrics.start()
-            self.services = list(self.generation.services())
-            for service in self.services:
-                await service.start()
-            await self.control.start()
-            self._started = True
+            await self.runtime.start()
             self._starting.set_result(None)
         except BaseException as exc:
             self._starting.set_exception(exc)
@@ -113,14 +118,7 @@ class LoadBalancer:
             raise
 
     async def shutdown(self) -> None:
-        await self.control.stop()
-        for service in reversed(self.services):
-            await service.stop()
-        self.services = []
-        await self.metrics.stop()
-        await self.client.aclose()
-        self.access_log.close()
-        self._started = False
+        await self.runtime.stop()
         self._starting = None
 
     async def reload(self, source: ConfigSource | None = None) -> dict[str, Any]:
@@ -150,9 +148,10 @@ class LoadBalancer:
         kind = scope["type"]
         if kind == "lifespan":
             return await self._lifespan(receive, send)
-        if not self._started:
+        runtime = self.runtime
+        if not runtime.started:
             await self.startup()
-        gen = self.generation  # one generation for the whole request, even across a reload
+        gen = runtime.generation  # one generation for the whole request, even across a reload
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         root_path = scope.get("root_path")
         if root_path:
@@ -178,7 +177,7 @@ class LoadBalancer:
         if request_id is None or not valid_request_id(request_id):
             request_id = new_request_id()
         peer = scope["client"][0] if scope.get("client") else ""
-        trusted = self.config.trusted_proxies
+        trusted = gen.config.trusted_proxies
         peer_trusted = bool(trusted) and is_trusted(peer, trusted)
         ip = client_ip(peer, xff, trusted) if peer_trusted else peer
         query = scope.get("query_string")
@@ -213,7 +212,7 @@ class LoadBalancer:
                 await route.handler(scope, receive, send)
         finally:
             end = time.perf_counter()
-            self.metrics.request(
+            runtime.metrics.request(
                 ctx.pool or "",
                 ctx.backend,
                 ctx.method,
@@ -221,11 +220,7 @@ class LoadBalancer:
                 end - ctx.start,
                 timed=kind == "http",
             )
-            self.access_log.write(ctx, end, traceparent)
-
-
-def _max_connect_timeout(config: Config) -> float:
-    return max((p.timeouts.connect for p in config.pools.values()), default=2.0)
+            runtime.access_log.write(ctx, end, traceparent)
 
 
 def create_app(config: ConfigSource) -> LoadBalancer:

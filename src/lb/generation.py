@@ -1,82 +1,106 @@
 """One configuration made live: pools, router, per-route handler chains and the admin app.
 
-A reload builds a new generation and swaps it in one assignment; requests hold the generation they
-started with. Backends that stay (same pool, same id and URL) are carried over with their health,
-counters and strategy state.
+A generation is immutable once built and builds without touching the live one: `lb.runtime` makes
+it live in one synchronous swap. Requests hold the generation they started with. Backends that stay
+(same pool, same id and URL) are the same long-lived objects, with their health, counters and
+strategy state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lb.admin import build_admin
+import httpx
+
+from lb.admin import AdminView, build_admin
 from lb.backend import Backend
 from lb.cache import Cache
-from lb.config import Config
+from lb.config import BackendConfig, Config
 from lb.health import HealthChecker
+from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.proxy import Proxy
 from lb.ratelimit import RateLimiting
 from lb.routing import Route, Router
+from lb.transport import Transport
 from lb.websocket import proxy_websocket
 
 if TYPE_CHECKING:
-    from lb.app import LoadBalancer, Service
+    from lb.runtime import Service
+
+
+class Host(AdminView, Protocol):
+    """What a generation is built from (`lb.runtime.Runtime`): the long-lived parts it uses, the
+    live generation whose cache and rate-limit stores it may share, and the backend table."""
+
+    transport: Transport
+    client: httpx.AsyncClient
+    metrics: Metrics
+
+    @property
+    def live(self) -> Generation | None: ...
+
+    def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend: ...
 
 
 class Generation:
-    def __init__(
-        self, config: Config, app: LoadBalancer, previous: Generation | None = None
-    ) -> None:
+    @classmethod
+    def build(cls, config: Config, runtime: Host) -> Generation:
+        """The generation for `config`, built next to the live one without changing it: kept
+        backends are taken from the runtime's table as they are, and what a reload changes about
+        them is applied by `Runtime.swap`. If this raises, there is nothing to undo."""
+        return cls(config, runtime)
+
+    def __init__(self, config: Config, runtime: Host) -> None:
         self.config = config
+        previous = runtime.live
         self.pools: dict[str, Pool] = {}
         for name, pool_config in config.pools.items():
+            checked = pool_config.health_check is not None
+            backends = [runtime.backend(name, b, checked) for b in pool_config.backends]
+            # The same strategy config keeps the strategy (its rotation, its counters).
             old = previous.pools.get(name) if previous is not None else None
-            backends = []
-            for backend_config in pool_config.backends:
-                kept = old.backends.get(backend_config.id) if old is not None else None
-                if kept is not None and kept.url == backend_config.url:
-                    kept.config_weight = backend_config.weight
-                    kept.weight = backend_config.weight
-                    backends.append(kept)
-                else:
-                    backends.append(Backend(backend_config))
-            self.pools[name] = Pool(pool_config, backends, app.metrics)
+            same = old is not None and (old.config.strategy, old.config.strategy_options) == (
+                pool_config.strategy,
+                pool_config.strategy_options,
+            )
+            strategy = old.strategy if same and old is not None else None
+            self.pools[name] = Pool(pool_config, backends, runtime.metrics, strategy=strategy)
         self.router = Router(config.routes, self.pools)
         self.proxies = {
-            name: Proxy(pool, app.transport, metrics=app.metrics)
+            name: Proxy(pool, runtime.transport, metrics=runtime.metrics)
             for name, pool in self.pools.items()
         }
         # A reload that keeps the cache config keeps the cache (entries, store connection).
         old_cache = previous.cache if previous is not None else None
         self.cache: Cache | None = None
         if config.cache is not None:
-            same = old_cache is not None and old_cache.config == config.cache
-            self.cache = old_cache if same else Cache(config.cache, app.metrics)
+            same_cache = old_cache is not None and old_cache.config == config.cache
+            self.cache = old_cache if same_cache else Cache(config.cache, runtime.metrics)
         self.rate_limits: RateLimiting = RateLimiting(
             config,
             self.router.all(),
-            app.metrics,
+            runtime.metrics,
             previous.rate_limits if previous is not None else None,
         )
         # WebSocket upgrades take their own chain: the same rate limit, then the relay.
         self.websocket_handlers: dict[Route, Any] = {}
         for route in self.router.all():
-            route.handler = self._handler(route, app)
+            route.handler = self._handler(route)
             self.websocket_handlers[route] = self.rate_limits.wrap(
                 route, partial(proxy_websocket, pool=self.pools[route.pool])
             )
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
-        self.admin = build_admin(app, self)
-        self._client = app.client
+        self.admin = build_admin(runtime, self)
+        self._client = runtime.client
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
 
-    def _handler(self, route: Route, app: LoadBalancer) -> Any:
+    def _handler(self, route: Route) -> Any:
         """The ASGI chain for one route: rate limit, then cache, then the proxy."""
         handler: Any = self.proxies[route.pool]
         if self.cache is not None and route.config.cache:

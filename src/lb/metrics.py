@@ -29,8 +29,8 @@ import logging
 import os
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from lb import multiprocess as mp
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     from lb.backend import Backend
-    from lb.generation import Generation
 
 logger = logging.getLogger("lb.metrics")
 
@@ -149,13 +148,22 @@ class _Flusher:
         return iter(())
 
 
-class Metrics:
-    """One per app. `generation` returns the app's live generation, read by `refresh()`."""
+class PoolView(Protocol):
+    """What `refresh()` reads of a pool (`lb.pool.Pool`)."""
 
-    def __init__(self, generation: Callable[[], Generation] | None = None) -> None:
+    @property
+    def backends(self) -> Mapping[str, Backend]: ...
+
+    def usable(self) -> tuple[Backend, ...]: ...
+
+
+class Metrics:
+    """One per app. `pools` returns the live generation's pools, read by `refresh()`."""
+
+    def __init__(self, pools: Callable[[], Mapping[str, PoolView]] | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        self._generation = generation
+        self._pools = pools
         active = mp.multiprocess_active()
         # Multiprocess mode: the directory every worker's values are summed from; None otherwise.
         self.directory = mp.multiprocess_dir() if active else None
@@ -414,11 +422,11 @@ class Metrics:
         """Flush the per-request tallies, and copy backend state (up, in flight, attempt and
         failure counts) into the metrics."""
         self.flush()
-        if self._generation is None:
+        if self._pools is None:
             return
         series = self._series
         current = set()
-        for name, pool in self._generation().pools.items():
+        for name, pool in self._pools().items():
             self._pool(name)[2].set(len(pool.usable()))
             for backend in pool.backends.values():
                 key = (name, backend.id)

@@ -12,7 +12,7 @@ from lb.control.overrides import PatchError, find_backend, parse_patch
 from lb.control.reload import ReloadError
 
 if TYPE_CHECKING:
-    from lb.app import LoadBalancer
+    from lb.admin import AdminView
 
 MAX_BODY = 64 * 1024
 
@@ -38,7 +38,7 @@ async def _read_body(request: Request) -> bytes | None:
     return body
 
 
-def control_routes(app: LoadBalancer, prefix: str) -> list[Route]:
+def control_routes(app: AdminView, prefix: str) -> list[Route]:
     async def patch_backend(request: Request) -> Response:
         pool, backend_id = request.path_params["pool"], request.path_params["backend_id"]
         if find_backend(app.generation, pool, backend_id) is None:

@@ -54,6 +54,7 @@ class PoolHealth:
         for backend in self.pool.backends.values():
             if backend.ejected and backend.id not in self._returns:
                 self._schedule_return(backend, max(0.0, backend.ejected_until - now))
+            self.slow_start.resume(backend)
 
     def stop(self) -> None:
         """Cancel every timer; nothing is ejected after this (requests still finishing on this
@@ -62,7 +63,10 @@ class PoolHealth:
         returns, self._returns = self._returns, {}
         for handle in returns.values():
             handle.cancel()
-        self.slow_start.stop()
+        pool = self.pool
+        self.slow_start.stop(
+            lambda backend: backend.owner is not pool and backend.owner is not None
+        )
 
     # -- passive health ------------------------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""The runtime: what lives as long as the process, and the one place a generation goes live.
+
+A `Runtime` owns the upstream transport and httpx client, the metrics, the access log, the
+background services, the admin control (`Control`) and the table of long-lived `Backend` objects
+keyed by (pool, id, url). A `Generation` (one config made live) is built next to the running one
+from that table without changing anything the live generation serves; `swap()` then makes it live
+in one synchronous step, and only there are shared backends changed: configured weights, health a
+pool no longer checks, admin overrides, removed backends set draining, each pool taking charge of
+its backends. A build that fails therefore leaves nothing to undo.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import httpx
+
+from lb.accesslog import AccessLog
+from lb.backend import Backend
+from lb.config import BackendConfig, Config
+from lb.control.reload import ReloadError
+from lb.control.runtime import Control
+from lb.generation import Generation
+from lb.logsetup import use_level
+from lb.metrics import Metrics
+from lb.transport import Transport
+
+logger = logging.getLogger("lb.control")
+
+BackendKey = tuple[str, str, str]  # (pool name, backend id, url)
+
+
+class Service(Protocol):
+    """A background part of the app (health checker, watcher, ...) started and stopped with it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Runtime:
+    """The long-lived half of a balancer; `generation` is the config it serves now."""
+
+    def __init__(self, config: Config) -> None:
+        self.transport = Transport(connect_timeout=_max_connect_timeout(config))
+        # The client is the documented upstream interface (health checks, library users); the hot
+        # path calls the same transport directly, skipping the client's per-request cookie and
+        # redirect machinery, which a proxy must not apply anyway.
+        self.client = httpx.AsyncClient(
+            transport=self.transport,
+            trust_env=False,
+            follow_redirects=False,
+            headers={},
+            cookies=None,
+        )
+        self.access_log = AccessLog(config.logging)
+        self.metrics = Metrics(lambda: self.generation.pools)
+        self.backends: dict[BackendKey, Backend] = {}
+        self.services: list[Service] = []
+        self.started = False
+        self.live: Generation | None = None
+        self.control = Control(self)  # admin overrides, reloads, and sharing them with peers
+        self.swap(self.build(config))
+
+    def __repr__(self) -> str:
+        return f"<Runtime {len(self.backends)} backends, {len(self.services)} services>"
+
+    @property
+    def generation(self) -> Generation:
+        assert self.live is not None  # set in __init__
+        return self.live
+
+    @property
+    def config(self) -> Config:
+        return self.generation.config
+
+    # -- generations ---------------------------------------------------------------------------
+
+    def build(self, config: Config) -> Generation:
+        """A generation for `config`, not live yet; raises whatever its parts raise."""
+        return Generation.build(config, self)
+
+    def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend:
+        """The live backend `config` names in `pool`, or a new one (not in the table yet).
+
+        A backend a reload adds to a pool with active checks starts unhealthy, so it gets traffic
+        only once its checks pass (at start-up every backend starts healthy).
+        """
+        kept = self.backends.get((pool, config.id, config.url))
+        if kept is not None:
+            return kept
+        backend = Backend(config)
+        if checked and self.live is not None:
+            backend.healthy = False
+        return backend
+
+    def swap(self, new: Generation) -> None:
+        """Make `new` live: every change to shared backends, in one synchronous step."""
+        old = self.backends
+        table: dict[BackendKey, Backend] = {}
+        for pool in new.pools.values():
+            config = pool.config
+            weights = {b.id: b.weight for b in config.backends}
+            checked = config.health_check is not None
+            monitored = checked or config.passive_health is not None
+            for backend in pool.backends.values():
+                key = (pool.name, backend.id, backend.url)
+                table[key] = backend
+                if key not in old:
+                    continue
+                weight = weights[backend.id]
+                if backend.config_weight != weight:
+                    backend.config_weight = weight
+                    if not backend.ramp_started:  # a ramp takes the new weight at its next step
+                        backend.set_weight(weight)
+                # Released from what the old pool's checks said: nothing would bring it back.
+                if not checked and not backend.healthy:
+                    backend.set_healthy(True)
+                if config.passive_health is None and backend.ejected:
+                    backend.set_ejected_until(0.0)
+                if backend.ramp_started and (not monitored or config.slow_start <= 0.0):
+                    backend.ramp_started = 0.0
+                    backend.set_weight(backend.config_weight)
+        self.live = new
+        self.control.apply_overrides(new)
+        for key, backend in old.items():
+            if key not in table:
+                # Requests still finishing on the old pool must not retry onto it.
+                backend.set_admin_state("draining")
+        for pool in new.pools.values():
+            pool.attach()
+        self.backends = table
+
+    async def commit(self, new: Generation) -> None:
+        """Start what `new` adds, swap it in, then stop what only the old generation used.
+
+        Raises `ReloadError` when a service fails to start: those it started are stopped again and
+        nothing is swapped."""
+        old_services = list(self.services)
+        new_services = list(new.services())
+        if self.started:
+            started: list[Service] = []
+            for service in _added(new_services, old_services):
+                try:
+                    await service.start()
+                except Exception as exc:
+                    await _stop_all(reversed(started), "after a failed reload")
+                    problem = f"config: cannot start {service!r}: {type(exc).__name__}: {exc}"
+                    raise ReloadError([problem]) from exc
+                started.append(service)
+        self.swap(new)
+        if self.started:
+            self.services = new_services
+            await _stop_all(
+                reversed(list(_added(old_services, new_services))), "of the previous configuration"
+            )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        use_level(self.config.logging.level)
+        await self.metrics.start()
+        self.services = list(self.generation.services())
+        for service in self.services:
+            await service.start()
+        await self.control.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        await self.control.stop()
+        services, self.services = self.services, []
+        for service in reversed(services):
+            await service.stop()
+        await self.metrics.stop()
+        await self.client.aclose()
+        self.access_log.close()
+        self.started = False
+
+
+def _added(services: list[Service], before: list[Service]) -> Iterator[Service]:
+    """Those of `services` not in `before` (a kept cache or Redis connection keeps running)."""
+    return (s for s in services if not any(s is b for b in before))
+
+
+async def _stop_all(services: Iterable[Service], why: str) -> None:
+    for service in services:
+        try:
+            await service.stop()
+        except Exception:  # noqa: BLE001 - the first error (or the new generation) stands
+            logger.exception("stopping %r %s", service, why)
+
+
+def _max_connect_timeout(config: Config) -> float:
+    return max((p.timeouts.connect for p in config.pools.values()), default=2.0)
