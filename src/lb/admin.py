@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
-from lb.cache import StoreError
+from lb.cache import Cache, StoreError
+from lb.config import Config
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import client_ip, is_trusted
@@ -25,21 +26,34 @@ from lb.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
     from lb.control.runtime import Control
-    from lb.generation import Generation
+    from lb.pool import Pool
+
+
+class Served(Protocol):
+    """What the admin app reads of a generation (`lb.generation.Generation`)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def pools(self) -> Mapping[str, Pool]: ...
+
+    @property
+    def cache(self) -> Cache | None: ...
 
 
 class AdminView(Protocol):
     """What the admin app reads of the runtime: the live generation, metrics, control."""
 
     @property
-    def generation(self) -> Generation: ...
+    def generation(self) -> Served: ...
 
     metrics: Metrics
     control: Control
 
 
 def status_document(
-    gen: Generation, totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None
+    gen: Served, totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None
 ) -> dict[str, Any]:
     """SPEC section 8's status JSON for `gen`.
 
@@ -97,7 +111,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
 
 
-def build_admin(app: AdminView, gen: Generation) -> Any:
+def build_admin(app: AdminView, gen: Served) -> Any:
     prefix = gen.config.admin.path_prefix
 
     async def healthz(request: Request) -> Response:
@@ -142,7 +156,7 @@ def build_admin(app: AdminView, gen: Generation) -> Any:
         Route(f"{prefix}/status", status, methods=["GET"]),
         Route(f"{prefix}/cache", purge_cache, methods=["DELETE"]),
         Route(gen.config.metrics.path, metrics, methods=["GET", "HEAD"]),
-        *control_routes(app, prefix),
+        *control_routes(app.control, prefix),
         *dashboard_routes(prefix),
     ]
     router = Router(routes)
@@ -159,7 +173,7 @@ class AdminGuard:
     def __init__(
         self,
         app: Any,
-        gen: Generation,
+        gen: Served,
         open_paths: set[bytes],
         page_paths: frozenset[bytes] | set[bytes] = frozenset(),
     ) -> None:

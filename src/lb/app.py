@@ -24,8 +24,9 @@ from lb.generation import Generation
 from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
 from lb.metrics import Metrics
 from lb.routing import request_host
-from lb.runtime import Runtime, Service
+from lb.runtime import Runtime
 from lb.transport import Transport
+from lb.types import Service
 
 __all__ = ["ConfigSource", "LazyApp", "LoadBalancer", "Service", "app", "create_app"]
 

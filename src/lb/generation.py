@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -25,10 +25,8 @@ from lb.proxy import Proxy
 from lb.ratelimit import RateLimiting
 from lb.routing import Route, Router
 from lb.transport import Transport
+from lb.types import Service
 from lb.websocket import proxy_websocket
-
-if TYPE_CHECKING:
-    from lb.runtime import Service
 
 
 class Host(AdminView, Protocol):

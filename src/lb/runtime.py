@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Protocol
 
 import httpx
 
@@ -26,18 +25,11 @@ from lb.generation import Generation
 from lb.logsetup import use_level
 from lb.metrics import Metrics
 from lb.transport import Transport
+from lb.types import Service
 
 logger = logging.getLogger("lb.control")
 
 BackendKey = tuple[str, str, str]  # (pool name, backend id, url)
-
-
-class Service(Protocol):
-    """A background part of the app (health checker, watcher, ...) started and stopped with it."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class Runtime:
@@ -132,6 +124,17 @@ class Runtime:
         for pool in new.pools.values():
             pool.attach()
         self.backends = table
+
+    async def replace(self, config: Config) -> None:
+        """Make `config` live (a reload): build its generation, then `commit` it.
+
+        Raises `ReloadError` when it cannot be built or its services cannot start; the live
+        generation is untouched then."""
+        try:
+            new = self.build(config)
+        except Exception as exc:
+            raise ReloadError([f"config: cannot build it: {type(exc).__name__}: {exc}"]) from exc
+        await self.commit(new)
 
     async def commit(self, new: Generation) -> None:
         """Start what `new` adds, swap it in, then stop what only the old generation used.

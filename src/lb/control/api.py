@@ -12,7 +12,7 @@ from lb.control.overrides import PatchError, find_backend, parse_patch
 from lb.control.reload import ReloadError
 
 if TYPE_CHECKING:
-    from lb.admin import AdminView
+    from lb.control.runtime import Control
 
 MAX_BODY = 64 * 1024
 
@@ -38,10 +38,10 @@ async def _read_body(request: Request) -> bytes | None:
     return body
 
 
-def control_routes(app: AdminView, prefix: str) -> list[Route]:
+def control_routes(control: Control, prefix: str) -> list[Route]:
     async def patch_backend(request: Request) -> Response:
         pool, backend_id = request.path_params["pool"], request.path_params["backend_id"]
-        if find_backend(app.generation, pool, backend_id) is None:
+        if find_backend(control.runtime.generation, pool, backend_id) is None:
             return _error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
         body = await _read_body(request)
         if body is None:
@@ -51,7 +51,7 @@ def control_routes(app: AdminView, prefix: str) -> list[Route]:
         except PatchError as exc:
             return _error(400, "bad_request", str(exc), exc.problems)
         try:
-            backend = await app.control.set_backend(pool, backend_id, state, weight)
+            backend = await control.set_backend(pool, backend_id, state, weight)
         except KeyError:  # removed by a reload while the body was read
             return _error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
         return _json(
@@ -67,7 +67,7 @@ def control_routes(app: AdminView, prefix: str) -> list[Route]:
 
     async def reload(request: Request) -> Response:
         try:
-            report = await app.control.reload(share=True)
+            report = await control.reload(share=True)
         except ReloadError as exc:
             detail = "the config has problems; the running config is unchanged"
             return _error(400, "invalid_config", detail, exc.problems)

@@ -18,13 +18,14 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from lb.backend import AdminState, Backend
 from lb.config import Config, ConfigError, RateLimitConfig, load_config
 from lb.control.bus import RedisBus
 from lb.control.overrides import (
     BackendKey,
+    Live,
     Override,
     apply,
     configured_weight,
@@ -33,9 +34,6 @@ from lb.control.overrides import (
 from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError, describe
 from lb.control.shared import ENV_DIR, ControlFile, Signature, add_event, put_override
-
-if TYPE_CHECKING:
-    from lb.generation import Generation
 
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -70,14 +68,12 @@ class Host(Protocol):
     """What control changes (`lb.runtime.Runtime`): the live generation, and making a new one."""
 
     @property
-    def generation(self) -> Generation: ...
+    def generation(self) -> Live: ...
 
     @property
     def config(self) -> Config: ...
 
-    def build(self, config: Config) -> Generation: ...
-
-    async def commit(self, new: Generation) -> None: ...
+    async def replace(self, config: Config) -> None: ...
 
 
 class Control:
@@ -228,7 +224,7 @@ class Control:
             if override is not None:
                 self._take(override)
 
-    def apply_overrides(self, gen: Generation) -> None:
+    def apply_overrides(self, gen: Live) -> None:
         """Lay every known override over `gen` (a reload's new generation)."""
         for override in self.overrides.values():
             apply(override, gen)
@@ -341,11 +337,7 @@ class Control:
         report.update(describe(app.config, config))
         if config == app.config:
             return report
-        try:
-            new = app.build(config)
-        except Exception as exc:
-            raise ReloadError([f"config: cannot build it: {type(exc).__name__}: {exc}"]) from exc
-        await app.commit(new)  # lays the overrides over it in the swap
+        await app.replace(config)  # lays the overrides over the new generation in the swap
         self.reloads += 1
         report["status"] = "reloaded"
         await self._start_bus(bus_url(config))
