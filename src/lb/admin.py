@@ -23,6 +23,7 @@ from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import client_ip, is_trusted
 from lb.metrics import CONTENT_TYPE, Metrics
+from lb.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from lb.control.runtime import Control
@@ -111,7 +112,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
 
 
-def build_admin(app: AdminView, gen: Served) -> Any:
+def build_admin(app: AdminView, gen: Served) -> ASGIApp:
     prefix = gen.config.admin.path_prefix
 
     async def healthz(request: Request) -> Response:
@@ -172,7 +173,7 @@ class AdminGuard:
 
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         gen: Served,
         open_paths: set[bytes],
         page_paths: frozenset[bytes] | set[bytes] = frozenset(),
@@ -184,7 +185,7 @@ class AdminGuard:
         token = gen.config.admin.token
         self.token = f"Bearer {token}".encode() if token else None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
@@ -199,7 +200,7 @@ class AdminGuard:
                 return await denial(scope, receive, send)
         await self.app(scope, receive, send)
 
-    def _deny(self, scope: Any, page: bool = False) -> Response | None:
+    def _deny(self, scope: Scope, page: bool = False) -> Response | None:
         config = self.gen.config
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = config.trusted_proxies
@@ -234,7 +235,7 @@ class AdminGuard:
         return None
 
 
-def _query_token(scope: Any) -> bytes:
+def _query_token(scope: Scope) -> bytes:
     """`?token=T` of a page request, as the `Bearer T` header value it stands for."""
     query: bytes = scope.get("query_string", b"")
     for value in parse_qs(query.decode("latin-1")).get("token", []):

@@ -26,7 +26,7 @@ from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.runtime import Runtime
 from lb.transport import Transport
-from lb.types import Service
+from lb.types import Message, Receive, Scope, Send, Service
 
 __all__ = ["ConfigSource", "LazyApp", "LoadBalancer", "Service", "app", "create_app"]
 
@@ -128,7 +128,7 @@ class LoadBalancer:
         with the problems, the running config untouched."""
         return await self.control.reload(source)
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -145,7 +145,7 @@ class LoadBalancer:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             return await self._lifespan(receive, send)
@@ -272,7 +272,7 @@ class LazyApp:
         if self._app is not None:
             self._app.lb_rejected(peer, method, target, status, detail, request_id)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" and self._app is None:
             message = await receive()
             try:
@@ -282,14 +282,14 @@ class LazyApp:
                 return
             replayed = False
 
-            async def replay() -> Any:
+            async def replay() -> Message:
                 nonlocal replayed
                 if not replayed:
                     replayed = True
                     return message
                 return await receive()
 
-            async def started(message: Any) -> None:
+            async def started(message: Message) -> None:
                 if message["type"] == "lifespan.startup.complete":
                     _freeze_startup_objects()
                 await send(message)

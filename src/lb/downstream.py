@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from lb.cycle import DISCONNECT_EXTENSION
+from lb.types import Message, Receive, Scope, Send
 
 REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
 
@@ -32,7 +33,7 @@ class Watcher(Protocol):
     def stop(self) -> None: ...
 
 
-def watch_client(scope: Any, receive: Any, send: Any) -> tuple[Watcher, Any]:
+def watch_client(scope: Scope, receive: Receive, send: Send) -> tuple[Watcher, Any]:
     """A watcher for the current task, and the `send` to use with it."""
     extensions = scope.get("extensions")
     register = extensions.get(DISCONNECT_EXTENSION) if extensions else None
@@ -76,7 +77,7 @@ class RequestBody(httpx.AsyncByteStream):
     cannot be sent again.
     """
 
-    def __init__(self, receive: Any, expected: bool, on_done: Any) -> None:
+    def __init__(self, receive: Receive, expected: bool, on_done: Any) -> None:
         self._receive = receive
         self.expected = expected
         self.started = False  # some of it was read from the client
@@ -126,7 +127,7 @@ class DisconnectWatcher:
 
     __slots__ = ("_receive", "_send", "_task", "_watch", "disconnected")
 
-    def __init__(self, receive: Any, send: Any) -> None:
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._task = asyncio.current_task()
@@ -149,7 +150,7 @@ class DisconnectWatcher:
         if self._watch is not None:
             self._watch.cancel()
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: Message) -> None:
         """`send`, standing down once the response is whole: the server reports a disconnect to
         every `receive` after that, which must not cancel the request's clean-up (closing the
         upstream response) nor count a delivered response as failed."""

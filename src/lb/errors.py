@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from lb.context import SCOPE_KEY, RequestContext
+from lb.types import Scope, Send
 
 STATUS = {
     "no_route": 404,
@@ -26,7 +26,7 @@ def error_body(code: str, detail: str, request_id: bytes) -> bytes:
 
 
 async def send_error(
-    send: Any,
+    send: Send,
     ctx: RequestContext,
     code: str,
     detail: str,
@@ -53,6 +53,6 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def context_of(scope: Any) -> RequestContext:
+def context_of(scope: Scope) -> RequestContext:
     ctx: RequestContext = scope[SCOPE_KEY]
     return ctx

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
@@ -25,7 +25,7 @@ from lb.proxy import Proxy
 from lb.ratelimit import RateLimiting
 from lb.routing import Route, Router
 from lb.transport import Transport
-from lb.types import Service
+from lb.types import Handler, Service
 from lb.websocket import proxy_websocket
 
 
@@ -84,7 +84,7 @@ class Generation:
             previous.rate_limits if previous is not None else None,
         )
         # WebSocket upgrades take their own chain: the same rate limit, then the relay.
-        self.websocket_handlers: dict[Route, Any] = {}
+        self.websocket_handlers: dict[Route, Handler] = {}
         for route in self.router.all():
             route.handler = self._handler(route)
             self.websocket_handlers[route] = self.rate_limits.wrap(
@@ -98,9 +98,9 @@ class Generation:
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
 
-    def _handler(self, route: Route) -> Any:
-        """The ASGI chain for one route: rate limit, then cache, then the proxy."""
-        handler: Any = self.proxies[route.pool]
+    def _handler(self, route: Route) -> Handler:
+        """The pipeline of one route: rate limit, then cache, then the proxy."""
+        handler: Handler = self.proxies[route.pool]
         if self.cache is not None and route.config.cache:
             handler = self.cache.layer(handler)
         return self.rate_limits.wrap(route, handler)

@@ -38,6 +38,7 @@ from lb.pool import Pool
 from lb.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
 from lb.transport import Origin, Timeouts, origin_of
+from lb.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("lb.proxy")
 
@@ -87,6 +88,10 @@ SendRaw = Callable[
 ]
 
 
+async def _nothing_to_read() -> Message:
+    raise AssertionError("a request without a body has nothing to receive")
+
+
 class Proxy:
     """Forwards requests to `pool` through `transport`.
 
@@ -117,12 +122,14 @@ class Proxy:
         # Parsing a URL costs more than the rest of the request set-up: once per backend.
         self._origins: dict[Backend, Origin] = {}
         self._urls: dict[Backend, httpx.URL] = {}
-        self._no_body = RequestBody(None, False, None)  # never read: one for every bodiless request
+        self._no_body = RequestBody(
+            _nothing_to_read, False, None
+        )  # never read: one for every bodiless request
 
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
         watcher, send = watch_client(scope, receive, send)
@@ -160,8 +167,8 @@ class Proxy:
 
     async def _forward(
         self,
-        scope: Any,
-        send: Any,
+        scope: Scope,
+        send: Send,
         ctx: RequestContext,
         body: RequestBody,
         watcher: Watcher,
@@ -249,7 +256,7 @@ class Proxy:
         )
 
     def _send(
-        self, scope: Any, ctx: RequestContext, backend: Backend, body: RequestBody
+        self, scope: Scope, ctx: RequestContext, backend: Backend, body: RequestBody
     ) -> Awaitable[Upstream]:
         """The upstream request for one try, ready to be awaited."""
         peer = scope["client"][0] if scope.get("client") else ""
@@ -300,7 +307,7 @@ class Proxy:
         return HttpxUpstream(await self.transport.handle_async_request(request))
 
     async def _answer_failure(
-        self, send: Any, ctx: RequestContext, exc: httpx.HTTPError | None = None
+        self, send: Send, ctx: RequestContext, exc: httpx.HTTPError | None = None
     ) -> None:
         detail = f"backend {ctx.backend}: {ctx.error}"
         if isinstance(exc, httpx.PoolTimeout):
@@ -312,7 +319,7 @@ class Proxy:
 
     async def _stream_response(
         self,
-        send: Any,
+        send: Send,
         ctx: RequestContext,
         backend: Backend,
         response: Upstream,

@@ -18,6 +18,7 @@ from lb.errors import error_body
 from lb.headers import HOP_BY_HOP
 from lb.pool import Pool
 from lb.strategy import PickRequest
+from lb.types import Receive, Scope, Send
 
 logger = logging.getLogger("lb.websocket")
 
@@ -41,7 +42,7 @@ _RESERVED_CLOSE = frozenset({1005, 1006, 1015})
 
 
 async def _reject(
-    send: Any, scope: Any, ctx: RequestContext, status: int, code: str, detail: str
+    send: Send, scope: Scope, ctx: RequestContext, status: int, code: str, detail: str
 ) -> None:
     ctx.status = status
     ctx.error = code
@@ -63,7 +64,7 @@ async def _reject(
         await send({"type": "websocket.close", "code": 1013})
 
 
-async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> None:
+async def proxy_websocket(scope: Scope, receive: Receive, send: Send, pool: Pool) -> None:
     ctx: RequestContext = scope[SCOPE_KEY]
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -156,7 +157,9 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
         pool.done(backend, time.perf_counter() - start, ok, response_time=handshake)
 
 
-async def _relay(receive: Any, send: Any, upstream: ClientConnection, ctx: RequestContext) -> bool:
+async def _relay(
+    receive: Receive, send: Send, upstream: ClientConnection, ctx: RequestContext
+) -> bool:
     async def client_to_upstream() -> None:
         while True:
             message = await receive()

@@ -9,7 +9,7 @@ unchanged, and Redis connections are shared by URL.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lb.config import Config, RateLimitConfig
 from lb.metrics import Metrics
@@ -18,6 +18,7 @@ from lb.ratelimit.memory import MemoryStore
 from lb.ratelimit.middleware import RateLimit
 from lb.ratelimit.redis import RedisConnection, RedisStore
 from lb.ratelimit.store import Store
+from lb.types import Handler
 
 if TYPE_CHECKING:
     from lb.routing import Route
@@ -83,7 +84,7 @@ class RateLimiting:
         self.connections[url] = connection
         return RedisStore(connection, limit, f"{REDIS_PREFIX}{name}:")
 
-    def wrap(self, route: Route, app: Any) -> Any:
+    def wrap(self, route: Route, app: Handler) -> Handler:
         """`app` behind the route's rate limit, or `app` itself when the route is not limited."""
         zone = self._zones.get(route)
         if zone is None:
