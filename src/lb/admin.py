@@ -13,14 +13,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote_to_bytes
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from lb.cache import Cache, StoreError
 from lb.config import Config
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
+from lb.errors import admin_error, json_response
 from lb.headers import client_ip, is_trusted
 from lb.metrics import CONTENT_TYPE, Metrics
 from lb.types import ASGIApp, Receive, Scope, Send
@@ -108,25 +110,21 @@ def purge_target(query: bytes) -> bytes | None:
     return value if value.startswith(b"/") else None
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
-
-
 def build_admin(app: AdminView, gen: Served) -> ASGIApp:
     prefix = gen.config.admin.path_prefix
 
     async def healthz(request: Request) -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         empty = [name for name, pool in gen.pools.items() if not pool.usable()]
         if empty:
-            return _json({"status": "unavailable", "pools_without_backend": empty}, 503)
-        return _json({"status": "ready"})
+            return json_response({"status": "unavailable", "pools_without_backend": empty}, 503)
+        return json_response({"status": "ready"})
 
     async def status(request: Request) -> Response:
         live = app.generation
-        return _json(status_document(live, await app.metrics.backend_totals()))
+        return json_response(status_document(live, await app.metrics.backend_totals()))
 
     async def metrics(request: Request) -> Response:
         body = await app.metrics.render()
@@ -135,21 +133,21 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
     async def purge_cache(request: Request) -> Response:
         cache = app.generation.cache
         if cache is None:
-            return _json({"error": "not_found", "detail": "the cache is off"}, 404)
+            return admin_error(request.scope, 404, "not_found", "the cache is off")
         query: bytes = request.scope.get("query_string", b"")
         target = purge_target(query)
         if query and target is None:
             detail = "expected ?path=/target (path and query as sent)"
-            return _json({"error": "bad_request", "detail": detail}, 400)
+            return admin_error(request.scope, 400, "bad_request", detail)
         try:
             removed = await cache.purge(target)
         except StoreError as exc:
-            return _json({"error": "unavailable", "detail": str(exc)}, 503)
+            return admin_error(request.scope, 503, "unavailable", str(exc))
         path = None if target is None else target.decode("latin-1")
         if cache.config.store == "memory":
             # Each worker (and instance) holds its own entries: they purge theirs too.
             await app.control.broadcast("cache_purge", {"path": path}, instances=True)
-        return _json({"purged": removed, "path": path})
+        return json_response({"purged": removed, "path": path})
 
     routes = [
         Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),
@@ -160,7 +158,7 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
         *control_routes(app.control, prefix),
         *dashboard_routes(prefix),
     ]
-    router = Router(routes)
+    router = Router(routes, default=_not_found)
     open_paths = {f"{prefix}/healthz".encode(), f"{prefix}/readyz".encode()}
     # A browser cannot send a bearer header when it opens a page: the dashboard also takes the
     # token once as ?token= (its script then keeps it and sends the header itself).
@@ -198,7 +196,18 @@ class AdminGuard:
             denial = self._deny(scope, path in self.page_paths)
             if denial is not None:
                 return await denial(scope, receive, send)
-        await self.app(scope, receive, send)
+        # With "app" in the scope, Starlette's routing raises 405 instead of answering in plain
+        # text, so that it is answered as every other admin error.
+        scope.setdefault("app", self)
+        try:
+            await self.app(scope, receive, send)
+        except HTTPException as exc:
+            if exc.status_code != 405:
+                raise
+            allowed = (exc.headers or {}).get("Allow", "")
+            detail = f"method {scope['method']} not allowed here; allowed: {allowed}"
+            response = admin_error(scope, 405, "method_not_allowed", detail, headers=exc.headers)
+            await response(scope, receive, send)
 
     def _deny(self, scope: Scope, page: bool = False) -> Response | None:
         config = self.gen.config
@@ -213,9 +222,7 @@ class AdminGuard:
         except ValueError:
             ip = None
         if ip is None or not any(ip in net for net in config.admin.allow):
-            return _json(
-                {"error": "forbidden", "detail": "admin not allowed from this address"}, 403
-            )
+            return admin_error(scope, 403, "forbidden", "admin not allowed from this address")
         if self.token is not None:
             given = b""
             for name, value in scope["headers"]:
@@ -227,12 +234,15 @@ class AdminGuard:
             if not hmac.compare_digest(given, self.token):
                 if page:
                     return login_page(wrong=bool(given))
-                return _json(
-                    {"error": "unauthorized", "detail": "missing or invalid bearer token"},
-                    401,
-                    {"www-authenticate": "Bearer"},
-                )
+                detail = "missing or invalid bearer token"
+                bearer = {"www-authenticate": "Bearer"}
+                return admin_error(scope, 401, "unauthorized", detail, headers=bearer)
         return None
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    response = admin_error(scope, 404, "not_found", "no admin endpoint at this path")
+    await response(scope, receive, send)
 
 
 def _query_token(scope: Scope) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from lb.cycle import DISCONNECT_EXTENSION
+from lb.exceptions import LBError
 from lb.types import Message, Receive, Scope, Send
 
 REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
@@ -64,8 +65,8 @@ class CallbackWatcher:
         self.disconnected = True
 
 
-class ClientDisconnected(Exception):
-    pass
+class ClientDisconnected(LBError):
+    """The client went away (http.disconnect) while the request was under way."""
 
 
 class RequestBody(httpx.AsyncByteStream):

@@ -28,6 +28,7 @@ from typing import TypeVar
 import httpx
 
 from lb.config import RetryConfig
+from lb.exceptions import LBError
 
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ _MIN_PER_SECOND = 3
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-class PerTryTimeout(httpx.TimeoutException):
+class PerTryTimeout(httpx.TimeoutException, LBError):
     """`retries.per_try_timeout` passed before the backend's response head arrived."""
 
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
 from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import error_body
+from lb.errors import refuse_websocket
 from lb.headers import HOP_BY_HOP
 from lb.pool import Pool
 from lb.strategy import PickRequest
@@ -44,24 +44,7 @@ _RESERVED_CLOSE = frozenset({1005, 1006, 1015})
 async def _reject(
     send: Send, scope: Scope, ctx: RequestContext, status: int, code: str, detail: str
 ) -> None:
-    ctx.status = status
-    ctx.error = code
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = error_body(code, detail, ctx.request_id)
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", ctx.request_id),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1013})
+    await refuse_websocket(send, scope, ctx, code, detail, status=status)
 
 
 async def proxy_websocket(scope: Scope, receive: Receive, send: Send, pool: Pool) -> None:

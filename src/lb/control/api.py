@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from lb.control.overrides import PatchError, find_backend, parse_patch
 from lb.control.reload import ReloadError
+from lb.errors import admin_error, json_response
 
 if TYPE_CHECKING:
     from lb.control.runtime import Control
 
 MAX_BODY = 64 * 1024
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return JSONResponse(data, status, headers={"cache-control": "no-store"})
-
-
-def _error(status: int, code: str, detail: str, problems: list[str] | None = None) -> Response:
-    body: dict[str, Any] = {"error": code, "detail": detail}
-    if problems is not None:
-        body["problems"] = problems
-    return _json(body, status)
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -38,23 +28,29 @@ async def _read_body(request: Request) -> bytes | None:
     return body
 
 
+def _no_backend(request: Request, pool: str, backend_id: str) -> Response:
+    detail = f"no backend {backend_id!r} in pool {pool!r}"
+    return admin_error(request.scope, 404, "not_found", detail)
+
+
 def control_routes(control: Control, prefix: str) -> list[Route]:
     async def patch_backend(request: Request) -> Response:
         pool, backend_id = request.path_params["pool"], request.path_params["backend_id"]
         if find_backend(control.runtime.generation, pool, backend_id) is None:
-            return _error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
+            return _no_backend(request, pool, backend_id)
         body = await _read_body(request)
         if body is None:
-            return _error(400, "bad_request", f"body larger than {MAX_BODY} bytes")
+            detail = f"body larger than {MAX_BODY} bytes"
+            return admin_error(request.scope, 400, "bad_request", detail)
         try:
             state, weight = parse_patch(body)
         except PatchError as exc:
-            return _error(400, "bad_request", str(exc), exc.problems)
+            return admin_error(request.scope, 400, "bad_request", str(exc), problems=exc.problems)
         try:
             backend = await control.set_backend(pool, backend_id, state, weight)
         except KeyError:  # removed by a reload while the body was read
-            return _error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
-        return _json(
+            return _no_backend(request, pool, backend_id)
+        return json_response(
             {
                 "pool": pool,
                 "id": backend.id,
@@ -70,8 +66,8 @@ def control_routes(control: Control, prefix: str) -> list[Route]:
             report = await control.reload(share=True)
         except ReloadError as exc:
             detail = "the config has problems; the running config is unchanged"
-            return _error(400, "invalid_config", detail, exc.problems)
-        return _json(report)
+            return admin_error(request.scope, 400, "invalid_config", detail, problems=exc.problems)
+        return json_response(report)
 
     return [
         Route(f"{prefix}/pools/{{pool}}/backends/{{backend_id}}", patch_backend, methods=["PATCH"]),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from lb.backend import AdminState
 from lb.config import Config
+from lb.exceptions import LBError
 
 if TYPE_CHECKING:
     from lb.backend import Backend
@@ -36,7 +37,7 @@ class Live(Protocol):
     def pools(self) -> Mapping[str, Pool]: ...
 
 
-class PatchError(ValueError):
+class PatchError(LBError, ValueError):
     """A PATCH body that cannot be applied; `problems` name each mistake."""
 
     def __init__(self, problems: list[str]) -> None:

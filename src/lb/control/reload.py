@@ -14,9 +14,10 @@ from dataclasses import fields
 from typing import Any
 
 from lb.config import Config
+from lb.exceptions import LBError
 
 
-class ReloadError(Exception):
+class ReloadError(LBError):
     """A reload that did not happen; `problems` say why, one line each."""
 
     def __init__(self, problems: list[str]) -> None:

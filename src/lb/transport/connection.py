@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 import httpx
 
+from lb.exceptions import LBError
 from lb.transport.errors import StaleConnection, disconnected, tag
 from lb.transport.framing import LAST_CHUNK, ends_at_close, persistent
 from lb.transport.stream import ResponseStream
@@ -31,7 +32,7 @@ MAX_HEAD_BYTES: Final = 64 * 1024  # llhttp sets no limit; a backend must not gr
 _HTTP_VERSIONS: Final = MappingProxyType({"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"})
 
 
-class StrayData(Exception):
+class StrayData(LBError):
     """The backend sent bytes outside any exchange (raised inside the parser to stop it)."""
 
 
