@@ -198,6 +198,13 @@ def test_expected_status(value: object, ranges: tuple[tuple[int, int], ...]) -> 
     assert check.health_check.expected_status == ranges
 
 
+def test_health_check_timeout_may_exceed_interval() -> None:
+    # As in Envoy and HAProxy (SPEC 5): checks of one backend never overlap, so a check may take
+    # longer than the wait between two.
+    check = load_config(minimal(health_check={"interval": "250ms", "timeout": "2s"}))
+    assert check.pools["web"].health_check == HealthCheckConfig(interval=0.25, timeout=2.0)
+
+
 def test_pool_details() -> None:
     pool = load_config(
         minimal(
