@@ -327,7 +327,12 @@ def test_sections_and_networks() -> None:
             "trusted_proxies": ["10.0.0.0/8", "192.168.1.7", "fd00::/8"],
             "admin": {"path_prefix": "/admin", "token": "t", "allow": []},
             "logging": {"access_log": False, "format": "TEXT", "level": "Debug", "file": None},
-            "server": {"graceful_timeout": 0, "max_header_bytes": "64KiB", "watch_config": True},
+            "server": {
+                "graceful_timeout": 0,
+                "max_header_bytes": "64KiB",
+                "watch_config": True,
+                "error_detail": "full",
+            },
         }
     )
     assert config.trusted_proxies == (
@@ -342,7 +347,8 @@ def test_sections_and_networks() -> None:
         "debug",
     )
     assert config.server.graceful_timeout == 0.0 and config.server.max_header_bytes == 65536
-    assert config.server.watch_config is True
+    assert config.server.watch_config is True and config.server.error_detail == "full"
+    assert load_config(minimal()).server.error_detail == "minimal"
 
 
 def test_config_is_returned_as_is() -> None:
