@@ -20,7 +20,7 @@ from starlette.routing import Route, Router
 from lb.cache import StoreError
 from lb.control.api import admin_error, control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
-from lb.errors import log_cause
+from lb.errors import date_header, log_cause
 from lb.headers import client_ip, is_trusted
 from lb.metrics import CONTENT_TYPE
 
@@ -172,6 +172,7 @@ class AdminGuard:
         root = scope.get("root_path", "").encode()
         if root and path.startswith(root):
             path = path[len(root) :]
+        send = _dated(send)
         if path not in self.open_paths:
             denial = self._deny(scope, path in self.page_paths)
             if denial is not None:
@@ -210,6 +211,22 @@ class AdminGuard:
                     headers={"www-authenticate": "Bearer"},
                 )
         return None
+
+
+def _dated(send: Any) -> Any:
+    """`send` that gives every admin response its Date (starlette's responses carry none) and,
+    when it has none, `Cache-Control: no-store`: the admin's answers (its 404, 405 and redirects
+    too) describe live state that no cache may keep."""
+
+    async def send_dated(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), date_header()]
+            if not any(name.lower() == b"cache-control" for name, _ in headers):
+                headers.append((b"cache-control", b"no-store"))
+            message["headers"] = headers
+        await send(message)
+
+    return send_dated
 
 
 def _query_token(scope: Any) -> bytes:

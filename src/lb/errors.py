@@ -8,6 +8,7 @@ puts it in the body too, for debugging.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 from typing import Any
@@ -53,6 +54,13 @@ def error_body(code: str, detail: str, request_id: bytes) -> bytes:
     ).encode()
 
 
+def date_header() -> tuple[bytes, bytes]:
+    """`Date: now`. lb serves without uvicorn's Date (a backend's own must pass through once), so
+    what lb answers itself carries its own, as an origin server with a clock must (RFC 9110 6.6.1).
+    """
+    return b"date", email.utils.formatdate(usegmt=True).encode("ascii")
+
+
 def error_headers(
     body: bytes,
     request_id: bytes,
@@ -65,6 +73,7 @@ def error_headers(
         (b"x-request-id", request_id),
         # An error is about this one request: no cache may answer another with it.
         (b"cache-control", b"no-store"),
+        date_header(),
     ]
     if retry_after is not None:
         out.append((b"retry-after", str(retry_after).encode()))
