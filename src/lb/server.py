@@ -347,8 +347,11 @@ class HttpProtocol(HttpToolsProtocol):
                 self._send_rejection(400, f"invalid HTTP request: {exc}", log=not logged)
 
     def _send_rejection(self, status: int, detail: str, log: bool = True) -> None:
-        logger.warning("rejected request from %s: %s", self.client, detail)
         request_id = new_request_id()
+        # The body says only a fixed sentence (SPEC 3): the cause is here, with the request id.
+        logger.warning(
+            "rejected request from %s: %s (request_id=%s)", self.client, detail, request_id.decode()
+        )
         full = getattr(self.app, "lb_full_errors", None)
         text = public_detail("bad_request", detail, full is not None and full())
         body = error_body("bad_request", text, request_id)

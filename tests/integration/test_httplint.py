@@ -1,8 +1,9 @@
 """Every kind of response lb makes itself passes httplint (a maintained HTTP message linter).
 
-A real `lb serve` over real sockets: its errors (404, 502, 503, 504, 429, and the 400/414/431 of its
-own HTTP protocol), the cache's hits and 304s, the admin API's answers (JSON, errors, 405), the
-metrics and the dashboard. A backend's own response relayed as is is not lb's to lint.
+A real `lb serve` over real sockets: its errors (404, 502, 503, 504, 429, and the 400, 408, 414
+and 431 of its own HTTP protocol), the cache's hits, 304s and only-if-cached misses, the admin
+API's answers (JSON, errors, 404, 405, a redirect), the metrics and the dashboard. A backend's own
+response relayed as is is not lb's to lint.
 
 Notes that stay, on purpose (`STATUS_NOTES`): httplint's notes on what a status code means,
 not on how the message is made: `STATUS_BAD_REQUEST` (warning) on a 400 and
@@ -20,6 +21,7 @@ import pytest
 from httplint import HttpResponseLinter
 from httplint.note import Note, levels
 
+from lb.errors import DETAIL
 from servers import RawResponse, raw_request, wait_until
 
 TOKEN = "lint-token"
@@ -84,6 +86,7 @@ def responses(start_backends, lb_process) -> dict[str, RawResponse]:  # type: ig
         "admin": {"token": TOKEN},
         "trusted_proxies": ["127.0.0.1/32"],
         "logging": {"access_log": False},
+        "server": {"header_timeout": "1s"},
     }
     lb = lb_process(config)
     port = lb.port
@@ -104,12 +107,15 @@ def responses(start_backends, lb_process) -> dict[str, RawResponse]:  # type: ig
     ask("400 bad_request", get(port, "/x", "Host: second.example"))
     ask("414 bad_request", get(port, "/" + "a" * 9000))
     ask("431 bad_request", get(port, "/x", "X-Big: " + "b" * 33_000))
+    unfinished = get(port, "/x").removesuffix(b"\r\n")  # the head never ends: 408 after 1 s
+    ask("408 bad_request", unfinished)
     # The cache: a hit, and a 304 made from the stored response.
     stored = "/cache/page?h=Cache-Control:max-age=300&h=ETag:%22v1%22"
     raw_request(port, get(port, stored))
     wait_until(lambda: raw_request(port, get(port, stored)).header("x-cache") == "HIT", 10)
     ask("200 cache hit", get(port, stored))
     ask("304 from the cache", get(port, stored, 'If-None-Match: "v1"'))
+    ask("504 only-if-cached", get(port, "/cache/never-stored", "Cache-Control: only-if-cached"))
     # The admin API.
     ask("200 healthz", get(port, "/_lb/healthz"))
     ask("503 readyz (a pool without backends)", get(port, "/_lb/readyz"))
@@ -141,3 +147,16 @@ def test_every_response_lb_makes_passes_httplint(responses: dict[str, RawRespons
             if note.level in (levels.BAD, levels.WARN) and kind not in STATUS_NOTES:
                 report.append(f"{name}: {note.level.value} {kind}: {note.summary}")
     assert not report, "\n".join(report)
+
+
+def test_every_error_body_says_its_fixed_sentence(responses: dict[str, RawResponse]) -> None:
+    # SPEC 3: whichever layer made it (proxy, cache, rate limit, lb's HTTP protocol).
+    errors = 0
+    for name, response in responses.items():
+        if response.header("content-type") != "application/json" or response.status < 400:
+            continue
+        body = response.json()
+        if "request_id" in body:  # the admin's own errors carry none
+            errors += 1
+            assert body["detail"] == DETAIL[body["error"]], name
+    assert errors == 10
