@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route
 
 from conftest import pool_config
 from lb import create_app
+from servers import raw_request
 
 
 def test_mounted_without_lifespan_proxies_below_the_mount_point(
@@ -122,6 +123,11 @@ def test_error_detail_full_puts_the_cause_in_the_body(start_backends, start_bala
     assert "connect_error" in refused["detail"] and f"127.0.0.1:{dead}" in refused["detail"]
     assert slow["error"] == "timeout" and f"127.0.0.1:{server.port}" in slow["detail"]
     assert empty == {**empty, "error": "no_backend", "detail": "no usable backend in pool empty"}
+    # lb's HTTP protocol follows the setting too.
+    long_target = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    too_long = raw_request(lb.port, long_target)
+    assert too_long.status == 414
+    assert too_long.json()["detail"] == "request target longer than 8192 bytes"
 
 
 def test_read_timeout_gives_504(start_backends, start_balancer) -> None:  # type: ignore[no-untyped-def]
