@@ -13,7 +13,7 @@ from typing import Any
 
 from lb.config import RateLimitConfig
 from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import send_error
+from lb.errors import log_cause, send_error
 from lb.metrics import Metrics
 from lb.ratelimit.gcra import Decision, rate_limit_headers
 from lb.ratelimit.store import Store, StoreUnavailable
@@ -155,6 +155,7 @@ async def _reject_websocket(
     if "websocket.http.response" not in scope.get("extensions", {}):
         # No way to send a status: close before accepting, "try again later".
         ctx.status = status
+        log_cause(status, code, detail, ctx.request_id, ctx.backend)
         await send({"type": "websocket.close", "code": 1013})
         return
     await send_error(
