@@ -22,10 +22,10 @@ from lb.cache import Cache, StoreError
 from lb.config import Config
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
-from lb.errors import admin_error, json_response
+from lb.errors import admin_error, admin_request_id, date_header, json_response, log_cause
 from lb.headers import client_ip, is_trusted
 from lb.metrics import CONTENT_TYPE, Metrics
-from lb.types import ASGIApp, Receive, Scope, Send
+from lb.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from lb.control.runtime import Control
@@ -142,7 +142,11 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
         try:
             removed = await cache.purge(target)
         except StoreError as exc:
-            return admin_error(request.scope, 503, "unavailable", str(exc))
+            # The store's error names its address: the log gets it, the answer does not.
+            scope = request.scope
+            cause = f"cache purge: {exc}"
+            log_cause(503, "unavailable", cause, admin_request_id(scope), None)
+            return admin_error(scope, 503, "unavailable", "the cache store cannot be reached")
         path = None if target is None else target.decode("latin-1")
         if cache.config.store == "memory":
             # Each worker (and instance) holds its own entries: they purge theirs too.
@@ -192,6 +196,7 @@ class AdminGuard:
         root = scope.get("root_path", "").encode()
         if root and path.startswith(root):
             path = path[len(root) :]
+        send = _dated(send)
         if path not in self.open_paths:
             denial = self._deny(scope, path in self.page_paths)
             if denial is not None:
@@ -238,6 +243,22 @@ class AdminGuard:
                 bearer = {"www-authenticate": "Bearer"}
                 return admin_error(scope, 401, "unauthorized", detail, headers=bearer)
         return None
+
+
+def _dated(send: Send) -> Send:
+    """`send` that gives every admin response its Date (starlette's responses carry none) and,
+    when it has none, `Cache-Control: no-store`: the admin's answers (its 404, 405 and redirects
+    too) describe live state that no cache may keep."""
+
+    async def send_dated(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), date_header()]
+            if not any(name.lower() == b"cache-control" for name, _ in headers):
+                headers.append((b"cache-control", b"no-store"))
+            message["headers"] = headers
+        await send(message)
+
+    return send_dated
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -90,6 +90,7 @@ class Generation:
             self.websocket_handlers[route] = self.rate_limits.wrap(
                 route, partial(proxy_websocket, pool=self.pools[route.pool])
             )
+        self.full_errors = config.server.error_detail == "full"  # read on every request
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
         self.admin = build_admin(runtime, self)

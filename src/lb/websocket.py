@@ -42,9 +42,9 @@ _RESERVED_CLOSE = frozenset({1005, 1006, 1015})
 
 
 async def _reject(
-    send: Send, scope: Scope, ctx: RequestContext, status: int, code: str, detail: str
+    send: Send, scope: Scope, ctx: RequestContext, status: int, code: str, cause: str
 ) -> None:
-    await refuse_websocket(send, scope, ctx, code, detail, status=status)
+    await refuse_websocket(send, scope, ctx, code, cause, status=status)
 
 
 async def proxy_websocket(scope: Scope, receive: Receive, send: Send, pool: Pool) -> None:
@@ -56,7 +56,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, pool: Pool
     backend = pool.pick(request)
     if backend is None:
         return await _reject(
-            send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name!r}"
+            send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name}"
         )
     ctx.backend = backend.id
     ctx.attempts = 1
