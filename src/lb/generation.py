@@ -17,12 +17,15 @@ import httpx
 from lb.admin import AdminView, build_admin
 from lb.backend import Backend
 from lb.cache import Cache
+from lb.cache.cache import create_store
+from lb.cache.redis_store import RedisStore
 from lb.config import BackendConfig, Config
 from lb.health import HealthChecker
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.proxy import Proxy
 from lb.ratelimit import RateLimiting
+from lb.redis_client import RedisClients
 from lb.routing import Route, Router
 from lb.transport import Transport
 from lb.types import Handler, Service
@@ -36,6 +39,7 @@ class Host(AdminView, Protocol):
     transport: Transport
     client: httpx.AsyncClient
     metrics: Metrics
+    redis: RedisClients
 
     @property
     def live(self) -> Generation | None: ...
@@ -76,12 +80,21 @@ class Generation:
         self.cache: Cache | None = None
         if config.cache is not None:
             same_cache = old_cache is not None and old_cache.config == config.cache
-            self.cache = old_cache if same_cache else Cache(config.cache, runtime.metrics)
+            self.cache = (
+                old_cache
+                if same_cache
+                else Cache(
+                    config.cache,
+                    runtime.metrics,
+                    store=create_store(config.cache, runtime.redis.get),
+                )
+            )
         self.rate_limits: RateLimiting = RateLimiting(
             config,
             self.router.all(),
             runtime.metrics,
             previous.rate_limits if previous is not None else None,
+            runtime.redis.get,
         )
         # WebSocket upgrades take their own chain: the same rate limit, then the relay.
         self.websocket_handlers: dict[Route, Handler] = {}
@@ -115,9 +128,18 @@ class Generation:
         return raw_path == self.metrics_path
 
     def services(self) -> Iterator[Service]:
-        """Background services this generation needs running (health checks, ...)."""
+        """Background services this generation needs running (health checks, ...), each once."""
+        seen: set[int] = set()
+        for service in self._services():
+            if id(service) not in seen:  # one Redis client for rate limits and cache: one start
+                seen.add(id(service))
+                yield service
+
+    def _services(self) -> Iterator[Service]:
         yield from self.rate_limits.services()
         if self.cache is not None:
+            if isinstance(self.cache.store, RedisStore):
+                yield self.cache.store.redis
             yield self.cache
         for pool in self.pools.values():
             config = pool.config

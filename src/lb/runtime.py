@@ -24,6 +24,7 @@ from lb.control.runtime import Control
 from lb.generation import Generation
 from lb.logsetup import use_level
 from lb.metrics import Metrics
+from lb.redis_client import RedisClients
 from lb.transport import Transport
 from lb.types import Service
 
@@ -49,6 +50,7 @@ class Runtime:
         )
         self.access_log = AccessLog(config.logging)
         self.metrics = Metrics(lambda: self.generation.pools)
+        self.redis = RedisClients()  # one client per URL: rate limits, cache, control bus
         self.backends: dict[BackendKey, Backend] = {}
         self.services: list[Service] = []
         self.started = False

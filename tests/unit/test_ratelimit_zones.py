@@ -77,11 +77,14 @@ def test_redis_zones_share_one_connection_per_url_across_reloads() -> None:
     # A route's own block takes the keys it lacks from the top level: redis, the same URL.
     own = handlers(gen)["/own"].store
     assert isinstance(own, RedisStore) and own.prefix == "lb:rl:route:*/own:"
-    [connection] = gen.services()
-    assert connection is store.connection is own.connection
+    [client] = gen.services()  # the runtime's one client for the URL
+    assert client is store.connection.redis is own.connection.redis is app.runtime.redis.get(url)
+    connection = store.connection
+    assert connection is own.connection
     changed = LoadBalancer(
         config(rate_limit={"rate": 9, "burst": 5, "store": "redis", "redis_url": url})
     ).config
     after = app.runtime.build(changed)
     assert handlers(after)["/a"].store is not store
-    assert list(after.services()) == [connection]
+    assert list(after.services()) == [client]
+    assert handlers(after)["/a"].store.connection is connection

@@ -125,3 +125,18 @@ async def test_admin_overrides_are_laid_over_the_new_generation_at_the_swap() ->
     # The file changes the configured weight: the file wins over the older override.
     await app.reload(_config({**A, "weight": 3}, B))
     assert a.weight == 3 and a.state == "draining"
+
+
+def test_rate_limit_and_cache_share_the_runtimes_one_redis_client_per_url() -> None:
+    url = "redis://127.0.0.1:1/0"
+    config = {
+        **_config(A),
+        "rate_limit": {"rate": 5, "burst": 5, "store": "redis", "redis_url": url},
+        "cache": {"store": "redis", "redis_url": url},
+    }
+    app = LoadBalancer(config)
+    client = app.runtime.redis.get(url)
+    gen = app.generation
+    assert gen.cache is not None and gen.cache.store.redis is client  # type: ignore[attr-defined]
+    assert [s for s in gen.services() if s is client] == [client]  # started once
+    assert app.runtime.redis.get("redis://127.0.0.1:2/0") is not client

@@ -34,6 +34,7 @@ from lb.control.overrides import (
 from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError, describe
 from lb.control.shared import ENV_DIR, ControlFile, Signature, add_event, put_override
+from lb.redis_client import RedisClients
 
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -72,6 +73,9 @@ class Host(Protocol):
 
     @property
     def config(self) -> Config: ...
+
+    @property
+    def redis(self) -> RedisClients: ...
 
     async def replace(self, config: Config) -> None: ...
 
@@ -152,7 +156,7 @@ class Control:
             self.bus = None
         if url is None:
             return
-        self.bus = RedisBus(url, self.origin, self._bus_message)
+        self.bus = RedisBus(self.runtime.redis.get(url), self.origin, self._bus_message)
         await self.bus.start()
         # Subscribed before the app serves, so a change made right after start-up is not missed;
         # with Redis away the app starts anyway and the bus keeps trying.

@@ -8,7 +8,7 @@ unchanged, and Redis connections are shared by URL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from lb.config import Config, RateLimitConfig
@@ -18,6 +18,7 @@ from lb.ratelimit.memory import MemoryStore
 from lb.ratelimit.middleware import RateLimit
 from lb.ratelimit.redis import RedisConnection, RedisStore
 from lb.ratelimit.store import Store
+from lb.redis_client import RedisClient
 from lb.types import Handler
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ def zone_of(route: Route, top: RateLimitConfig | None) -> tuple[str, RateLimitCo
 
 
 class RateLimiting:
-    """The zones of one generation. `previous` (the generation before a reload) lends its stores."""
+    """The zones of one generation. `previous` (the generation before a reload) lends its stores;
+    `redis` gives the runtime's client for a URL."""
 
     def __init__(
         self,
@@ -48,8 +50,10 @@ class RateLimiting:
         routes: Iterable[Route],
         metrics: Metrics,
         previous: RateLimiting | None = None,
+        redis: Callable[[str], RedisClient] = RedisClient,
     ) -> None:
         self.metrics = metrics
+        self._redis = redis
         self.stores: dict[ZoneKey, Store] = {}
         self.connections: dict[str, RedisConnection] = {}
         self._zones: dict[Route, ZoneKey] = {}
@@ -80,7 +84,7 @@ class RateLimiting:
         url = config.redis_url
         connection = self.connections.get(url) or old_connections.get(url)
         if connection is None:
-            connection = RedisConnection(url)
+            connection = RedisConnection(self._redis(url))
         self.connections[url] = connection
         return RedisStore(connection, limit, f"{REDIS_PREFIX}{name}:")
 
@@ -91,6 +95,6 @@ class RateLimiting:
             return app
         return RateLimit(app, self.stores[zone], zone[1], self.metrics)
 
-    def services(self) -> Iterator[RedisConnection]:
-        """The Redis connections this generation uses, to start and stop with the app."""
-        return iter(self.connections.values())
+    def services(self) -> Iterator[RedisClient]:
+        """The Redis clients this generation uses, to start and stop with the app."""
+        return (connection.redis for connection in self.connections.values())
