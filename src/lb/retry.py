@@ -126,12 +126,6 @@ class RetryPolicy:
         """Spend one retry from the budget; False when it is used up."""
         return self.budget.try_acquire()
 
-    async def send(
-        self, transport: httpx.AsyncBaseTransport, request: httpx.Request
-    ) -> httpx.Response:
-        """Send one try through an httpx transport, bounded as `bounded` says."""
-        return await self.bounded(transport.handle_async_request(request), request)
-
     async def bounded(self, sending: Awaitable[T], request: httpx.Request | None = None) -> T:
         """Await one try, bounded by `per_try_timeout` up to the response head (streaming after
         that is bounded by the read timeout between chunks, so long streams are not cut)."""

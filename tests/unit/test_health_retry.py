@@ -157,11 +157,15 @@ async def test_per_try_timeout_bounds_the_wait_for_the_response_head() -> None:
     request = httpx.Request("GET", "http://127.0.0.1:1/")
     start = time.monotonic()
     with pytest.raises(PerTryTimeout) as info:
-        await rules.send(SlowTransport(5.0), request)
+        await rules.bounded(SlowTransport(5.0).handle_async_request(request), request)
     assert time.monotonic() - start < 1.0
     assert info.value.request is request
-    assert (await rules.send(SlowTransport(0.0), request)).status_code == 200
-    assert (await policy().send(SlowTransport(0.01), request)).status_code == 200
+    assert (
+        await rules.bounded(SlowTransport(0.0).handle_async_request(request))
+    ).status_code == 200
+    assert (
+        await policy().bounded(SlowTransport(0.01).handle_async_request(request))
+    ).status_code == 200
 
 
 class Receive:
