@@ -1,4 +1,22 @@
-"""The per-request record every layer reads and fills in; the access log is written from it."""
+"""The per-request record every layer reads and fills in; the access log is written from it.
+
+Who writes which field (everyone else only reads it):
+
+    request_id, client_ip, peer_trusted, method, target, route, start, full_errors, pool
+                    lb.app, once, when the request arrives (lb.app.lb_rejected for the requests
+                    lb.server refuses before the app)
+    backend, attempts
+                    the layer that picks a backend: lb.proxy (each try), lb.websocket
+    status, bytes_sent
+                    the layer that answers the client, as it sends: lb.proxy (a backend's
+                    response), lb.cache.layer (a hit, a 304, or a response it took over: it then
+                    resets the proxy's count), lb.websocket (101 and the relayed bytes),
+                    lb.errors (every answer lb makes itself); lb.app only for a WebSocket with no
+                    route (closed with 1008)
+    error           the layer that gave up, with its reason: lb.proxy, lb.websocket, lb.errors
+                    (the code, when nothing said why before)
+    cache           lb.cache.layer (HIT, MISS, STALE, BYPASS, ...)
+"""
 
 from __future__ import annotations
 
@@ -28,7 +46,6 @@ class RequestContext:
         "attempts",
         "cache",
         "error",
-        "trace_id",
         "full_errors",
     )
 
@@ -58,6 +75,5 @@ class RequestContext:
         self.attempts = 0
         self.cache: str | None = None
         self.error: str | None = None  # why the balancer answered itself or aborted
-        self.trace_id: str | None = None
         # server.error_detail: full (error bodies carry the cause, not the fixed sentence).
         self.full_errors = full_errors
