@@ -54,17 +54,15 @@ class Runtime:
         self.backends: dict[BackendKey, Backend] = {}
         self.services: list[Service] = []
         self.started = False
+        # `live` is None only while the first generation is built; `generation` is the same
+        # object as a plain attribute, read once per request.
         self.live: Generation | None = None
+        self.generation: Generation
         self.control = Control(self)  # admin overrides, reloads, and sharing them with peers
         self.swap(self.build(config))
 
     def __repr__(self) -> str:
         return f"<Runtime {len(self.backends)} backends, {len(self.services)} services>"
-
-    @property
-    def generation(self) -> Generation:
-        assert self.live is not None  # set in __init__
-        return self.live
 
     @property
     def config(self) -> Config:
@@ -117,7 +115,7 @@ class Runtime:
                 if backend.ramp_started and (not monitored or config.slow_start <= 0.0):
                     backend.ramp_started = 0.0
                     backend.set_weight(backend.config_weight)
-        self.live = new
+        self.live = self.generation = new
         self.control.apply_overrides(new)
         for key, backend in old.items():
             if key not in table:
