@@ -21,9 +21,11 @@ import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from lb.config import ServerTLSConfig
 from lb.cycle import Cycle
 from lb.errors import error_body
 from lb.headers import new_request_id
+from lb.tls import ALPN, uvicorn_context
 
 logger = logging.getLogger("lb.server")
 
@@ -61,6 +63,8 @@ def _has_uvloop() -> bool:
 
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with lb's request limits and absolute-form handling."""
+
+    alpn_protocols = ALPN  # what uvicorn's own TLS context offers, when it makes one (gunicorn)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -374,9 +378,11 @@ def uvicorn_options(
     graceful_timeout: float = 30.0,
     keepalive_timeout: float = 5.0,
     log_level: str = "info",
+    tls: ServerTLSConfig | None = None,
 ) -> dict[str, Any]:
-    """uvicorn.Config keyword arguments for lb: its protocol, no Server/Date/proxy headers."""
-    return {
+    """uvicorn.Config keyword arguments for lb: its protocol, no Server/Date/proxy headers, and
+    TLS with lb's context (`lb.tls.uvicorn_context`) when `tls` is given."""
+    options = {
         "host": host,
         "port": port,
         "workers": workers if workers > 1 else None,
@@ -391,3 +397,11 @@ def uvicorn_options(
         "timeout_keep_alive": keepalive_timeout,
         "log_level": log_level,
     }
+    if tls is not None:
+        options.update(
+            ssl_certfile=tls.cert_file,
+            ssl_keyfile=tls.key_file,
+            ssl_ca_certs=tls.client_ca_file,
+            ssl_context_factory=uvicorn_context,
+        )
+    return options
