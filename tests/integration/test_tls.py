@@ -14,14 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from apps import Backend
+
 from conftest import pool_config
+from lb.config import ServerTLSConfig
+from lb.server import uvicorn_options
 from pki import CA, serial_of, serial_of_file
 from programs import program
 from servers import read_response, wait_until
-
-from lb.config import ServerTLSConfig
-from lb.server import uvicorn_options
 
 
 def tls_options(cert: Path, key: Path, client_ca: Path | None = None) -> dict[str, Any]:
