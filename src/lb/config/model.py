@@ -179,6 +179,9 @@ class ServerConfig:
     watch_config: bool = False  # reload when the config file changes
     tls: ServerTLSConfig | None = None
     proxy_protocol: bool = False  # a PROXY v1/v2 header from trusted_proxies opens every connection
+    # What an error lb makes says in its body: a fixed sentence per code, or the cause (which
+    # names backends, addresses and exceptions: for debugging only).
+    error_detail: Literal["minimal", "full"] = "minimal"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from lb.config.model import (
 from lb.config.routes import STORES, redis_url
 from lb.config.tls import read_server_tls
 
+ERROR_DETAILS: tuple[Literal["minimal", "full"], ...] = ("minimal", "full")
+
 _LEVELS: tuple[Literal["debug", "info", "warning", "error", "critical"], ...] = (
     "debug",
     "info",
@@ -141,4 +143,5 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         watch_config=s.read("watch_config", d.watch_config, to_bool),
         tls=read_server_tls(s.raw("tls"), s.key_path("tls"), problems),
         proxy_protocol=s.read("proxy_protocol", d.proxy_protocol, to_bool),
+        error_detail=s.read("error_detail", d.error_detail, to_choice(ERROR_DETAILS)),
     )
