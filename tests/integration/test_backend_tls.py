@@ -49,7 +49,7 @@ def test_private_ca(ca: CA, tls_backend: Any, start_balancer: Any, caplog: Any) 
     response = httpx.get(other.url + "/y")
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"
-    assert "CERTIFICATE_VERIFY_FAILED" not in response.text
+    assert "CERTIFICATE_VERIFY_FAILED" not in response.text  # the cause is for the log
     causes = [r.getMessage() for r in caplog.records if "upstream error" in r.getMessage()]
     assert any("CERTIFICATE_VERIFY_FAILED" in cause for cause in causes), causes
 
