@@ -11,7 +11,7 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -96,6 +96,14 @@ class LoadBalancer:
     def lb_full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
         return self.config.server.error_detail == "full"
+
+    def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
+        """With `server.proxy_protocol`: which peers may open a connection with a PROXY header
+        (`trusted_proxies`); lb's protocol closes a connection from any other. Else None."""
+        if not self.config.server.proxy_protocol:
+            return None
+        trusted = self.config.trusted_proxies
+        return lambda peer: bool(trusted) and is_trusted(peer, trusted)
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
@@ -302,6 +310,9 @@ class LazyApp:
 
     def lb_full_errors(self) -> bool:
         return self._app is not None and self._app.lb_full_errors()
+
+    def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
+        return self._app.lb_proxy_protocol() if self._app is not None else None
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes

@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keepalive_timeout=config.server.keepalive_timeout,
         log_level=config.logging.level,
         tls=tls,
+        proxy_protocol=config.server.proxy_protocol,
     )
     options["log_config"] = log_config(config.logging)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully, so that the
