@@ -56,8 +56,9 @@ class ThreadedServer:
             "date_header": False,
             "proxy_headers": False,
         }
+        config_class = config.pop("config_class", uvicorn.Config)  # a uvicorn.Config subclass
         options.update(config)
-        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self.server = uvicorn.Server(config_class(app, **options))
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
 

@@ -40,13 +40,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_report(path)
     if config is None:
         return 2
-    # Workers (and the single-process server alike) load the app by import string and read the
-    # file named here, so every process serves exactly the config that was just validated.
-    os.environ["LB_CONFIG"] = path
     tls, problem = _listener_tls(args, config)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    # Workers (and the single-process server alike) load the app by import string and read the
+    # file named here, so every process serves exactly the config that was just validated.
+    os.environ["LB_CONFIG"] = path
     options = uvicorn_options(
         host=args.host,
         port=args.port,

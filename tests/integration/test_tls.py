@@ -191,3 +191,21 @@ def test_gunicorn_certfile(ca: CA, backend: Any, lb_process: Any) -> None:
     with tls_connect(lb.port, client_context(ca), ["h2", "http/1.1"]) as sock:
         assert sock.selected_alpn_protocol() == "http/1.1"
         assert get(sock).status == 200
+
+
+def test_lb_serve_refuses_ssl_files_that_do_not_load(
+    ca: CA, tmp_path: Path, config_file: Any, capsys: Any
+) -> None:
+    from lb.cli import main
+
+    path = config_file(pool_config(["http://127.0.0.1:1"]))
+    cert, _ = ca.issue()
+    _, other_key = ca.issue()
+    missing = str(tmp_path / "missing.pem")
+    for args, expected in [
+        (["--ssl-certfile", missing], "missing.pem: cannot read it"),
+        (["--ssl-certfile", str(cert), "--ssl-keyfile", str(other_key)], "does not match"),
+        (["--ssl-keyfile", str(other_key)], "--ssl-keyfile: needs --ssl-certfile"),
+    ]:
+        assert main(["serve", "-c", path, *args]) == 2
+        assert expected in capsys.readouterr().err
