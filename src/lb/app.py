@@ -64,6 +64,9 @@ class LoadBalancer:
         self._started = False
         self._starting: asyncio.Future[None] | None = None
         self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
+        # Fixed at start, as the listener's TLS is: whether TLS comes before or after the PROXY
+        # header was decided when the server started.
+        self._proxy_protocol = self.config.server.proxy_protocol
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
@@ -100,10 +103,12 @@ class LoadBalancer:
     def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
         """With `server.proxy_protocol`: which peers may open a connection with a PROXY header
         (`trusted_proxies`); lb's protocol closes a connection from any other. Else None."""
-        if not self.config.server.proxy_protocol:
+        if not self._proxy_protocol:
             return None
-        trusted = self.config.trusted_proxies
-        return lambda peer: bool(trusted) and is_trusted(peer, trusted)
+        config = self.config  # trusted_proxies as reloaded; proxy_protocol itself needs a restart
+        return lambda peer: (
+            bool(config.trusted_proxies) and is_trusted(peer, config.trusted_proxies)
+        )
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
