@@ -158,7 +158,8 @@ def redis_server() -> Iterator[object]:
 def lb_process(tmp_path):  # type: ignore[no-untyped-def]
     """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown;
     with `gunicorn=True`, gunicorn with lb's worker class instead; `args` go on its command line,
-    `https=True` when it serves TLS."""
+    `https=True` when it serves TLS; `wait=False` when the test sees for itself that it is up
+    (a listener that wants a PROXY header first)."""
     import yaml
 
     from servers import LbProcess
@@ -171,13 +172,14 @@ def lb_process(tmp_path):  # type: ignore[no-untyped-def]
         gunicorn: bool = False,
         args: tuple[str, ...] = (),
         https: bool = False,
+        wait: bool = True,
         **env: str,
     ) -> LbProcess:
         path = tmp_path / f"config-{len(started)}.yaml"
         path.write_text(yaml.safe_dump(config))
         process = LbProcess(str(path), workers, env, gunicorn, args, https)
         started.append(process)
-        return process.wait_ready()
+        return process.wait_ready() if wait else process
 
     yield factory
     for process in started:

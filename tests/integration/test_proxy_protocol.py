@@ -181,3 +181,32 @@ def test_tls_after_the_proxy_header(ca: CA, start_backends: Any, start_balancer:
     headers = dict(app.seen[-1]["headers"])
     assert headers["x-forwarded-for"] == "192.0.2.44"
     assert headers["x-forwarded-proto"] == "https"
+
+
+@pytest.mark.parametrize(("workers", "tls"), [(1, False), (1, True), (2, True)])
+def test_lb_serve(ca: CA, start_backends: Any, lb_process: Any, workers: int, tls: bool) -> None:
+    """`lb serve` (uvloop; uvicorn's supervisor with two workers): v1 and v2, then TLS if on."""
+    app, backend = start_backends(1)[0]
+    cert, key = ca.issue()
+    server = {"tls": {"cert_file": str(cert), "key_file": str(key)}} if tls else {}
+    lb = lb_process(config(backend.url, **server), workers=workers, https=tls, wait=False)
+    context = ssl.create_default_context(cafile=str(ca.cert_file))
+
+    def status(header: bytes) -> int:
+        try:
+            sock = send(lb.port, header)
+        except OSError:
+            return 0
+        if tls:
+            sock = context.wrap_socket(sock, server_hostname="localhost")
+        with sock:
+            sock.sendall(REQUEST)
+            return read_response(sock).status  # type: ignore[arg-type, no-any-return]
+
+    wait_until(lambda: lb.process.poll() is None and status(V1) == 200, 20)
+    assert forwarded_for(app) == "198.51.100.9"
+    assert status(v2(src="192.0.2.45")) == 200
+    assert forwarded_for(app) == "192.0.2.45"
+    # Without the header: closed.
+    with pytest.raises((ssl.SSLError, OSError, AssertionError)):
+        status(b"")
