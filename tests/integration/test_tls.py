@@ -147,12 +147,13 @@ def test_broken_renewal_keeps_the_running_certificate(
         assert get(sock).status == 200
 
 
-def test_lb_serve_tls_sighup_and_curl(ca: CA, backend: Any, lb_process: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_lb_serve_tls_sighup_and_curl(ca: CA, backend: Any, lb_process: Any, workers: int) -> None:
     _, server = backend
     cert, key = ca.issue(stem="lb")
     config = pool_config([server.url])
     config["server"] = {"tls": {"cert_file": str(cert), "key_file": str(key)}}
-    lb = lb_process(config, https=True)
+    lb = lb_process(config, workers=workers, https=True)
     curl = [program("curl"), "-sS", "--cacert", str(ca.cert_file), "-o", "/dev/null"]
     url = f"https://localhost:{lb.port}/"
     done = subprocess.run([*curl, "-w", "%{http_code} %{http_version}", url], capture_output=True)
@@ -164,7 +165,8 @@ def test_lb_serve_tls_sighup_and_curl(ca: CA, backend: Any, lb_process: Any) -> 
         with tls_connect(lb.port, client_context(ca)) as sock:
             return serial_of(sock.getpeercert(True) or b"")
 
-    wait_until(lambda: serial() == serial_of_file(renewed))
+    # Every worker renews: new connections (spread over the workers) all see the new one.
+    wait_until(lambda: all(serial() == serial_of_file(renewed) for _ in range(8)))
 
 
 def test_lb_serve_ssl_flags_override_config(ca: CA, backend: Any, lb_process: Any) -> None:
