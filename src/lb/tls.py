@@ -73,7 +73,8 @@ class _Reloadable:
     context: ssl.SSLContext
     cert_file: str | None
     key_file: str | None
-    what: str
+    what: str  # for the log
+    _loaded: str  # fingerprint of the files in the live context
 
     def _chain_fingerprint(self) -> str:
         return _fingerprint(self.cert_file, self.key_file)
@@ -91,8 +92,6 @@ class _Reloadable:
         self._loaded = seen
         logger.info("%s: loaded the renewed certificate %s", self.what, self.cert_file)
         return True
-
-    _loaded = ""
 
     def _scratch(self) -> ssl.SSLContext:
         raise NotImplementedError
@@ -178,7 +177,8 @@ class ClientTLS(_Reloadable):
 def uvicorn_context(config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     """uvicorn's `ssl_context_factory`: lb's listener context from uvicorn's ssl_* settings,
     handed to the app (`lb_server_tls`) so that a reload can renew its certificate."""
-    del default  # uvicorn's own sets the weak "TLSv1" cipher list of older versions, no minimum
+    # Not uvicorn's default context: it sets no minimum version, and only lb's can be renewed.
+    del default
     tls = ServerTLS(config.ssl_certfile, config.ssl_keyfile, config.ssl_ca_certs)
     app = config.app
     if isinstance(app, str):

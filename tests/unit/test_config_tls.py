@@ -81,9 +81,11 @@ def test_pools_sharing_a_backend_must_agree_on_tls(ca: CA) -> None:
     data = {
         "pools": {
             "a": {"backends": [url], "tls": {"ca_file": str(ca.cert_file)}},
-            "b": {"backends": [url]},
+            "b": {"backends": ["https://127.0.0.1:8443/"]},
         }
     }
     assert "pools.b.tls: differs from pools.a.tls" in problems(data)[0]
+    data["pools"]["c"] = {"backends": ["https://127.0.0.1"]}  # another port: another origin
+    assert len(problems(data)) == 1
     data["pools"]["b"]["tls"] = {"ca_file": str(ca.cert_file)}
     load_config(data)

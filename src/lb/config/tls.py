@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from lb.config.fields import Problems, Section, describe, to_bool, to_str
 from lb.config.model import PoolConfig, PoolTLSConfig, ServerTLSConfig
@@ -78,7 +79,8 @@ def check_shared_origins(pools: Mapping[str, PoolConfig], problems: Problems) ->
         for backend in pool.backends:
             if not backend.url.startswith("https://"):
                 continue
-            origin = backend.url.split("/", 3)[2].lower()
+            parts = urlsplit(backend.url)
+            origin = f"{parts.hostname}:{parts.port or 443}"
             first = seen.setdefault(origin, (name, pool.tls))
             if first[1] != pool.tls:
                 problems.add(
