@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
 from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.runtime import Runtime
+from lb.tls import ServerTLS
 from lb.transport import Transport
 from lb.types import Message, Receive, Scope, Send, Service
 
@@ -41,6 +43,9 @@ class LoadBalancer:
     def __init__(self, config: ConfigSource) -> None:
         self.runtime = Runtime(load_config(config))
         self._starting: asyncio.Future[None] | None = None
+        # Fixed at start, as the listener's TLS is: whether TLS comes before or after the PROXY
+        # header was decided when the server started.
+        self._proxy_protocol = self.config.server.proxy_protocol
 
     # The runtime's parts, under the names the app has always offered (tests, library users).
     @property
@@ -78,6 +83,14 @@ class LoadBalancer:
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
 
+    def lb_server_tls(self, tls: ServerTLS) -> None:
+        """The server's TLS context (from `lb.tls.uvicorn_context`), for reloads to renew."""
+        self.runtime.server_tls = tls
+
+    @property
+    def server_tls(self) -> ServerTLS | None:
+        return self.runtime.server_tls
+
     def lb_limits(self) -> tuple[int, int, float, float]:
         """(max header section bytes, max request-target bytes, header timeout, send timeout):
         what `lb.server` enforces before the app sees a request."""
@@ -92,6 +105,16 @@ class LoadBalancer:
     def lb_full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
         return self.config.server.error_detail == "full"
+
+    def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
+        """With `server.proxy_protocol`: which peers may open a connection with a PROXY header
+        (`trusted_proxies`); lb's protocol closes a connection from any other. Else None."""
+        if not self._proxy_protocol:
+            return None
+        config = self.config  # trusted_proxies as reloaded; proxy_protocol itself needs a restart
+        return lambda peer: (
+            bool(config.trusted_proxies) and is_trusted(peer, config.trusted_proxies)
+        )
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
@@ -254,11 +277,20 @@ class LazyApp:
 
     def __init__(self) -> None:
         self._app: LoadBalancer | None = None
+        self._server_tls: ServerTLS | None = None
 
     def _load(self) -> LoadBalancer:
         if self._app is None:
             self._app = LoadBalancer(default_config_path())
+            if self._server_tls is not None:
+                self._app.lb_server_tls(self._server_tls)
         return self._app
+
+    def lb_server_tls(self, tls: ServerTLS) -> None:
+        # The server makes its context before the app reads its config.
+        self._server_tls = tls
+        if self._app is not None:
+            self._app.lb_server_tls(tls)
 
     def loaded(self) -> LoadBalancer | None:
         """The app once loaded: lb's protocol calls it directly, one layer fewer per request."""
@@ -273,6 +305,9 @@ class LazyApp:
 
     def lb_full_errors(self) -> bool:
         return self._app is not None and self._app.lb_full_errors()
+
+    def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
+        return self._app.lb_proxy_protocol() if self._app is not None else None
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes

@@ -10,6 +10,8 @@ The hierarchy (where each is defined; what it means)::
     ├── StoreError           lb.cache.store          the cache's store could not answer
     │   └── StoreDown        lb.cache.store          ... not even tried: it failed moments ago
     ├── StoreUnavailable     lb.ratelimit.store      the rate limit's store could not decide
+    ├── TLSError             lb.tls                  a certificate, key or CA file lb cannot use
+    ├── ProxyHeaderError     lb.proxyproto           not a PROXY protocol header, or a bad one
     ├── ClientDisconnected   lb.downstream           the client went away while lb was sending
     ├── PerTryTimeout        lb.retry                `retries.per_try_timeout` passed (also
     │                                                httpx.TimeoutException, so the proxy maps it

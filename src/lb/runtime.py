@@ -25,7 +25,8 @@ from lb.generation import Generation
 from lb.logsetup import use_level
 from lb.metrics import Metrics
 from lb.redis_client import RedisClients
-from lb.transport import Transport
+from lb.tls import ServerTLS
+from lb.transport import Transport, origin_of
 from lb.types import Service
 
 logger = logging.getLogger("lb.control")
@@ -54,6 +55,7 @@ class Runtime:
         self.backends: dict[BackendKey, Backend] = {}
         self.services: list[Service] = []
         self.started = False
+        self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
         # `live` is None only while the first generation is built; `generation` is the same
         # object as a plain attribute, read once per request.
         self.live: Generation | None = None
@@ -67,6 +69,16 @@ class Runtime:
     @property
     def config(self) -> Config:
         return self.generation.config
+
+    def reload_certificates(self) -> list[str]:
+        """Load renewed certificate files into the live TLS contexts (listener and pools);
+        returns the files that had changed. Raises TLSError, that context left as it was."""
+        renewed = []
+        contexts = [self.server_tls] + [pool.tls for pool in self.generation.pools.values()]
+        for tls in contexts:
+            if tls is not None and tls.reload() and tls.cert_file is not None:
+                renewed.append(tls.cert_file)
+        return renewed
 
     # -- generations ---------------------------------------------------------------------------
 
@@ -121,8 +133,15 @@ class Runtime:
             if key not in table:
                 # Requests still finishing on the old pool must not retry onto it.
                 backend.set_admin_state("draining")
+        set_tls = getattr(self.transport, "set_tls", None)  # lb's transport, not a stand-in
         for pool in new.pools.values():
             pool.attach()
+            if set_tls is not None:
+                # The proxy, health checks and library users share the transport: one place
+                # says how each https backend is reached.
+                for backend in pool.backends.values():
+                    if backend.scheme == "https":
+                        set_tls(origin_of(backend.url), pool.tls)
         self.backends = table
 
     async def replace(self, config: Config) -> None:

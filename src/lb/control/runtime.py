@@ -35,6 +35,7 @@ from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError, describe
 from lb.control.shared import ENV_DIR, ControlFile, Signature, add_event, put_override
 from lb.redis_client import RedisClients
+from lb.tls import TLSError
 
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -76,6 +77,8 @@ class Host(Protocol):
 
     @property
     def redis(self) -> RedisClients: ...
+
+    def reload_certificates(self) -> list[str]: ...
 
     async def replace(self, config: Config) -> None: ...
 
@@ -337,7 +340,14 @@ class Control:
                 config = load_config(source)
         except ConfigError as exc:
             raise ReloadError(exc.problems) from None
+        try:
+            # Before the comparison below: renewed certificates come with an unchanged config.
+            renewed = app.reload_certificates()
+        except TLSError as exc:
+            raise ReloadError([f"tls: {exc}"]) from None
         report: dict[str, Any] = {"status": "unchanged", "config": config.source}
+        if renewed:
+            report["certificates_renewed"] = renewed
         report.update(describe(app.config, config))
         if config == app.config:
             return report
