@@ -176,3 +176,27 @@ def lb_process(tmp_path):  # type: ignore[no-untyped-def]
     yield factory
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def origins() -> Iterator[object]:
+    """`origins.node(keepalive_ms)`, `origins.gunicorn(keepalive_s)`: real non-Python-ASGI origins
+    as subprocesses (tests/origins.py), stopped at teardown."""
+    import origins as module
+
+    started: list[module.Origin] = []
+
+    class Start:
+        @staticmethod
+        def node(keepalive_ms: int) -> module.Origin:
+            started.append(module.start_node(keepalive_ms))
+            return started[-1]
+
+        @staticmethod
+        def gunicorn(keepalive_s: int) -> module.Origin:
+            started.append(module.start_gunicorn(keepalive_s))
+            return started[-1]
+
+    yield Start
+    for origin in started:
+        origin.stop()
