@@ -497,6 +497,7 @@ class Connection(asyncio.Protocol):
             stream.end()
         self._inflight = False
         self._request = None
+        self._on_interim = None  # it holds the client's connection: not past the exchange
         if self.reading_paused:
             self.resume_reading()  # an idle connection must see the backend's FIN
         if keep_alive and self._request_done and not self.closed:

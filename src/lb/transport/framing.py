@@ -96,6 +96,21 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def frame_body(
+    body: bytes, content_length: int | None, chunked: bool, request: httpx.Request | None
+) -> tuple[bytes, bool]:
+    """A whole body as written after the head, and whether the head must add chunked framing."""
+    if chunked:
+        return (encode_chunk(body) + LAST_CHUNK if body else LAST_CHUNK), False
+    if content_length is not None:
+        if len(body) != content_length:
+            raise _refuse("request body does not match its Content-Length", request)
+        return body, False
+    if body:
+        return encode_chunk(body) + LAST_CHUNK, True
+    return b"", False
+
+
 def persistent(version: str, headers: RawHeaders) -> bool:
     """Whether a response keeps its connection open (RFC 9112 9.3), from version and headers.
 

@@ -18,8 +18,8 @@ from typing import Final, NamedTuple
 import httpx
 
 from lb.transport.connection import Connection, Interim
-from lb.transport.errors import StaleConnection, tag
-from lb.transport.framing import LAST_CHUNK, RawHeaders, body_framing, encode_chunk, encode_head
+from lb.transport.errors import StaleConnection, stale_error, tag
+from lb.transport.framing import RawHeaders, body_framing, encode_chunk, encode_head, frame_body
 from lb.transport.pool import OriginPool
 from lb.transport.stream import ResponseStream
 
@@ -172,7 +172,7 @@ class Transport(httpx.AsyncBaseTransport):
         rest: AsyncIterator[bytes] | None = None
         remaining: int | None = None
         if isinstance(body, bytes):
-            payload, add_chunked = _framed(body, content_length, chunked, request)
+            payload, add_chunked = frame_body(body, content_length, chunked, request)
         else:
             payload, add_chunked, rest, remaining = await _open_stream(
                 body, content_length, chunked, request
@@ -210,7 +210,7 @@ class Transport(httpx.AsyncBaseTransport):
                             method, target, headers, add_chunked=add_chunked, request=request
                         )
                         continue
-                raise _stale_error(exc, request) from exc.__cause__
+                raise stale_error(exc, request) from exc.__cause__
 
     async def aclose(self) -> None:
         """Close every connection; requests waiting for one fail with ConnectError."""
@@ -367,21 +367,6 @@ def origin_of(url: str | httpx.URL) -> Origin:
     return (scheme, url.raw_host, url.port or _DEFAULT_PORTS.get(scheme, 0))
 
 
-def _framed(
-    body: bytes, content_length: int | None, chunked: bool, request: httpx.Request | None
-) -> tuple[bytes, bool]:
-    """A whole body as written after the head, and whether the head must add chunked framing."""
-    if chunked:
-        return (encode_chunk(body) + LAST_CHUNK if body else LAST_CHUNK), False
-    if content_length is not None:
-        if len(body) != content_length:
-            raise _refuse("request body does not match its Content-Length", request)
-        return body, False
-    if body:
-        return encode_chunk(body) + LAST_CHUNK, True
-    return b"", False
-
-
 async def _open_stream(
     body: AsyncIterable[bytes],
     content_length: int | None,
@@ -394,7 +379,7 @@ async def _open_stream(
     rest = body.__aiter__()
     first = await _next_chunk(rest)
     if first is None:
-        payload, add_chunked = _framed(b"", content_length, chunked, request)
+        payload, add_chunked = frame_body(b"", content_length, chunked, request)
         return payload, add_chunked, None, None
     if content_length is None:
         return encode_chunk(first), not chunked, rest, None
@@ -409,16 +394,6 @@ async def _open_stream(
     if remaining < 0:
         raise _refuse("request body longer than its Content-Length", request)
     return first, False, rest, remaining
-
-
-def _stale_error(exc: StaleConnection, request: httpx.Request | None) -> httpx.TransportError:
-    cause = exc.__cause__
-    message = "backend closed the connection without sending a response"
-    if isinstance(cause, OSError):
-        error: httpx.TransportError = httpx.ReadError(f"{message}: {cause}", request=request)
-    else:
-        error = httpx.RemoteProtocolError(message, request=request)
-    return tag(error, sent=True)
 
 
 async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
