@@ -76,6 +76,7 @@ class Cycle(RequestResponseCycle):
         keep_alive: bool,
         on_response: Callable[..., None],
         loop: asyncio.AbstractEventLoop,
+        interim: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -96,7 +97,9 @@ class Cycle(RequestResponseCycle):
         self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
         extensions = scope.setdefault("extensions", {})
         extensions[DISCONNECT_EXTENSION] = self.watch_disconnect
-        extensions[INTERIM_EXTENSION] = self.send_interim
+        # The protocol passes one function per connection that calls the current cycle's
+        # send_interim: no bound method made per request for what few requests use.
+        extensions[INTERIM_EXTENSION] = self.send_interim if interim is None else interim
 
     def watch_disconnect(self, callback: Callback | None) -> None:
         """Call `callback` and cancel the request's task if the client goes away before the

@@ -172,7 +172,10 @@ class Transport(httpx.AsyncBaseTransport):
         rest: AsyncIterator[bytes] | None = None
         remaining: int | None = None
         if isinstance(body, bytes):
-            payload, add_chunked = frame_body(body, content_length, chunked, request)
+            if body or chunked or content_length is not None:
+                payload, add_chunked = frame_body(body, content_length, chunked, request)
+            else:
+                payload, add_chunked = b"", False  # most requests: no body, no call
         else:
             payload, add_chunked, rest, remaining = await _open_stream(
                 body, content_length, chunked, request
