@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -16,6 +19,7 @@ import pytest
 
 from conftest import pool_config
 from lb.app import LoadBalancer
+from programs import program
 from rawbackend import answer_each, ok
 from servers import read_response
 
@@ -179,3 +183,23 @@ def test_expect_100_continue_end_to_end(start_backends: Any, start_balancer: Any
     received = [r for r in app.seen if r["path"].startswith("/expect/")]
     assert [len(r["body"]) for r in received] == [len(body)] * 2
     assert all(json.dumps(r).count("100-continue") == 1 for r in received)  # forwarded once
+
+
+def test_curl_with_expect_100_continue(
+    start_backends: Any, start_balancer: Any, tmp_path: Path
+) -> None:
+    """curl sends its body once the 100 comes, or after --expect100-timeout without one: a
+    quick answer shows lb said 100 Continue rather than leaving curl to give up waiting."""
+    ((app, server),) = start_backends(1)
+    lb = start_balancer(pool_config([server.url], timeouts=FAST))
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"c" * 200_000)
+    started = time.monotonic()
+    result = subprocess.run(
+        [program("curl"), "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--expect100-timeout",
+         "10", "-H", "Expect: 100-continue", "--data-binary", f"@{upload}", lb.url + "/curl"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.stdout == "200", result.stderr
+    assert time.monotonic() - started < 5
+    assert [len(r["body"]) for r in app.seen if r["path"] == "/curl"] == [200_000]
