@@ -26,7 +26,7 @@ LAYERS = [
     (
         "app: context, routing, metrics, access log",
         (
-            "lb/app.py", "lb/context.py", "lb/routing.py", "lb/metrics.py", "lb/accesslog.py",
+            "lb/app.py", "lb/context.py", "lb/routing.py", "lb/metrics.py", "lb/metrics/", "lb/accesslog.py",
             "prometheus_client/", "lb/errors.py", "lb/generation.py",
         ),
     ),
