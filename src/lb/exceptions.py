@@ -17,7 +17,7 @@ The hierarchy (where each is defined; what it means)::
     │                                                httpx.TimeoutException, so the proxy maps it
     │                                                as any upstream timeout)
     ├── StaleConnection      lb.transport.errors     internal: a reused connection was dead
-    └── StrayData            lb.transport.connection internal: bytes outside any exchange
+    └── StrayData            lb.transport.parsing    internal: bytes outside any exchange
 
 Upstream failures reach the proxy as httpx exceptions (`httpx.HTTPError`), tagged by the transport
 with `request_sent` (see `lb.transport.errors`); lower-layer errors are mapped with
