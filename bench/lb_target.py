@@ -135,7 +135,7 @@ def serve_mixed(path: str) -> None:
 
 
 def serve_with_transport(name: str, path: str) -> None:
-    """One worker in this process, with `lb.runtime.Transport` replaced by another httpx transport."""
+    """One worker in this process, `lb.runtime.Transport` replaced by another httpx transport."""
     import httpx
     import uvicorn
 

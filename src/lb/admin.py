@@ -22,9 +22,9 @@ from lb.cache import Cache, StoreError
 from lb.config import Config
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
-from lb.errors import admin_error, admin_request_id, date_header, json_response, log_cause
-from lb.headers import client_ip, is_trusted
 from lb.metrics import CONTENT_TYPE, Metrics
+from lb.proxy.errors import admin_error, admin_request_id, date_header, json_response, log_cause
+from lb.proxy.headers import client_ip, is_trusted
 from lb.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:

@@ -18,13 +18,13 @@ import httpx
 
 from lb.accesslog import AccessLog
 from lb.config import Config, ConfigError, default_config_path, load_config
-from lb.context import SCOPE_KEY, RequestContext
 from lb.control.runtime import ConfigSource, Control
-from lb.errors import send_error
 from lb.generation import Generation
-from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
 from lb.metrics import Metrics
-from lb.routing import request_host
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import send_error
+from lb.proxy.headers import client_ip, is_trusted, new_request_id, valid_request_id
+from lb.proxy.routing import request_host
 from lb.runtime import Runtime
 from lb.tls import ServerTLS
 from lb.transport import Transport

@@ -42,14 +42,12 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-from lb.headers import HOP_BY_HOP
-from lb.types import ASGIApp, Message
+from lb.proxy.headers import HOP_BY_HOP
+from lb.types import DISCONNECT_EXTENSION, INTERIM_EXTENSION, ASGIApp, Message
 
 if TYPE_CHECKING:
     from uvicorn._types import HTTPScope  # the scope uvicorn's protocol builds
 
-DISCONNECT_EXTENSION = "lb.disconnect"
-INTERIM_EXTENSION = "lb.interim"
 COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
 
 Callback = Callable[[], None]

@@ -12,8 +12,8 @@ The hierarchy (where each is defined; what it means)::
     ├── StoreUnavailable     lb.ratelimit.store      the rate limit's store could not decide
     ├── TLSError             lb.tls                  a certificate, key or CA file lb cannot use
     ├── ProxyHeaderError     lb.proxyproto           not a PROXY protocol header, or a bad one
-    ├── ClientDisconnected   lb.downstream           the client went away while lb was sending
-    ├── PerTryTimeout        lb.retry                `retries.per_try_timeout` passed (also
+    ├── ClientDisconnected   lb.proxy.downstream     the client went away while lb was sending
+    ├── PerTryTimeout        lb.proxy.retry          `retries.per_try_timeout` passed (also
     │                                                httpx.TimeoutException, so the proxy maps it
     │                                                as any upstream timeout)
     ├── StaleConnection      lb.transport.errors     internal: a reused connection was dead

@@ -23,13 +23,13 @@ from lb.config import BackendConfig, Config
 from lb.health import HealthChecker
 from lb.metrics import Metrics
 from lb.pool import Pool
-from lb.proxy import Proxy
+from lb.proxy.handler import Proxy
+from lb.proxy.routing import Route, Router
+from lb.proxy.websocket import proxy_websocket
 from lb.ratelimit import RateLimiting
 from lb.redis_client import RedisClients
-from lb.routing import Route, Router
 from lb.transport import Transport
 from lb.types import Handler, Service
-from lb.websocket import proxy_websocket
 
 
 class Host(AdminView, Protocol):

@@ -20,8 +20,8 @@ from lb.config import PoolConfig
 from lb.config.tls import client_tls
 from lb.health.monitor import PoolHealth
 from lb.metrics import Metrics
-from lb.sticky import StickySessions
 from lb.strategy import PickRequest, Strategy, create_strategy
+from lb.strategy.sticky import StickySessions
 
 logger = logging.getLogger("lb.health")
 

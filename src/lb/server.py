@@ -23,8 +23,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lb import proxyproto
 from lb.cycle import Cycle
-from lb.errors import error_body, error_headers, public_detail
-from lb.headers import new_request_id
+from lb.proxy.errors import error_body, error_headers, public_detail
+from lb.proxy.headers import new_request_id
 from lb.serving import uvicorn_options as uvicorn_options  # its first home, for its importers
 from lb.tls import ALPN
 

@@ -15,6 +15,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# Scope extensions lb's own protocol (`lb.server`, `lb.cycle`) offers the app: a function to
+# register a callback run when the client disconnects, and one to send an interim (1xx) response.
+DISCONNECT_EXTENSION = "lb.disconnect"
+INTERIM_EXTENSION = "lb.interim"
+
 
 class Handler(Protocol):
     """One step of a route's pipeline (rate limit, cache, proxy): an ASGI callable."""

@@ -21,7 +21,7 @@ import pytest
 from httplint import HttpResponseLinter
 from httplint.note import Note, levels
 
-from lb.errors import DETAIL
+from lb.proxy.errors import DETAIL
 from servers import RawResponse, raw_request, wait_until
 
 TOKEN = "lint-token"

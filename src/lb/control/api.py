@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from lb.control.overrides import PatchError, find_backend, parse_patch
 from lb.control.reload import ReloadError
-from lb.errors import admin_error, json_response
+from lb.proxy.errors import admin_error, json_response
 
 if TYPE_CHECKING:
     from lb.control.runtime import Control

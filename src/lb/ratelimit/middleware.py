@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lb.config import RateLimitConfig
-from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import refuse_websocket, send_error
 from lb.metrics import Metrics
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import refuse_websocket, send_error
 from lb.ratelimit.gcra import Decision, rate_limit_headers
 from lb.ratelimit.store import Store, StoreUnavailable
 from lb.types import Handler, Message, Receive, Scope, Send

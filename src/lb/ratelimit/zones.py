@@ -22,7 +22,7 @@ from lb.redis_client import RedisClient
 from lb.types import Handler
 
 if TYPE_CHECKING:
-    from lb.routing import Route
+    from lb.proxy.routing import Route
 
 GLOBAL_ZONE = "global"
 REDIS_PREFIX = "lb:rl:"

@@ -2,7 +2,7 @@
 
 A request may be retried on another backend, up to `attempts` tries in all, only when nothing has
 reached the client yet and its body can be sent again (bodies stream, never buffered whole: the
-proxy keeps a small body, or the first chunk, for this; see `lb.proxy.RequestBody`). Which
+proxy keeps a small body, or the first chunk, for this; see `downstream.RequestBody`). Which
 failures qualify (SPEC 5, `retries.retry_on`):
 
     provably never sent (connect error, DNS, refused,  -> any method, with connect_error

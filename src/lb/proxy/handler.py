@@ -1,7 +1,7 @@
 """The proxy handler: one ASGI callable that forwards a request to a backend of its pool.
 
 It builds the upstream request, streams both ways, retries what may be retried (the rules and the
-budget are in `lb.retry`), and maps upstream failures to the balancer's own error responses:
+budget are in `lb.proxy.retry`), and maps upstream failures to the balancer's own error responses:
 
     connect error / refused / DNS   -> 502 (after retries)
     connect/read/per-try timeout    -> 504 (after retries)
@@ -23,23 +23,22 @@ from typing import Any, Protocol
 import httpx
 
 from lb.backend import Backend
-from lb.context import SCOPE_KEY, RequestContext
-from lb.cycle import INTERIM_EXTENSION
-from lb.downstream import (
+from lb.metrics import Metrics
+from lb.pool import Pool
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.downstream import (
     ClientDisconnected,
     RequestBody,
     Watcher,
     has_body,
     watch_client,
 )
-from lb.errors import send_error
-from lb.headers import downstream_response_headers, upstream_request_headers
-from lb.metrics import Metrics
-from lb.pool import Pool
-from lb.retry import RetryBudget, RetryPolicy
+from lb.proxy.errors import send_error
+from lb.proxy.headers import downstream_response_headers, upstream_request_headers
+from lb.proxy.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
 from lb.transport import Origin, Timeouts, origin_of
-from lb.types import Message, Receive, Scope, Send
+from lb.types import INTERIM_EXTENSION, Message, Receive, Scope, Send
 
 logger = logging.getLogger("lb.proxy")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lb.routing import Route
+    from lb.proxy.routing import Route
 
 SCOPE_KEY = "lb.context"
 

@@ -13,10 +13,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
-from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import refuse_websocket
-from lb.headers import HOP_BY_HOP
 from lb.pool import Pool
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import refuse_websocket
+from lb.proxy.headers import HOP_BY_HOP
 from lb.strategy import PickRequest
 from lb.types import Receive, Scope, Send
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from lb.context import SCOPE_KEY, RequestContext
-from lb.headers import new_request_id, valid_request_id
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.headers import new_request_id, valid_request_id
 from lb.types import Scope, Send
 
 logger = logging.getLogger("lb.errors")

@@ -3,7 +3,7 @@
 `RequestBody` reads the body from ASGI `receive` as the transport asks for it, keeping a small one
 so a retry can send it again. `watch_client` returns the cheapest watcher the server allows for
 cancelling the request's task when the client leaves (so the upstream request stops too): under
-lb's own protocol a callback from its connection_lost (`lb.cycle.DISCONNECT_EXTENSION`), under
+lb's own protocol a callback from its connection_lost (`lb.types.DISCONNECT_EXTENSION`), under
 any other server a task listening on `receive` once the body is read.
 """
 
@@ -15,9 +15,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from lb.cycle import DISCONNECT_EXTENSION
 from lb.exceptions import LBError
-from lb.types import Message, Receive, Scope, Send
+from lb.types import DISCONNECT_EXTENSION, Message, Receive, Scope, Send
 
 REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
 
