@@ -124,14 +124,18 @@ class Tee:
         # A no-store request stores nothing, and its own conditions went upstream with it: its
         # response goes on as it is, only tagged, without its caching fields being read.
         if request.may_store:
-            info = self._info = ResponseInfo(headers)
-            lifetime = freshness_lifetime(info, status, now, cache.config.default_ttl)
+            config = cache.config
+            info = self._info = ResponseInfo(headers, config.targeted_fields)
+            lifetime = freshness_lifetime(
+                info, status, now, config.default_ttl, heuristic=config.heuristic
+            )
             if storable(
                 status,
                 info,
                 request.directives,
                 authorization=request.authorization,
                 lifetime=lifetime,
+                store_set_cookie=config.store_set_cookie,
             ):
                 length = _content_length(headers)
                 if length is None or length <= cache.config.max_entry_bytes:
@@ -173,9 +177,12 @@ class Tee:
         if info.date is None:  # as when storing: the time of receipt stands in (RFC 9110 §6.6.1)
             merged = [(n, v) for n, v in merged if n != b"date"]
             merged.append((b"date", format_http_date(now)))
-        merged_info = ResponseInfo(merged)
+        config = self.cache.config
+        merged_info = ResponseInfo(merged, config.targeted_fields)
         merged = stored_headers(merged, merged_info.cc)
-        lifetime = freshness_lifetime(merged_info, stale.status, now, self.cache.config.default_ttl)
+        lifetime = freshness_lifetime(
+            merged_info, stale.status, now, config.default_ttl, heuristic=config.heuristic
+        )
         self.entry = Entry(
             stale.primary,
             stale.status,
