@@ -8,7 +8,7 @@ import json
 import threading
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 
 class Backend:
@@ -27,6 +27,11 @@ class Backend:
         self.in_flight = 0
         # /cache/...: headers to answer with instead of the query's h= values, per path.
         self.cache_headers: dict[str, list[tuple[str, str]]] = {}
+
+    def seen_headers(self, path: str) -> list[dict[str, str]]:
+        """The headers of each request this backend saw for `path`."""
+        with self.lock:
+            return [dict(r["headers"]) for r in self.seen if r["path"] == path]
 
     def count(self, path: str | None = None) -> int:
         with self.lock:
@@ -268,3 +273,8 @@ class Backend:
                 await send({"type": "websocket.send", "text": f"{self.name}:{text}"})
             else:
                 await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+def cache_url(path: str, *headers: str, **query: str) -> str:
+    """`/cache/<path>?h=...`: the Backend's cacheable endpoint answering with these headers."""
+    return f"/cache/{path}?" + urlencode([("h", h) for h in headers] + list(query.items()))

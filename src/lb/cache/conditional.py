@@ -10,9 +10,9 @@ from lb.cache.directives import STAR, http_date, parse_etags, weak_match
 
 Headers = Sequence[tuple[bytes, bytes]]
 
-# Preconditions meant for the origin (RFC 9111 §4.3.2) and range requests: lb passes these
-# requests through rather than answer them from a stored response.
-PASS_THROUGH = frozenset({b"if-match", b"if-unmodified-since", b"if-range", b"range"})
+# Preconditions meant for the origin (RFC 9111 §4.3.2), and If-Range: lb passes these requests
+# through rather than answer them from a stored response.
+PASS_THROUGH = frozenset({b"if-match", b"if-unmodified-since", b"if-range"})
 # The client's conditionals lb evaluates itself, and removes from what it sends upstream.
 CLIENT_CONDITIONALS = frozenset({b"if-none-match", b"if-modified-since"})
 

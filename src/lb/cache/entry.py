@@ -17,6 +17,9 @@ from lb.cache.vary import secondary_key
 # How long past its freshness an entry with validators is kept for revalidation (or for a
 # client's max-stale): a 304 is much cheaper than a full response.
 KEEP_FOR_REVALIDATION = 3600.0
+# How long past its freshness any other entry is kept: a client's max-stale or stale-if-error may
+# still accept it (RFC 9111 §5.2.1.2, RFC 5861 §4), and an unconditional HEAD may freshen it.
+KEEP_STALE = 600.0
 _FIXED = struct.Struct("!BBHddddIHI")  # version, flags, status, times, lengths
 _PAIR = struct.Struct("!HI")
 _VERSION = 2  # 2: the targeted field whose directives apply travels with the entry
@@ -81,7 +84,7 @@ class Entry:
         keep = max(
             policy.swr,
             float(policy.sie or 0),
-            KEEP_FOR_REVALIDATION if self.etag or self.last_modified_raw else 0.0,
+            KEEP_FOR_REVALIDATION if self.etag or self.last_modified_raw else KEEP_STALE,
         )
         # Wall-clock time after which the entry is of no use to anyone (the store's TTL).
         self.stored_until = response_time - initial_age + lifetime + keep
