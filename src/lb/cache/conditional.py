@@ -37,9 +37,13 @@ class Conditions:
                 ims = value
         if not inm and ims is None:
             return None
-        # If-Modified-Since is ignored when If-None-Match is present (RFC 9110 §13.1.3), or when
-        # it is not a valid date.
-        return cls(parse_etags(inm) if inm else None, None if inm else http_date(ims))
+        # An If-None-Match without one valid entity-tag (`abc`, unquoted) is ignored as the
+        # invalid field it is. If-Modified-Since is ignored when If-None-Match is present (RFC
+        # 9110 §13.1.3), or when it is not a valid date.
+        tags = parse_etags(inm) or None if inm else None
+        if tags is None and ims is None:
+            return None
+        return cls(tags, None if tags is not None else http_date(ims))
 
 
 def not_modified(

@@ -188,6 +188,16 @@ def argument_names(argument: str | None) -> tuple[str, ...]:
     return field_names((argument.encode("latin-1"),))
 
 
+_ENTITY_TAG = re.compile(rb'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+
+
+def entity_tag(value: bytes) -> bytes | None:
+    """An ETag value if it is an entity-tag (RFC 9110 §8.8.3: optionally `W/`, then a quoted
+    opaque tag), else None: an unquoted or otherwise malformed ETag is no validator."""
+    value = value.strip(b" \t")
+    return value if _ENTITY_TAG.fullmatch(value) is not None else None
+
+
 STAR = (b"*",)
 """`parse_etags` result for `If-None-Match: *`."""
 

@@ -57,6 +57,8 @@ class Tee:
         "entry",
         "storable",
         "stored",
+        "freshened",
+        "outdated",
         "finished",
         "_mode",
         "_status",
@@ -88,6 +90,10 @@ class Tee:
         self.entry: Entry | None = None
         self.storable = False  # the response head allowed storing
         self.stored = False
+        # A HEAD's 200 about the stored GET response `stale` (RFC 9111 §4.3.5): that response
+        # updated with its fields, or, when its validators differ, `outdated`.
+        self.freshened: Entry | None = None
+        self.outdated = False
         self.finished = False  # the last body message went out
         self._mode = _FORWARD
         self._buffer: list[bytes] | None = None
@@ -119,6 +125,8 @@ class Tee:
                 self._mode = _SWALLOW
                 self.outcome = Outcome.USE_STALE
                 return
+            if status == 200 and self.request.method == "HEAD" and stale.primary[:4] == b"GET ":
+                self._freshen(stale, headers, now)
         self.outcome = Outcome.FORWARDED
         request = self.request
         # A no-store request stores nothing, and its own conditions went upstream with it: its
@@ -164,8 +172,9 @@ class Tee:
         await send({"type": "http.response.start", "status": status, "headers": out})
 
     def _refresh(self, stale: Entry, headers: list[tuple[bytes, bytes]], now: float) -> None:
-        """A 304 answered our conditional request: freshen the stored entry (RFC 9111 §4.3.4)."""
-        info = ResponseInfo(headers)
+        """A 304 answered our conditional request: freshen the stored entry (RFC 9111 §4.3.4).
+        Its Content-Length, if any, describes the stored body, never replaces it (§3.2)."""
+        info = ResponseInfo(headers, self.cache.config.targeted_fields)
         if (
             info.etag is not None
             and stale.etag is not None
@@ -173,6 +182,29 @@ class Tee:
         ):
             self.outcome = Outcome.MISMATCH
             return
+        self.entry = self._updated(stale, headers, info, now)
+        self.outcome = Outcome.REFRESHED
+
+    def _freshen(self, stale: Entry, headers: list[tuple[bytes, bytes]], now: float) -> None:
+        """A 200 to a HEAD while a GET response is stored (RFC 9111 §4.3.5): when the validators
+        and Content-Length it carries match the stored ones, it updates the stored response;
+        otherwise the stored one is outdated."""
+        info = ResponseInfo(headers, self.cache.config.targeted_fields)
+        last_modified = next((v for n, v in headers if n == b"last-modified"), None)
+        length = _content_length(headers)
+        if (
+            (info.etag is not None and info.etag != stale.etag)
+            or (last_modified is not None and last_modified != stale.last_modified_raw)
+            or (length is not None and length != len(stale.body))
+        ):
+            self.outdated = True
+            return
+        self.freshened = self._updated(stale, headers, info, now)
+
+    def _updated(
+        self, stale: Entry, headers: list[tuple[bytes, bytes]], info: ResponseInfo, now: float
+    ) -> Entry:
+        """`stale` with the fields of a response that validated it (RFC 9111 §3.2)."""
         merged = updated_headers(stale.headers, headers)
         if info.date is None:  # as when storing: the time of receipt stands in (RFC 9110 §6.6.1)
             merged = [(n, v) for n, v in merged if n != b"date"]
@@ -183,7 +215,7 @@ class Tee:
         lifetime = freshness_lifetime(
             merged_info, stale.status, now, config.default_ttl, heuristic=config.heuristic
         )
-        self.entry = Entry(
+        return Entry(
             stale.primary,
             stale.status,
             merged,
@@ -195,7 +227,6 @@ class Tee:
             secondary=stale.secondary,
             info=merged_info,
         )
-        self.outcome = Outcome.REFRESHED
 
     async def _body(self, message: Any) -> None:
         body: bytes = message.get("body", b"")

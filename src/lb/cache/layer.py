@@ -164,13 +164,48 @@ class CacheLayer:
             await self._serve(send, ctx, request, stale, stale.age(cache.clock()), "STALE")
         elif outcome is Outcome.MISMATCH and stale is not None:
             await cache.invalidate([stale.primary])
-            await self._fetch(scope, receive, send, ctx, request, None, release)
+            await self._refetch(scope, receive, send, ctx, request, release)
         else:
             self._result(ctx, "MISS")
             if tee.answered_304:
                 await tee.finish()
+            if tee.freshened is not None:
+                await cache.put(tee.freshened)
+            elif tee.outdated and stale is not None:
+                await cache.invalidate([stale.primary])
             if release is not None and tee.outcome is Outcome.FORWARDED and not tee.storable:
                 cache.uncacheable(request.primary)
+
+    async def _refetch(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        ctx: RequestContext,
+        request: CacheRequest,
+        release: Any,
+    ) -> None:
+        """Ask again without conditions after a 304 that validated another representation than
+        the stored one (it updates nothing, RFC 9111 §4.3.4). This is a request of the cache's,
+        not a retry of the client's: it runs under a context of its own, so the retry policy
+        gives it every try it gives any request, and the client's record then describes the
+        answer it got."""
+        own = RequestContext(
+            ctx.request_id,
+            ctx.client_ip,
+            ctx.peer_trusted,
+            ctx.method,
+            ctx.target,
+            ctx.route,
+            ctx.start,
+        )
+        await self._fetch({**scope, SCOPE_KEY: own}, receive, send, own, request, None, release)
+        ctx.status = own.status
+        ctx.bytes_sent = own.bytes_sent
+        ctx.backend = own.backend
+        ctx.attempts = own.attempts
+        ctx.error = own.error
+        ctx.cache = own.cache
 
     async def _serve(
         self,

@@ -16,6 +16,7 @@ from lb.cache.directives import (
     Directives,
     argument_names,
     delta_seconds,
+    entity_tag,
     field_names,
     first_delta,
     http_date,
@@ -110,7 +111,7 @@ class ResponseInfo:
                 if age is None:  # the first line, as the first value, counts (§5.1)
                     age = value
             elif name == b"etag":
-                etag = value.strip()
+                etag = entity_tag(value)
             elif name == b"last-modified":
                 last_modified = value
             elif name == b"vary":
