@@ -233,7 +233,11 @@ class Backend:
             body = json.dumps(payload).encode()
             headers.append((b"content-type", b"application/json"))
         if scope["method"] == "HEAD":
-            body = b""
+            # The GET's Content-Length, without its body (RFC 9110 §9.3.2).
+            out = [(b"content-length", str(len(body)).encode()), (b"x-backend", self.name.encode())]
+            await send({"type": "http.response.start", "status": status, "headers": out + headers})
+            await send({"type": "http.response.body", "body": b""})
+            return None
         if "chunked" in query:
             headers.append((b"x-backend", self.name.encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})

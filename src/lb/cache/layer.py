@@ -81,7 +81,9 @@ class CacheLayer:
         cache = self.cache
         now = cache.clock()
         try:
-            entry = await cache.lookup(request, now)
+            # A no-store request is never answered from the store either: its client asked
+            # that nothing of this exchange be kept, so it is not served a kept one.
+            entry = None if request.directives.no_store else await cache.lookup(request, now)
         except StoreError as exc:
             cache.store_failed(exc)
             await self._bypass(scope, receive, send, ctx)
