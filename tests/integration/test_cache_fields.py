@@ -7,7 +7,9 @@ on arrival.
 
 from __future__ import annotations
 
+import json
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from apps import cache_url
 from conftest import pool_config
 from rawbackend import answer_each
+from servers import wait_until
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -174,9 +177,11 @@ def test_an_unquoted_etag_is_no_validator(lb_cache) -> None:  # type: ignore[no-
 # -- the revalidation path's 304s, from a scripted backend ---------------------------------------
 
 
-def _lb(start_balancer, backend, **cache: Any) -> httpx.Client:  # type: ignore[no-untyped-def]
+def _lb(start_balancer, backend, log: Path | None = None) -> httpx.Client:  # type: ignore[no-untyped-def]
     config = pool_config([backend.url])
-    config["cache"] = {"store": "memory", **cache}
+    config["cache"] = {"store": "memory"}
+    if log is not None:
+        config["logging"] = {"access_log": True, "file": str(log)}
     return httpx.Client(base_url=start_balancer(config).url, timeout=10)
 
 
@@ -206,7 +211,7 @@ def test_a_304_with_content_length_refreshes_without_touching_the_body(  # type:
 
 
 def test_a_304_for_another_representation_is_refetched_as_a_request_of_its_own(  # type: ignore[no-untyped-def]
-    start_balancer, raw_backend
+    start_balancer, raw_backend, tmp_path
 ) -> None:
     other = b'HTTP/1.1 304 Not Modified\r\netag: "zzz"\r\ncontent-length: 0\r\n\r\n'
     new = (
@@ -214,7 +219,8 @@ def test_a_304_for_another_representation_is_refetched_as_a_request_of_its_own( 
     )
     replies = {1: STALE_200, 2: other, 3: new}
     backend = raw_backend(answer_each(lambda _c, n: replies.get(n, new)))
-    with _lb(start_balancer, backend) as client:
+    log = tmp_path / "access.log"
+    with _lb(start_balancer, backend, log) as client:
         client.get("/y")
         again = client.get("/y")
         assert (again.status_code, again.content, again.headers["x-cache"]) == (200, b"new", "MISS")
@@ -222,3 +228,7 @@ def test_a_304_for_another_representation_is_refetched_as_a_request_of_its_own( 
         assert b'if-none-match: "a"' in heads[1].lower()
         assert b"if-none-match" not in heads[2].lower()  # asked again without conditions
         assert client.get("/y").headers["x-cache"] == "HIT"
+    # The client's request was tried once: the cache's own second request is no retry of it.
+    wait_until(lambda: len(log.read_text().splitlines()) == 3)
+    second = json.loads(log.read_text().splitlines()[1])
+    assert (second["status"], second["attempts"], second["cache"]) == (200, 1, "MISS")
