@@ -241,6 +241,12 @@ class Tee:
                     buffer.append(body)
             if not more and buffer is not None:
                 await self._store(b"".join(buffer))
+        if not more and self.stale is not None and (self.freshened or self.outdated):
+            # Like storing: done before the client has its answer and can ask again.
+            if self.freshened is not None:
+                await self.cache.put(self.freshened)
+            else:
+                await self.cache.invalidate([self.stale.primary])
         mode = self._mode
         if mode == _FORWARD:
             if not more:

@@ -171,10 +171,6 @@ class CacheLayer:
             self._result(ctx, "MISS")
             if tee.answered_304:
                 await tee.finish()
-            if tee.freshened is not None:
-                await cache.put(tee.freshened)
-            elif tee.outdated and stale is not None:
-                await cache.invalidate([stale.primary])
             if release is not None and tee.outcome is Outcome.FORWARDED and not tee.storable:
                 cache.uncacheable(request.primary)
 
