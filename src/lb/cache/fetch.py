@@ -59,6 +59,7 @@ class Tee:
         "stored",
         "freshened",
         "outdated",
+        "_held",
         "finished",
         "_mode",
         "_status",
@@ -94,6 +95,7 @@ class Tee:
         # updated with its fields, or, when its validators differ, `outdated`.
         self.freshened: Entry | None = None
         self.outdated = False
+        self._held: list[tuple[bytes, bytes]] = []  # the 304's head, sent by `finish`
         self.finished = False  # the last body message went out
         self._mode = _FORWARD
         self._buffer: list[bytes] | None = None
@@ -152,6 +154,16 @@ class Tee:
                     self._status = status
                     self._headers = stored_headers(headers, info.cc)
                     self._lifetime = lifetime or 0.0
+        # A response without a body is complete for the client with its head, so whatever it
+        # changes in the store is done before the head goes out (the next request may follow
+        # at once).
+        if self._buffer is not None and (request.method == "HEAD" or _content_length(headers) == 0):
+            self._buffer = None
+            await self._store(b"")
+        if self.freshened is not None:
+            await cache.put(self.freshened)
+        elif self.outdated and stale is not None:
+            await cache.invalidate([stale.primary])
         send = self.send
         if send is None:
             self._mode = _CAPTURE
@@ -160,6 +172,7 @@ class Tee:
         out.append((b"x-cache", b"MISS"))
         # The client's own conditional was taken off the upstream request so the response could
         # be stored; it is answered here, against the response just received (RFC 9111 §4.3.2).
+        # The 304 waits for the body to be stored, since it ends the client's exchange.
         if self._buffer is not None and status == 200:
             info = self._info
             if not_modified(request.conditions, info.etag, info.last_modified, info.date or now):
@@ -167,7 +180,7 @@ class Tee:
                 out = not_modified_headers(out)
                 out += [(n, v) for n, v in headers if n == b"x-request-id"]
                 out.append((b"x-cache", b"MISS"))
-                await send({"type": "http.response.start", "status": 304, "headers": out})
+                self._held = out
                 return
         await send({"type": "http.response.start", "status": status, "headers": out})
 
@@ -241,20 +254,13 @@ class Tee:
                     buffer.append(body)
             if not more and buffer is not None:
                 await self._store(b"".join(buffer))
-        if not more and self.stale is not None and (self.freshened or self.outdated):
-            # Like storing: done before the client has its answer and can ask again.
-            if self.freshened is not None:
-                await self.cache.put(self.freshened)
-            else:
-                await self.cache.invalidate([self.stale.primary])
         mode = self._mode
         if mode == _FORWARD:
             if not more:
                 self.finished = True
             await self.send(message)
         elif mode == _NOT_MODIFIED and not more:
-            self.finished = True
-            await self.send({"type": "http.response.body", "body": b""})
+            await self.finish()
 
     async def _store(self, body: bytes) -> None:
         cache = self.cache
@@ -292,9 +298,11 @@ class Tee:
         return self._mode == _NOT_MODIFIED
 
     async def finish(self) -> None:
-        """Complete a 304 sent to the client whose upstream body broke off (nothing to abort)."""
+        """Send the 304 that answers the client's own conditional: once the full response is
+        stored, or when its upstream body broke off (nothing to abort: the 304 has none)."""
         if self._mode == _NOT_MODIFIED and not self.finished:
             self.finished = True
+            await self.send({"type": "http.response.start", "status": 304, "headers": self._held})
             await self.send({"type": "http.response.body", "body": b""})
 
 
