@@ -29,6 +29,7 @@ class RequestContext:
         "cache",
         "error",
         "trace_id",
+        "full_errors",
     )
 
     def __init__(
@@ -40,6 +41,7 @@ class RequestContext:
         target: bytes,
         route: Route | None,
         start: float,
+        full_errors: bool = False,
     ) -> None:
         self.request_id = request_id
         self.client_ip = client_ip
@@ -57,3 +59,5 @@ class RequestContext:
         self.cache: str | None = None
         self.error: str | None = None  # why the balancer answered itself or aborted
         self.trace_id: str | None = None
+        # server.error_detail: full (error bodies carry the cause, not the fixed sentence).
+        self.full_errors = full_errors

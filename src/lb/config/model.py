@@ -161,6 +161,9 @@ class ServerConfig:
     header_timeout: float = 10.0  # a request's head must arrive within this (slowloris): 408
     send_timeout: float = 60.0  # a client that takes no response bytes for this long is dropped
     watch_config: bool = False  # reload when the config file changes
+    # What an error lb makes says in its body: a fixed sentence per code, or the cause (which
+    # names backends, addresses and exceptions: for debugging only).
+    error_detail: Literal["minimal", "full"] = "minimal"
 
 
 @dataclass(frozen=True)

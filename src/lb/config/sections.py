@@ -31,6 +31,8 @@ from lb.config.model import (
 )
 from lb.config.routes import STORES, redis_url
 
+ERROR_DETAILS: tuple[Literal["minimal", "full"], ...] = ("minimal", "full")
+
 _LEVELS: tuple[Literal["debug", "info", "warning", "error", "critical"], ...] = (
     "debug",
     "info",
@@ -166,4 +168,5 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         header_timeout=s.read("header_timeout", d.header_timeout, to_duration(positive=True)),
         send_timeout=s.read("send_timeout", d.send_timeout, to_duration(positive=True)),
         watch_config=s.read("watch_config", d.watch_config, to_bool),
+        error_detail=s.read("error_detail", d.error_detail, to_choice(ERROR_DETAILS)),
     )
