@@ -70,6 +70,13 @@ async def test_a_head_response_is_stored_before_its_head_goes_out() -> None:
     assert events == ["put HEAD", "start 200", "body"]
 
 
+async def test_a_204_is_stored_before_its_head_goes_out() -> None:
+    cache, (request, send), events = setup("GET")
+    tee = Tee(cache, request, send, stale=None, request_time=NOW)
+    await respond(tee, 204, [(b"cache-control", b"max-age=60")], b"")
+    assert events == ["put GET", "start 204", "body"]
+
+
 async def test_a_304_for_the_clients_condition_waits_for_the_stored_body() -> None:
     cache, (request, send), events = setup("GET", (b"if-none-match", b'"v"'))
     tee = Tee(cache, request, send, stale=None, request_time=NOW)

@@ -157,7 +157,8 @@ class Tee:
         # A response without a body is complete for the client with its head, so whatever it
         # changes in the store is done before the head goes out (the next request may follow
         # at once).
-        if self._buffer is not None and (request.method == "HEAD" or _content_length(headers) == 0):
+        bodiless = request.method == "HEAD" or status == 204 or _content_length(headers) == 0
+        if self._buffer is not None and bodiless:
             self._buffer = None
             await self._store(b"")
         if self.freshened is not None:
