@@ -40,7 +40,7 @@ class Conditions:
         # An If-None-Match without one valid entity-tag (`abc`, unquoted) is ignored as the
         # invalid field it is. If-Modified-Since is ignored when If-None-Match is present (RFC
         # 9110 §13.1.3), or when it is not a valid date.
-        tags = parse_etags(inm) or None if inm else None
+        tags = (parse_etags(inm) or None) if inm else None
         if tags is None and ims is None:
             return None
         return cls(tags, None if tags is not None else http_date(ims))

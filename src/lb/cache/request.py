@@ -93,9 +93,9 @@ def cache_request(
     scope: Any, method: str, target: bytes, memo: DirectivesMemo | None = None
 ) -> CacheRequest | None:
     """The request's cache view, or None when the cache must pass it through untouched: origin
-    preconditions (If-Match, If-Unmodified-Since, If-Range), and a Host that
-    cannot be part of a URI. `memo` keeps parsed request directives (RequestDirectives are never
-    mutated, so requests may share them)."""
+    preconditions (If-Match, If-Unmodified-Since, If-Range), and a Host that cannot be part of a
+    URI. `memo` keeps parsed request directives (RequestDirectives are never mutated, so requests
+    may share them)."""
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     host = b""
     authorization = False
