@@ -8,6 +8,7 @@ import pytest
 
 from lb.cache.directives import format_http_date, http_date
 from lb.cache.entry import Entry
+from lb.cache.ranges import UNSATISFIABLE, byte_range
 from lb.cache.rules import (
     HEURISTIC_MAX,
     RequestDirectives,
@@ -264,3 +265,31 @@ def test_lb_set_cookie_stored_only_when_switched_on() -> None:
     assert storable(
         200, info, directives, authorization=False, lifetime=60.0, store_set_cookie=True
     )
+
+
+# -- Range (RFC 9110 §14) -------------------------------------------------------------------------
+
+# fmt: off
+RANGES = [
+    # id, Range value, representation length, (first, last) / UNSATISFIABLE / None (whole 200)
+    ("9110-14.1.2-first-last", "bytes=0-1", 11, (0, 1)),
+    ("9110-14.1.2-open-end", "bytes=1-", 11, (1, 10)),
+    ("9110-14.1.2-last-past-the-end-clipped", "bytes=5-100", 11, (5, 10)),
+    ("9110-14.1.2-suffix", "bytes=-1", 11, (10, 10)),
+    ("9110-14.1.2-suffix-longer-than-all", "bytes=-100", 11, (0, 10)),
+    ("9110-14.1.1-unit-case-and-spaces", "Bytes = 0-1 ", 11, (0, 1)),
+    ("9110-14.2-first-past-the-end-416", "bytes=11-", 11, UNSATISFIABLE),
+    ("9110-14.2-zero-suffix-416", "bytes=-0", 11, UNSATISFIABLE),
+    ("9110-14.2-several-ranges-whole", "bytes=0-1,4-5", 11, None),
+    ("9110-14.2-one-satisfiable-of-several", "bytes=0-1,40-50", 11, (0, 1)),
+    ("9110-14.1.1-last-before-first-invalid", "bytes=5-1", 11, None),
+    ("9110-14.1.1-other-unit-ignored", "items=0-1", 11, None),
+    ("9110-14.1.1-garbage-ignored", "bytes=a-b", 11, None),
+    ("9110-14.1.1-dash-alone-ignored", "bytes=-", 11, None),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("value", "length", "expected"), cases(RANGES))
+def test_byte_range(value: str, length: int, expected: tuple[int, int] | None) -> None:
+    assert byte_range(value.encode(), length) == expected
