@@ -4,6 +4,8 @@ store_set_cookie). Case ids start with the section they check, as in test_cache_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from lb.cache.directives import format_http_date, http_date
@@ -32,7 +34,7 @@ def H(*pairs: str) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def cases(table: list[tuple[object, ...]]) -> list[object]:
+def cases(table: Sequence[tuple[object, ...]]) -> list[object]:
     return [pytest.param(*row[1:], id=str(row[0])) for row in table]
 
 
