@@ -34,8 +34,9 @@ bench: install
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python bench/run_benchmarks.py $(BENCH_ARGS)
 
-# docs/caching.md: the cache scored with http-tests/cache-tests, memory and redis stores (~2.5 min).
-# Installs the suite from the npm registry (a 2021 snapshot) unless SUITE_DIR names a checkout.
+# docs/caching.md: the cache scored with http-tests/cache-tests, memory and redis stores. Installs
+# the suite from the npm registry (a 2021 snapshot, ~1 min in all) unless SUITE_DIR names a
+# checkout of its repository (~2.5 min).
 conformance: install
 	./scripts/system-deps.sh npm redis-server
 	./scripts/conformance.sh memory $(CONFORMANCE_ARGS)
