@@ -124,6 +124,13 @@ def test_range_requests_are_answered_from_a_stored_complete_response(lb_cache) -
     other_unit = client.get(target, headers={"range": "items=0-1"})
     assert other_unit.status_code == 200
     assert backend.count("/cache/r") == 1
+    # A stale entry: revalidated (the Range goes along), then the range is cut from it.
+    stale = cache_url("rs", "cache-control: max-age=1", "age: 5", 'etag: "r"', size="10")
+    client.get(stale)
+    part = client.get(stale, headers={"range": "bytes=0-1"})
+    assert (part.status_code, part.content, part.headers["x-cache"]) == (206, b"xx", "HIT")
+    asked = backend.seen_headers("/cache/rs")[-1]
+    assert asked["if-none-match"] == '"r"' and asked["range"] == "bytes=0-1"
 
 
 def test_a_head_response_freshens_the_stored_get(lb_cache) -> None:  # type: ignore[no-untyped-def]
