@@ -46,10 +46,13 @@ def setup(method: str, *request_headers: tuple[bytes, bytes]) -> tuple[Cache, An
     assert request is not None
 
     async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
+        kind = message["type"]
+        if kind == "http.response.start":
             events.append(f"start {message['status']}")
-        else:
+        elif kind == "http.response.body":
             events.append("body")
+        else:
+            events.append(kind)
 
     return cache, (request, send), events
 
@@ -68,6 +71,18 @@ async def test_a_head_response_is_stored_before_its_head_goes_out() -> None:
     tee = Tee(cache, request, send, stale=None, request_time=NOW)
     await respond(tee, 200, FRESH, b"")
     assert events == ["put HEAD", "start 200", "body"]
+
+
+async def test_an_interim_response_is_relayed_and_never_stored() -> None:
+    # The transport relays 1xx outside ASGI; a message of another kind that came through anyway
+    # goes on untouched, and only the final response is stored.
+    cache, (request, send), events = setup("GET")
+    tee = Tee(cache, request, send, stale=None, request_time=NOW)
+    await tee({"type": "http.response.informational", "status": 103, "headers": []})
+    await respond(tee, 200, FRESH, b"0123456789")
+    assert events == ["http.response.informational", "start 200", "put GET", "body"]
+    (entry,) = await cache.store.variants(request.primary, NOW)
+    assert entry.status == 200
 
 
 async def test_a_204_is_stored_before_its_head_goes_out() -> None:
