@@ -18,6 +18,7 @@ from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[impor
 from lb.control.shared import ENV_DIR, prepare_control_dir
 from lb.multiprocess import ENV_READY, prepare_multiprocess
 from lb.server import uvicorn_options
+from lb.tls import uvicorn_context
 
 
 def _worker_kwargs() -> dict[str, Any]:
@@ -48,6 +49,11 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         if ENV_DIR not in os.environ:
             atexit.register(prepare_control_dir())
         super().__init__(*args, **kwargs)
+        if self.cfg.is_ssl:
+            # `--certfile/--keyfile [--ca-certs]`: lb's context (TLS 1.2+, the ssl module's
+            # ciphers, ALPN http/1.1) in place of uvicorn's. gunicorn renews certificates by
+            # replacing its workers on SIGHUP.
+            self.config.ssl_context_factory = uvicorn_context
         # lb's own messages go where gunicorn's error log goes, as uvicorn's do; the level comes
         # from `logging.level` when the app starts.
         logger = logging.getLogger("lb")

@@ -30,6 +30,7 @@ from lb.config.model import (
     ServerConfig,
 )
 from lb.config.routes import STORES, redis_url
+from lb.config.tls import read_server_tls
 
 ERROR_DETAILS: tuple[Literal["minimal", "full"], ...] = ("minimal", "full")
 
@@ -168,5 +169,7 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         header_timeout=s.read("header_timeout", d.header_timeout, to_duration(positive=True)),
         send_timeout=s.read("send_timeout", d.send_timeout, to_duration(positive=True)),
         watch_config=s.read("watch_config", d.watch_config, to_bool),
+        tls=read_server_tls(s.raw("tls"), s.key_path("tls"), problems),
+        proxy_protocol=s.read("proxy_protocol", d.proxy_protocol, to_bool),
         error_detail=s.read("error_detail", d.error_detail, to_choice(ERROR_DETAILS)),
     )
