@@ -126,6 +126,11 @@ class CacheConfig:
     max_bytes: int = 64 * 1024 * 1024
     max_entry_bytes: int = 1024 * 1024
     default_ttl: float = 0.0
+    # Targeted cache-control fields (RFC 9213) honoured before Cache-Control, first valid wins;
+    # lower-case names.
+    targeted_fields: tuple[str, ...] = ("cdn-cache-control",)
+    heuristic: bool = False  # RFC 9111 §4.2.2 freshness from Last-Modified
+    store_set_cookie: bool = False  # store Set-Cookie responses without public / s-maxage
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from lb.config.fields import (
     to_choice,
     to_duration,
     to_int,
+    to_list,
     to_size,
     to_str,
     to_url_path,
@@ -66,11 +68,37 @@ def read_cache(value: Any, problems: Problems, environ: Mapping[str, str]) -> Ca
         max_bytes=s.read("max_bytes", d.max_bytes, to_size(1)),
         max_entry_bytes=s.read("max_entry_bytes", d.max_entry_bytes, to_size(1)),
         default_ttl=s.read("default_ttl", d.default_ttl, to_duration(positive=False)),
+        targeted_fields=_targeted_fields(s, d.targeted_fields),
+        heuristic=s.read("heuristic", d.heuristic, to_bool),
+        store_set_cookie=s.read("store_set_cookie", d.store_set_cookie, to_bool),
     )
     # Checked on the resolved values, so a default on one side still counts.
     if config.max_entry_bytes > config.max_bytes and s.valid("max_entry_bytes", "max_bytes"):
         s.error("max_entry_bytes", "must not exceed max_bytes")
     return config
+
+
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110 §5.1)
+
+
+def _to_field_name(value: Any) -> str:
+    text = to_str(value)
+    if _FIELD_NAME.fullmatch(text) is None:
+        raise Invalid(f"expected a header field name, got {describe(value)}")
+    if text.lower() == "cache-control":
+        raise Invalid("Cache-Control is always read after the targeted fields; leave it out")
+    return text.lower()
+
+
+def _targeted_fields(s: Section, default: tuple[str, ...]) -> tuple[str, ...]:
+    """`targeted_fields`: a list of field names; [] or null turns targeted fields off."""
+    if not s.has("targeted_fields"):
+        return default
+    value = s.raw("targeted_fields")
+    if value is None:
+        return ()
+    names = to_list(value, s.key_path("targeted_fields"), s.problems, _to_field_name)
+    return default if names is None else tuple(dict.fromkeys(names))
 
 
 def _to_admin_prefix(value: Any) -> str:
