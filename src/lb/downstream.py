@@ -67,6 +67,11 @@ class ClientDisconnected(Exception):
     pass
 
 
+class BodyTooLarge(ClientDisconnected):
+    """The client sent more body than the route allows (`lb.bodylimit`). Like a disconnect, it
+    ends the request where it is, and it is no failure of the backend's."""
+
+
 class RequestBody(httpx.AsyncByteStream):
     """The client's request body as an httpx stream, read from ASGI `receive` as it arrives.
 

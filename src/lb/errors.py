@@ -10,6 +10,8 @@ from lb.context import SCOPE_KEY, RequestContext
 STATUS = {
     "no_route": 404,
     "bad_request": 400,
+    "forbidden": 403,
+    "payload_too_large": 413,
     "rate_limited": 429,
     "bad_gateway": 502,
     "no_backend": 503,

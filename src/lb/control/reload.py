@@ -51,11 +51,15 @@ def describe(old: Config, new: Config) -> dict[str, Any]:
             "removed": [i for i, url in before.items() if after.get(i) != url],
             "kept": [i for i, url in after.items() if before.get(i) == url],
         }
+    # Read per generation, so a reload applies them; the rest is read once, at start.
+    live = ("watch_config", "max_body_bytes")
     restart = [
         f"server.{f.name}"
         for f in fields(new.server)
-        if f.name != "watch_config" and getattr(new.server, f.name) != getattr(old.server, f.name)
+        if f.name not in live and getattr(new.server, f.name) != getattr(old.server, f.name)
     ]
+    if new.admin.listen != old.admin.listen:
+        restart.append("admin.listen")
     if new.logging != old.logging:
         restart.append("logging")
     return {
