@@ -20,7 +20,7 @@ from starlette.routing import Route, Router
 from lb.cache import StoreError
 from lb.control.api import control_routes
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
-from lb.headers import client_ip, is_trusted
+from lb.headers import resolve_client
 from lb.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -178,11 +178,18 @@ class AdminGuard:
     def _deny(self, scope: Any, page: bool = False) -> Response | None:
         config = self.gen.config
         peer = scope["client"][0] if scope.get("client") else ""
-        trusted = config.trusted_proxies
-        address = peer
-        if trusted and is_trusted(peer, trusted):
-            xff = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for") or None
-            address = client_ip(peer, xff, trusted)
+        xff: bytes | None = None
+        proxied = False
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b"," + value
+                proxied = True
+            elif name == b"x-real-ip" or name == b"forwarded":
+                proxied = True
+            elif name == b"authorization" and not given:
+                given = value
+        address, _ = resolve_client(peer, xff, config.trusted_proxies)
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -191,22 +198,23 @@ class AdminGuard:
             return _json(
                 {"error": "forbidden", "detail": "admin not allowed from this address"}, 403
             )
-        if self.token is not None:
-            given = b""
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    given = value
-                    break
-            if not given and page:
-                given = _query_token(scope)
-            if not hmac.compare_digest(given, self.token):
-                if page:
-                    return login_page(wrong=bool(given))
-                return _json(
-                    {"error": "unauthorized", "detail": "missing or invalid bearer token"},
-                    401,
-                    {"www-authenticate": "Bearer"},
-                )
+        if self.token is None:
+            if proxied:
+                # A TLS terminator or proxy on this host makes every request come from an
+                # allowed address: without a token, only a direct client may be believed.
+                detail = "the admin API asks no token, so it refuses requests sent through a proxy"
+                return _json({"error": "forbidden", "detail": detail}, 403)
+            return None
+        if not given and page:
+            given = _query_token(scope)
+        if not hmac.compare_digest(given, self.token):
+            if page:
+                return login_page(wrong=bool(given))
+            return _json(
+                {"error": "unauthorized", "detail": "missing or invalid bearer token"},
+                401,
+                {"www-authenticate": "Bearer"},
+            )
         return None
 
 

@@ -17,12 +17,13 @@ from typing import Any, Protocol
 import httpx
 
 from lb.accesslog import AccessLog
+from lb.adminlisten import AdminListener
 from lb.config import Config, ConfigError, default_config_path, load_config
 from lb.context import SCOPE_KEY, RequestContext
 from lb.control.runtime import Control
 from lb.errors import send_error
 from lb.generation import Generation
-from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
+from lb.headers import new_request_id, resolve_client, valid_request_id
 from lb.logsetup import use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
@@ -56,6 +57,9 @@ class LoadBalancer:
             cookies=None,
         )
         self.access_log = AccessLog(self.config.logging)
+        # Where the admin API listens is fixed for the process: a reload cannot move a socket.
+        self.admin_listen = self.config.admin.listen
+        self._admin_listener: AdminListener | None = None
         self.metrics = Metrics(lambda: self.generation)
         self.generation = Generation(self.config, self)
         self.services: list[Service] = []
@@ -104,6 +108,10 @@ class LoadBalancer:
             for service in self.services:
                 await service.start()
             await self.control.start()
+            if self.admin_listen is not None:
+                listener = AdminListener(self, self.admin_listen)
+                await listener.start()
+                self._admin_listener = listener
             self._started = True
             self._starting.set_result(None)
         except BaseException as exc:
@@ -113,6 +121,9 @@ class LoadBalancer:
             raise
 
     async def shutdown(self) -> None:
+        if self._admin_listener is not None:
+            await self._admin_listener.stop()
+            self._admin_listener = None
         await self.control.stop()
         for service in reversed(self.services):
             await service.stop()
@@ -178,9 +189,7 @@ class LoadBalancer:
         if request_id is None or not valid_request_id(request_id):
             request_id = new_request_id()
         peer = scope["client"][0] if scope.get("client") else ""
-        trusted = self.config.trusted_proxies
-        peer_trusted = bool(trusted) and is_trusted(peer, trusted)
-        ip = client_ip(peer, xff, trusted) if peer_trusted else peer
+        ip, peer_trusted = resolve_client(peer, xff, self.config.trusted_proxies)
         query = scope.get("query_string")
         target = raw_path + b"?" + query if query else raw_path
         router = gen.router

@@ -73,6 +73,11 @@ class Generation:
             )
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
+        # With the admin API on its own socket (fixed at start: `app.admin_listen`), the traffic
+        # port answers only the probes itself and proxies the rest of the prefix.
+        self.probe_paths: frozenset[bytes] | None = None
+        if app.admin_listen is not None:
+            self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
         self.admin = build_admin(app, self)
         self._client = app.client
 
@@ -94,6 +99,9 @@ class Generation:
         return _guard(route, handler)
 
     def is_admin_path(self, raw_path: bytes) -> bool:
+        """Whether the traffic port answers `raw_path` with the admin app."""
+        if self.probe_paths is not None:
+            return raw_path in self.probe_paths
         prefix = self.admin_prefix
         if raw_path.startswith(prefix) and (
             len(raw_path) == len(prefix) or raw_path[len(prefix)] == 0x2F  # "/"
