@@ -19,6 +19,7 @@ from starlette.routing import Route, Router
 
 from lb.cache import StoreError
 from lb.control.api import control_routes
+from lb.control.reload import log_purge
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.headers import resolve_client
 from lb.metrics import CONTENT_TYPE
@@ -121,6 +122,8 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         except StoreError as exc:
             return _json({"error": "unavailable", "detail": str(exc)}, 503)
         path = None if target is None else target.decode("latin-1")
+        client = request.client.host if request.client else "?"
+        log_purge(f"DELETE {request.url.path} from {client}", path, removed)
         if cache.config.store == "memory":
             # Each worker (and instance) holds its own entries: they purge theirs too.
             await app.control.broadcast("cache_purge", {"path": path}, instances=True)

@@ -11,20 +11,21 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
 
 from lb.accesslog import AccessLog
 from lb.adminlisten import AdminListener
+from lb.announce import announce, announced
 from lb.config import Config, ConfigError, default_config_path, load_config
 from lb.context import SCOPE_KEY, RequestContext
 from lb.control.runtime import Control
 from lb.errors import send_error
 from lb.generation import Generation
 from lb.headers import new_request_id, resolve_client, valid_request_id
-from lb.logsetup import use_level
+from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.transport import Transport
@@ -60,6 +61,7 @@ class LoadBalancer:
         # Where the admin API listens is fixed for the process: a reload cannot move a socket.
         self.admin_listen = self.config.admin.listen
         self._admin_listener: AdminListener | None = None
+        self._undo_signal: Callable[[], None] | None = None
         self.metrics = Metrics(lambda: self.generation)
         self.generation = Generation(self.config, self)
         self.services: list[Service] = []
@@ -103,6 +105,8 @@ class LoadBalancer:
         self._starting = asyncio.get_running_loop().create_future()
         try:
             use_level(self.config.logging.level)
+            if not announced():
+                announce(self.config, ())
             await self.metrics.start()
             self.services = list(self.generation.services())
             for service in self.services:
@@ -112,6 +116,7 @@ class LoadBalancer:
                 listener = AdminListener(self, self.admin_listen)
                 await listener.start()
                 self._admin_listener = listener
+            self._undo_signal = on_reopen_signal(self.access_log.reopen)
             self._started = True
             self._starting.set_result(None)
         except BaseException as exc:
@@ -121,6 +126,9 @@ class LoadBalancer:
             raise
 
     async def shutdown(self) -> None:
+        if self._undo_signal is not None:
+            self._undo_signal()
+            self._undo_signal = None
         if self._admin_listener is not None:
             await self._admin_listener.stop()
             self._admin_listener = None
@@ -176,10 +184,12 @@ class LoadBalancer:
             return
 
         headers = scope["headers"]
-        request_id = host = xff = traceparent = None
+        request_id = host = xff = traceparent = user_agent = None
         for name, value in headers:
             if name == b"host":
                 host = value
+            elif name == b"user-agent":
+                user_agent = value
             elif name == b"x-request-id":
                 request_id = value
             elif name == b"x-forwarded-for":
@@ -205,6 +215,8 @@ class LoadBalancer:
             route,
             time.perf_counter(),
         )
+        ctx.host = host
+        ctx.user_agent = user_agent
         scope[SCOPE_KEY] = ctx
 
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging.config
 import os
 import signal
 import sys
@@ -31,8 +32,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from lb.announce import announce
     from lb.control.supervisor import serve
-    from lb.logsetup import log_config
+    from lb.logsetup import capture_uncaught, log_config, reopen_log_files
     from lb.server import uvicorn_options
 
     path = os.path.abspath(args.config or default_config_path())
@@ -51,6 +53,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=config.logging.level,
     )
     options["log_config"] = log_config(config.logging)
+    # Applied here already (uvicorn applies it again) so that the start line and anything before
+    # uvicorn's start have the configured format and destination.
+    logging.config.dictConfig(options["log_config"])
+    if config.logging.format == "json":
+        capture_uncaught()
+    announce(config, [_url(args.host, args.port)], mark=True)
+    # SIGUSR1 reopens the log files; its default action would end the process. The app takes it
+    # over once started (and also reopens its access log); until then, and in the supervisor of
+    # several workers, this reopens lb's own files.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully, so that the
     # process ends "killed by SIGTERM". A graceful stop is a success for us: exit status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,6 +87,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -76,7 +76,7 @@ def test_text_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     log.close()
     line = path.read_text()
     assert 'method=GET path="/a?b=1" status=200' in line
-    assert 'cache=- error="connect_error (refused)"' in line
+    assert 'upstream_ms=- error="connect_error (refused)"' in line
 
 
 def test_use_level_leaves_a_host_configured_level_alone() -> None:

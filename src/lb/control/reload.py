@@ -71,6 +71,35 @@ def describe(old: Config, new: Config) -> dict[str, Any]:
     }
 
 
+def log_reload(trigger: str, report: dict[str, Any]) -> None:
+    """The log lines of a reload that happened (SIGHUP, POST reload, the file watch, a peer)."""
+    if report["status"] == "unchanged":
+        logger.info("config reload (%s): no change", trigger)
+        return
+    logger.info("config reloaded (%s): %s", trigger, report["summary"])
+    if report["restart_required"]:
+        logger.warning(
+            "config reload (%s): these changes take effect at the next restart: %s",
+            trigger,
+            ", ".join(report["restart_required"]),
+        )
+
+
+def log_reload_failure(trigger: str, problems: list[str]) -> None:
+    logger.error(
+        "config reload (%s) failed, the running config is unchanged:\n  %s",
+        trigger,
+        "\n  ".join(problems),
+    )
+
+
+def log_purge(trigger: str, path: str | None, removed: int | None) -> None:
+    """The log line of a cache purge, as a reload's: what, who asked, how much went."""
+    what = f"path {path}" if path is not None else "everything"
+    count = "" if removed is None else f", {removed} entr{'y' if removed == 1 else 'ies'} removed"
+    logger.info("cache purged (%s): %s%s", trigger, what, count)
+
+
 def _backends(gen: Generation) -> list[Backend]:
     return [b for pool in gen.pools.values() for b in pool.backends.values()]
 

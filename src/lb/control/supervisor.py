@@ -9,8 +9,10 @@ file is reported once, here, and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 from typing import Any
 
 from uvicorn import Config as UvicornConfig
@@ -18,6 +20,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from lb.config import ConfigError, load_config
 from lb.control.shared import ENV_DIR, ControlFile, add_event, prepare_control_dir
+from lb.logsetup import reopen_log_files
 
 logger = logging.getLogger("lb.control")
 
@@ -55,6 +58,21 @@ class Supervisor(Multiprocess):
             logger.error("SIGHUP: cannot write the control file in %s: %s", directory, exc)
             return
         logger.info("SIGHUP: reloading %s in every worker", self.config_path)
+
+    def handle_usr1(self) -> None:
+        """Reopen this process's log files and have every worker reopen its own (logrotate)."""
+        try:
+            reopen_log_files()
+        except OSError as exc:
+            logger.error("SIGUSR1: cannot reopen the log files: %s", exc)
+        for process in self.processes:
+            pid = process.process.pid
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+        logger.info(
+            "SIGUSR1: log files reopened, and passed on to %d worker(s)", len(self.processes)
+        )
 
 
 def serve(app: str, config_path: str, **options: Any) -> None:
