@@ -1,4 +1,4 @@
-"""The `lb` command: `serve`, `check` and `demo`."""
+"""The `lb` command: `serve`, `check`, `healthcheck` and `demo`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,17 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from lb.probe import healthcheck
+
+    config = _load_or_report(args.config or default_config_path())
+    if config is None:
+        return 2
+    healthy, seen = healthcheck(config, args.port)
+    print(seen, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lb.demo import run_demo
 
@@ -118,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)"
     )
     check.set_defaults(func=cmd_check)
+
+    probe = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if the lb serving this config answers its healthz (for containers)",
+    )
+    probe.add_argument(
+        "-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)"
+    )
+    probe.add_argument("--port", type=int, default=8080, help="the traffic port lb serves")
+    probe.set_defaults(func=cmd_healthcheck)
 
     demo = sub.add_parser("demo", help="three demo backends and the balancer, no config needed")
     demo.add_argument("--host", default="127.0.0.1")
