@@ -167,19 +167,22 @@ class AccessLog:
 
     def _json_line(self, ctx: RequestContext, end: float, traceparent: bytes | None) -> str:
         """What `json.dumps(self.record(...), separators=(",", ":"))` says, and a newline, without
-        the dict and the generic encoder: each string is escaped by the encoder's own C function,
-        and duration_ms is written with its three decimals ("1.500" for 1.5)."""
+                the dict and the generic encoder: each string is escaped by the encoder's own C function,
+                and duration_ms is written with its three decimals ("1.500" for 1.5). Integers are formatted
+        without a `:d` spec, which costs twice as much."""
+        host, agent, upstream = ctx.host, ctx.user_agent, ctx.upstream
         line = (
             f'{{"time":"{self._now()}","request_id":{_str(ctx.request_id.decode("ascii"))},'
             f'"client_ip":{_str(ctx.client_ip)},"method":{_str(ctx.method)},'
-            f'"path":{_str(ctx.target.decode("latin-1"))},"status":{ctx.status:d},'
-            f'"bytes_sent":{ctx.bytes_sent:d},'
+            f'"path":{_str(ctx.target.decode("latin-1"))},"status":{ctx.status},'
+            f'"bytes_sent":{ctx.bytes_sent},'
             f'"duration_ms":{(end - ctx.start) * 1000.0:.3f},'
             f'"pool":{_opt(ctx.pool)},"backend":{_opt(ctx.backend)},'
-            f'"attempts":{ctx.attempts:d},"cache":{_opt(ctx.cache)},'
-            f'"host":{_opt_bytes(ctx.host)},"user_agent":{_opt_bytes(ctx.user_agent)},'
-            f'"bytes_received":{ctx.bytes_received:d},"upstream_ms":'
-            + ("null" if ctx.upstream is None else f"{ctx.upstream * 1000.0:.3f}")
+            f'"attempts":{ctx.attempts},"cache":{_opt(ctx.cache)},'
+            f'"host":{"null" if host is None else _str(host.decode("latin-1"))},'
+            f'"user_agent":{"null" if agent is None else _str(agent.decode("latin-1"))},'
+            f'"bytes_received":{ctx.bytes_received},'
+            f'"upstream_ms":{"null" if upstream is None else f"{upstream * 1000.0:.3f}"}'
         )
         if ctx.error:
             line += f',"error":{_str(ctx.error)}'
@@ -204,10 +207,6 @@ class AccessLog:
 
 def _opt(value: str | None) -> str:
     return "null" if value is None else _str(value)
-
-
-def _opt_bytes(value: bytes | None) -> str:
-    return "null" if value is None else _str(value.decode("latin-1"))
 
 
 def _latin1(value: bytes | None) -> str | None:
