@@ -167,9 +167,9 @@ class AccessLog:
 
     def _json_line(self, ctx: RequestContext, end: float, traceparent: bytes | None) -> str:
         """What `json.dumps(self.record(...), separators=(",", ":"))` says, and a newline, without
-                the dict and the generic encoder: each string is escaped by the encoder's own C function,
-                and duration_ms is written with its three decimals ("1.500" for 1.5). Integers are formatted
-        without a `:d` spec, which costs twice as much."""
+        the dict and the generic encoder: each string is escaped by the encoder's own C function,
+        and duration_ms is written with its three decimals ("1.500" for 1.5). Integers are
+        formatted without a `:d` spec, which costs twice as much."""
         host, agent, upstream = ctx.host, ctx.user_agent, ctx.upstream
         line = (
             f'{{"time":"{self._now()}","request_id":{_str(ctx.request_id.decode("ascii"))},'
