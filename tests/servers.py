@@ -94,12 +94,18 @@ def serving(app: Any, **config: Any) -> Iterator[ThreadedServer]:
 
 class RawResponse:
     def __init__(
-        self, status: int, headers: list[tuple[str, str]], body: bytes, closed: bool
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        closed: bool,
+        status_line: str = "",
     ) -> None:
         self.status = status
         self.headers = headers
-        self.body = body
+        self.body = body  # de-chunked
         self.closed = closed  # the server closed the connection after this response
+        self.status_line = status_line  # as sent: "HTTP/1.1 404 Not Found"
 
     def header(self, name: str) -> str | None:
         values = self.all(name)
@@ -174,7 +180,7 @@ def read_response(sock: socket.socket, check_closed: bool = False) -> RawRespons
             closed = sock.recv(1) == b""
         except (TimeoutError, OSError):
             closed = False
-    return RawResponse(status, headers, body, closed)
+    return RawResponse(status, headers, body, closed, lines[0])
 
 
 class RedisServer:

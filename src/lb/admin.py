@@ -18,9 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
 from lb.cache import StoreError
-from lb.control.api import control_routes
+from lb.control.api import admin_error, control_routes
 from lb.control.reload import log_purge
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
+from lb.errors import date_header, log_cause
 from lb.headers import resolve_client
 from lb.metrics import CONTENT_TYPE
 
@@ -111,16 +112,18 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
     async def purge_cache(request: Request) -> Response:
         cache = app.generation.cache
         if cache is None:
-            return _json({"error": "not_found", "detail": "the cache is off"}, 404)
+            return admin_error(404, "not_found", "the cache is off")
         query: bytes = request.scope.get("query_string", b"")
         target = purge_target(query)
         if query and target is None:
             detail = "expected ?path=/target (path and query as sent)"
-            return _json({"error": "bad_request", "detail": detail}, 400)
+            return admin_error(400, "bad_request", detail)
         try:
             removed = await cache.purge(target)
         except StoreError as exc:
-            return _json({"error": "unavailable", "detail": str(exc)}, 503)
+            # The store's error names its address: the log gets it, the answer does not.
+            log_cause(503, "unavailable", f"cache purge: {exc}", b"-", None)
+            return admin_error(503, "unavailable", "the cache store cannot be reached")
         path = None if target is None else target.decode("latin-1")
         client = request.client.host if request.client else "?"
         log_purge(f"DELETE {request.url.path} from {client}", path, removed)
@@ -172,6 +175,7 @@ class AdminGuard:
         root = scope.get("root_path", "").encode()
         if root and path.startswith(root):
             path = path[len(root) :]
+        send = _dated(send)
         if path not in self.open_paths:
             denial = self._deny(scope, path in self.page_paths)
             if denial is not None:
@@ -198,27 +202,42 @@ class AdminGuard:
         except ValueError:
             ip = None
         if ip is None or not any(ip in net for net in config.admin.allow):
-            return _json(
-                {"error": "forbidden", "detail": "admin not allowed from this address"}, 403
-            )
+            return admin_error(403, "forbidden", "admin not allowed from this address")
         if self.token is None:
             if proxied:
                 # A TLS terminator or proxy on this host makes every request come from an
                 # allowed address: without a token, only a direct client may be believed.
                 detail = "the admin API asks no token, so it refuses requests sent through a proxy"
-                return _json({"error": "forbidden", "detail": detail}, 403)
+                return admin_error(403, "forbidden", detail)
             return None
         if not given and page:
             given = _query_token(scope)
         if not hmac.compare_digest(given, self.token):
             if page:
                 return login_page(wrong=bool(given))
-            return _json(
-                {"error": "unauthorized", "detail": "missing or invalid bearer token"},
+            return admin_error(
                 401,
-                {"www-authenticate": "Bearer"},
+                "unauthorized",
+                "missing or invalid bearer token",
+                headers={"www-authenticate": "Bearer"},
             )
         return None
+
+
+def _dated(send: Any) -> Any:
+    """`send` that gives every admin response its Date (starlette's responses carry none) and,
+    when it has none, `Cache-Control: no-store`: the admin's answers (its 404, 405 and redirects
+    too) describe live state that no cache may keep."""
+
+    async def send_dated(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), date_header()]
+            if not any(name.lower() == b"cache-control" for name, _ in headers):
+                headers.append((b"cache-control", b"no-store"))
+            message["headers"] = headers
+        await send(message)
+
+    return send_dated
 
 
 def _query_token(scope: Any) -> bytes:

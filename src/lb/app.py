@@ -83,6 +83,10 @@ class LoadBalancer:
             server.send_timeout,
         )
 
+    def lb_full_errors(self) -> bool:
+        """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
+        return self.config.server.error_detail == "full"
+
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
     ) -> None:
@@ -214,6 +218,7 @@ class LoadBalancer:
             target,
             route,
             time.perf_counter(),
+            gen.config.server.error_detail == "full",
         )
         ctx.host = host
         ctx.user_agent = user_agent
@@ -290,6 +295,9 @@ class LazyApp:
 
             return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT, SEND_TIMEOUT
         return self._app.lb_limits()
+
+    def lb_full_errors(self) -> bool:
+        return self._app is not None and self._app.lb_full_errors()
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes

@@ -33,6 +33,7 @@ class RequestContext:
         "user_agent",
         "bytes_received",
         "upstream",
+        "full_errors",
     )
 
     def __init__(
@@ -44,6 +45,7 @@ class RequestContext:
         target: bytes,
         route: Route | None,
         start: float,
+        full_errors: bool = False,
     ) -> None:
         self.request_id = request_id
         self.client_ip = client_ip
@@ -65,3 +67,5 @@ class RequestContext:
         self.user_agent: bytes | None = None  # (app)
         self.bytes_received = 0  # request body bytes read from the client (proxy)
         self.upstream: float | None = None  # seconds until the backend's response head (proxy)
+        # server.error_detail: full (error bodies carry the cause, not the fixed sentence).
+        self.full_errors = full_errors

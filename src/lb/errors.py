@@ -1,11 +1,21 @@
-"""Responses the balancer makes itself: status, JSON body `{"error", "detail", "request_id"}`."""
+"""Responses the balancer makes itself: status, JSON body `{"error", "detail", "request_id"}`.
+
+The body's `detail` is a fixed sentence per code (SPEC 3): an error body goes to anyone on the
+internet, so it never names a backend, an address, a port, an exception or an errno. The cause
+goes to the `lb.errors` log with the request id and the backend; `server.error_detail: full`
+puts it in the body too, for debugging.
+"""
 
 from __future__ import annotations
 
+import email.utils
 import json
+import logging
 from typing import Any
 
 from lb.context import SCOPE_KEY, RequestContext
+
+logger = logging.getLogger("lb.errors")
 
 STATUS = {
     "no_route": 404,
@@ -19,6 +29,23 @@ STATUS = {
     "timeout": 504,
 }
 
+DETAIL = {
+    "no_route": "no route matches this request",
+    "no_backend": "no backend is available to answer this request",
+    "bad_gateway": "the backend did not send a valid answer",
+    "timeout": "the backend did not answer in time",
+    "rate_limited": "too many requests; retry after the time in Retry-After",
+    "unavailable": "the service is unavailable; retry after the time in Retry-After",
+    "bad_request": "the request is malformed, too large or too slow",
+    "payload_too_large": "the request body is too large",
+    "forbidden": "this request is not allowed",
+}
+
+
+def public_detail(code: str, cause: str, full: bool) -> str:
+    """What the body says: the fixed sentence of `code`, or the cause with `error_detail: full`."""
+    return cause if full else DETAIL[code]
+
 
 def error_body(code: str, detail: str, request_id: bytes) -> bytes:
     return json.dumps(
@@ -27,32 +54,71 @@ def error_body(code: str, detail: str, request_id: bytes) -> bytes:
     ).encode()
 
 
-async def send_error(
-    send: Any,
-    ctx: RequestContext,
-    code: str,
-    detail: str,
-    *,
-    status: int | None = None,
+def date_header() -> tuple[bytes, bytes]:
+    """`Date: now`. lb serves without uvicorn's Date (a backend's own must pass through once), so
+    what lb answers itself carries its own, as an origin server with a clock must (RFC 9110 6.6.1).
+    """
+    return b"date", email.utils.formatdate(usegmt=True).encode("ascii")
+
+
+def error_headers(
+    body: bytes,
+    request_id: bytes,
     retry_after: int | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    body = error_body(code, detail, ctx.request_id)
+) -> list[tuple[bytes, bytes]]:
     out = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", ctx.request_id),
+        (b"x-request-id", request_id),
+        # An error is about this one request: no cache may answer another with it.
         (b"cache-control", b"no-store"),
+        date_header(),
     ]
     if retry_after is not None:
         out.append((b"retry-after", str(retry_after).encode()))
     if headers:
         out.extend(headers)
+    return out
+
+
+def log_cause(status: int, code: str, cause: str, request_id: bytes, backend: str | None) -> None:
+    """One log line per error lb answers, with what the body no longer says. A 5xx is lb's or a
+    backend's trouble (warning); a 4xx is the client's, already in the access log (debug)."""
+    level = logging.WARNING if status >= 500 else logging.DEBUG
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "answered %d %s: request_id=%s backend=%s cause=%s",
+            status,
+            code,
+            request_id.decode("ascii", "replace"),
+            backend or "-",
+            cause,
+        )
+
+
+async def send_error(
+    send: Any,
+    ctx: RequestContext,
+    code: str,
+    cause: str,
+    *,
+    status: int | None = None,
+    retry_after: int | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    kind: str = "http",
+) -> None:
+    """Answer the request with error `code`; `cause` goes to the log (and to the body only with
+    `server.error_detail: full`). `kind` "websocket.http" answers a WebSocket handshake."""
+    body = error_body(code, public_detail(code, cause, ctx.full_errors), ctx.request_id)
+    out = error_headers(body, ctx.request_id, retry_after, headers)
     ctx.error = ctx.error or code
     ctx.status = status or STATUS[code]
-    await send({"type": "http.response.start", "status": ctx.status, "headers": out})
+    log_cause(ctx.status, code, cause, ctx.request_id, ctx.backend)
+    await send({"type": f"{kind}.response.start", "status": ctx.status, "headers": out})
     ctx.bytes_sent = len(body)
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 def context_of(scope: Any) -> RequestContext:

@@ -182,7 +182,7 @@ class Proxy:
                     send,
                     ctx,
                     "no_backend",
-                    f"no usable backend in pool {pool.name!r}",
+                    f"no usable backend in pool {pool.name}",
                     retry_after=pool.health.retry_after(),
                 )
             if tried:

@@ -22,7 +22,7 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lb.cycle import Cycle
-from lb.errors import error_body
+from lb.errors import error_body, error_headers, public_detail
 from lb.headers import new_request_id
 
 logger = logging.getLogger("lb.server")
@@ -347,12 +347,17 @@ class HttpProtocol(HttpToolsProtocol):
                 self._send_rejection(400, f"invalid HTTP request: {exc}", log=not logged)
 
     def _send_rejection(self, status: int, detail: str, log: bool = True) -> None:
-        logger.warning("rejected request from %s: %s", self.client, detail)
         request_id = new_request_id()
-        body = error_body("bad_request", detail, request_id)
+        # The body says only a fixed sentence (SPEC 3): the cause is here, with the request id.
+        logger.warning(
+            "rejected request from %s: %s (request_id=%s)", self.client, detail, request_id.decode()
+        )
+        full = getattr(self.app, "lb_full_errors", None)
+        text = public_detail("bad_request", detail, full is not None and full())
+        body = error_body("bad_request", text, request_id)
         head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
-        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
-        head += b"x-request-id: %s\r\n" % request_id
+        for name, value in error_headers(body, request_id):
+            head += b"%s: %s\r\n" % (name, value)
         head += b"connection: close\r\n\r\n"
         self.transport.write(head + body)
         self.transport.close()

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
 from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import error_body
+from lb.errors import log_cause, send_error
 from lb.headers import HOP_BY_HOP
 from lb.pool import Pool
 from lb.strategy import PickRequest
@@ -41,25 +41,14 @@ _RESERVED_CLOSE = frozenset({1005, 1006, 1015})
 
 
 async def _reject(
-    send: Any, scope: Any, ctx: RequestContext, status: int, code: str, detail: str
+    send: Any, scope: Any, ctx: RequestContext, status: int, code: str, cause: str
 ) -> None:
-    ctx.status = status
     ctx.error = code
     if "websocket.http.response" in scope.get("extensions", {}):
-        body = error_body(code, detail, ctx.request_id)
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", ctx.request_id),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
+        await send_error(send, ctx, code, cause, status=status, kind="websocket.http")
     else:
+        ctx.status = status
+        log_cause(status, code, cause, ctx.request_id, ctx.backend)
         await send({"type": "websocket.close", "code": 1013})
 
 
@@ -72,7 +61,7 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
     backend = pool.pick(request)
     if backend is None:
         return await _reject(
-            send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name!r}"
+            send, scope, ctx, 503, "no_backend", f"no usable backend in pool {pool.name}"
         )
     ctx.backend = backend.id
     ctx.attempts = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 
 import httpx
@@ -14,6 +15,7 @@ from starlette.routing import Mount, Route
 
 from conftest import pool_config
 from lb import create_app
+from servers import raw_request
 
 
 def test_mounted_without_lifespan_proxies_below_the_mount_point(
@@ -39,36 +41,93 @@ def test_mounted_without_lifespan_proxies_below_the_mount_point(
     asyncio.run_coroutine_threadsafe(lb.shutdown(), outer.loop).result(10)
 
 
-def test_errors_are_json_with_request_id(start_balancer) -> None:  # type: ignore[no-untyped-def]
+def refused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]  # closed again: connections are refused
-    config = {
+        return int(s.getsockname()[1])  # closed again: connections are refused
+
+
+def failing_pools(slow_url: str, dead: int, **server: object) -> dict[str, object]:
+    """A balancer config whose routes fail: /dead refused (502), /empty no backend (503),
+    /slow/hang a backend slower than the read timeout (504)."""
+    return {
         "pools": {
             "dead": {"backends": [f"http://127.0.0.1:{dead}"]},
             "empty": {"backends": [{"url": "http://127.0.0.1:9", "weight": 0}]},
+            "slow": {"backends": [slow_url], "timeouts": {"read": "200ms"}},
         },
         "routes": [
             {"path_prefix": "/dead", "pool": "dead"},
             {"path_prefix": "/empty", "pool": "empty"},
+            {"path_prefix": "/slow", "pool": "slow", "strip_prefix": True},
         ],
         "logging": {"access_log": False},
+        "server": server,
     }
-    lb = start_balancer(config)
-    with httpx.Client(base_url=lb.url) as client:
-        bad = client.get("/dead", headers={"x-request-id": "req-1"})
-        assert bad.status_code == 502
-        assert bad.json() == {
-            "error": "bad_gateway",
-            "detail": bad.json()["detail"],
-            "request_id": "req-1",
+
+
+def test_error_bodies_say_a_fixed_sentence_and_the_log_says_why(
+    start_backends, start_balancer, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    # SPEC 3: an error body names no backend address, port, exception or errno.
+    caplog.set_level(logging.DEBUG, "lb.errors")
+    ((backend, server),) = start_backends(1)
+    backend.release.clear()
+    dead = refused_port()
+    lb = start_balancer(failing_pools(server.url, dead))
+    with httpx.Client(base_url=lb.url, timeout=10) as client:
+        answers = {
+            "bad_gateway": client.get("/dead", headers={"x-request-id": "req-502"}),
+            "no_backend": client.get("/empty", headers={"x-request-id": "req-503"}),
+            "timeout": client.get("/slow/hang", headers={"x-request-id": "req-504"}),
+            "no_route": client.get("/elsewhere", headers={"x-request-id": "req-404"}),
         }
-        assert "connect_error" in bad.json()["detail"]
-        none = client.get("/empty")
-        assert none.status_code == 503 and none.json()["error"] == "no_backend"
-        assert int(none.headers["retry-after"]) >= 1
-        missing = client.get("/elsewhere")
-        assert missing.status_code == 404 and missing.json()["error"] == "no_route"
+    backend.release.set()
+    expected = {
+        "bad_gateway": (502, "the backend did not send a valid answer", "req-502"),
+        "no_backend": (503, "no backend is available to answer this request", "req-503"),
+        "timeout": (504, "the backend did not answer in time", "req-504"),
+        "no_route": (404, "no route matches this request", "req-404"),
+    }
+    for code, (status, sentence, request_id) in expected.items():
+        response = answers[code]
+        assert response.status_code == status
+        assert response.json() == {"error": code, "detail": sentence, "request_id": request_id}
+        text = response.text
+        for leak in ("127.0.0.1", str(dead), str(server.port), "Errno", "Error", "refused"):
+            assert leak not in text, (code, leak)
+        assert response.headers["cache-control"] == "no-store"
+    assert int(answers["no_backend"].headers["retry-after"]) >= 1
+    # The cause is in the log instead, with the request id and the backend.
+    lines = [r.getMessage() for r in caplog.records if r.name == "lb.errors"]
+    refused = next(line for line in lines if "request_id=req-502" in line)
+    assert "answered 502 bad_gateway" in refused and "connect_error" in refused
+    assert f"backend=127.0.0.1:{dead}" in refused
+    slow = next(line for line in lines if "request_id=req-504" in line)
+    assert "answered 504 timeout" in slow and f"backend=127.0.0.1:{server.port}" in slow
+    empty = next(line for line in lines if "request_id=req-503" in line)
+    assert "no usable backend in pool empty" in empty
+
+
+def test_error_detail_full_puts_the_cause_in_the_body(start_backends, start_balancer) -> None:  # type: ignore[no-untyped-def]
+    ((backend, server),) = start_backends(1)
+    backend.release.clear()
+    dead = refused_port()
+    lb = start_balancer(failing_pools(server.url, dead, error_detail="full"))
+    with httpx.Client(base_url=lb.url, timeout=10) as client:
+        refused = client.get("/dead").json()
+        slow = client.get("/slow/hang").json()
+        empty = client.get("/empty").json()
+    backend.release.set()
+    assert refused["error"] == "bad_gateway"
+    assert "connect_error" in refused["detail"] and f"127.0.0.1:{dead}" in refused["detail"]
+    assert slow["error"] == "timeout" and f"127.0.0.1:{server.port}" in slow["detail"]
+    assert empty == {**empty, "error": "no_backend", "detail": "no usable backend in pool empty"}
+    # lb's HTTP protocol follows the setting too.
+    long_target = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    too_long = raw_request(lb.port, long_target)
+    assert too_long.status == 414
+    assert too_long.json()["detail"] == "request target longer than 8192 bytes"
 
 
 def test_read_timeout_gives_504(start_backends, start_balancer) -> None:  # type: ignore[no-untyped-def]

@@ -28,7 +28,11 @@ def run_lb(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_check_valid_config_prints_one_line_summary(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "ok.yaml"
-    path.write_text(yaml.safe_dump({"pools": {"web": {"backends": ["http://127.0.0.1:9001"]}}}))
+    # A check timeout above its interval, as operators write for Envoy and HAProxy (SPEC 5).
+    path.write_text(
+        "pools:\n  web:\n    backends: [http://127.0.0.1:9001]\n"
+        "    health_check: {interval: 250ms, timeout: 2s}\n"
+    )
     result = run_lb("check", "-c", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1

@@ -122,6 +122,61 @@ def test_a_hanging_backend_times_out_without_delaying_the_checks_of_the_others(
         hang.stop()
 
 
+class SlowHealth:
+    """A backend whose health checks take `delay` seconds; records each check's start and end
+    and the most checks it ever had in flight at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.spans: list[tuple[float, float]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.spans)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        started = time.monotonic()
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.spans.append((started, time.monotonic()))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_checks_slower_than_the_interval_never_overlap_and_wait_interval_after_each(
+    start_server, start_balancer
+) -> None:  # type: ignore[no-untyped-def]
+    # SPEC 5: `timeout` may exceed `interval`; the next check starts `interval` after the previous
+    # one ended. Each check here takes 0.4 s against an interval of 0.25 s.
+    interval = 0.25
+    slow = SlowHealth(0.4)
+    server = start_server(slow)
+    check = {"interval": interval, "timeout": 2.0, "jitter": 0}
+    lb = start_balancer(pool_config([server.url], health_check=check))
+    wait_until(lambda: slow.count() >= 5, 15)
+    with slow.lock:
+        spans = list(slow.spans)
+        most = slow.max_in_flight
+    assert most == 1
+    # The backend sees a check end a little before lb does, so each gap measured here is at least
+    # the interval (a small margin for the clocks' resolution); no upper bound that a loaded box
+    # could break, only one that rules out checks left waiting for no reason.
+    gaps = [nxt[0] - end for (_, end), nxt in zip(spans, spans[1:], strict=False)]
+    assert all(interval - 0.01 <= gap < interval + 3.0 for gap in gaps), gaps
+    assert states(lb)[server.url] == "healthy"
+
+
 def test_check_method_path_host_and_expected_status(start_server, start_balancer) -> None:  # type: ignore[no-untyped-def]
     from apps import Backend
 

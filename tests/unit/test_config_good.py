@@ -198,6 +198,13 @@ def test_expected_status(value: object, ranges: tuple[tuple[int, int], ...]) -> 
     assert check.health_check.expected_status == ranges
 
 
+def test_health_check_timeout_may_exceed_interval() -> None:
+    # As in Envoy and HAProxy (SPEC 5): checks of one backend never overlap, so a check may take
+    # longer than the wait between two.
+    check = load_config(minimal(health_check={"interval": "250ms", "timeout": "2s"}))
+    assert check.pools["web"].health_check == HealthCheckConfig(interval=0.25, timeout=2.0)
+
+
 def test_pool_details() -> None:
     pool = load_config(
         minimal(
@@ -320,7 +327,12 @@ def test_sections_and_networks() -> None:
             "trusted_proxies": ["10.0.0.0/8", "192.168.1.7", "fd00::/8"],
             "admin": {"path_prefix": "/admin", "token": "t", "allow": []},
             "logging": {"access_log": False, "format": "TEXT", "level": "Debug", "file": None},
-            "server": {"graceful_timeout": 0, "max_header_bytes": "64KiB", "watch_config": True},
+            "server": {
+                "graceful_timeout": 0,
+                "max_header_bytes": "64KiB",
+                "watch_config": True,
+                "error_detail": "full",
+            },
         }
     )
     assert config.trusted_proxies == (
@@ -335,7 +347,8 @@ def test_sections_and_networks() -> None:
         "debug",
     )
     assert config.server.graceful_timeout == 0.0 and config.server.max_header_bytes == 65536
-    assert config.server.watch_config is True
+    assert config.server.watch_config is True and config.server.error_detail == "full"
+    assert load_config(minimal()).server.error_detail == "minimal"
 
 
 def test_config_is_returned_as_is() -> None:

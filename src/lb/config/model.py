@@ -164,6 +164,9 @@ class ServerConfig:
     send_timeout: float = 60.0  # a client that takes no response bytes for this long is dropped
     watch_config: bool = False  # reload when the config file changes
     max_body_bytes: int | None = None  # request bodies larger than this get 413; None: no limit
+    # What an error lb makes says in its body: a fixed sentence per code, or the cause (which
+    # names backends, addresses and exceptions: for debugging only).
+    error_detail: Literal["minimal", "full"] = "minimal"
 
 
 @dataclass(frozen=True)

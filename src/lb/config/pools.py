@@ -189,9 +189,8 @@ def _read_health_check(value: Any, path: str, problems: Problems) -> HealthCheck
         host=s.read_optional("host", d.host, to_str),
         jitter=s.read("jitter", d.jitter, to_number(0, 1)),
     )
-    # A check that may outlive its interval would overlap the next one for the same backend.
-    if config.timeout > config.interval and s.valid("timeout", "interval"):
-        problems.add(path, "timeout must not exceed interval")
+    # `timeout` may exceed `interval` (as in Envoy and HAProxy): the checker waits `interval`
+    # after a check ends before the next starts, so checks of one backend never overlap.
     return config
 
 

@@ -30,6 +30,8 @@ from lb.config.model import (
 )
 from lb.config.routes import STORES, redis_url
 
+ERROR_DETAILS: tuple[Literal["minimal", "full"], ...] = ("minimal", "full")
+
 _LEVELS: tuple[Literal["debug", "info", "warning", "error", "critical"], ...] = (
     "debug",
     "info",
@@ -162,4 +164,5 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         send_timeout=s.read("send_timeout", d.send_timeout, to_duration(positive=True)),
         watch_config=s.read("watch_config", d.watch_config, to_bool),
         max_body_bytes=s.read_optional("max_body_bytes", d.max_body_bytes, to_size(0)),
+        error_detail=s.read("error_detail", d.error_detail, to_choice(ERROR_DETAILS)),
     )

@@ -21,11 +21,19 @@ def _json(data: Any, status: int = 200) -> Response:
     return JSONResponse(data, status, headers={"cache-control": "no-store"})
 
 
-def _error(status: int, code: str, detail: str, problems: list[str] | None = None) -> Response:
+def admin_error(
+    status: int,
+    code: str,
+    detail: str,
+    problems: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """An admin endpoint's error: JSON `{"error", "detail"}` (operators' words, no cause of a
+    failure inside: that goes to the log), never cached."""
     body: dict[str, Any] = {"error": code, "detail": detail}
     if problems is not None:
         body["problems"] = problems
-    return _json(body, status)
+    return JSONResponse(body, status, headers={"cache-control": "no-store", **(headers or {})})
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -42,18 +50,18 @@ def control_routes(app: LoadBalancer, prefix: str) -> list[Route]:
     async def patch_backend(request: Request) -> Response:
         pool, backend_id = request.path_params["pool"], request.path_params["backend_id"]
         if find_backend(app.generation, pool, backend_id) is None:
-            return _error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
+            return admin_error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
         body = await _read_body(request)
         if body is None:
-            return _error(400, "bad_request", f"body larger than {MAX_BODY} bytes")
+            return admin_error(400, "bad_request", f"body larger than {MAX_BODY} bytes")
         try:
             state, weight = parse_patch(body)
         except PatchError as exc:
-            return _error(400, "bad_request", str(exc), exc.problems)
+            return admin_error(400, "bad_request", str(exc), exc.problems)
         try:
             backend = await app.control.set_backend(pool, backend_id, state, weight)
         except KeyError:  # removed by a reload while the body was read
-            return _error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
+            return admin_error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
         return _json(
             {
                 "pool": pool,
@@ -72,7 +80,7 @@ def control_routes(app: LoadBalancer, prefix: str) -> list[Route]:
         except ReloadError as exc:
             log_reload_failure(trigger, exc.problems)
             detail = "the config has problems; the running config is unchanged"
-            return _error(400, "invalid_config", detail, exc.problems)
+            return admin_error(400, "invalid_config", detail, exc.problems)
         log_reload(trigger, report)
         return _json(report)
 

@@ -35,13 +35,17 @@ def _read(name: str) -> str:
     return (resources.files(__name__) / "static" / name).read_text(encoding="utf-8")
 
 
-def _csp(scripts: list[str]) -> str:
-    hashes = " ".join(
-        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
-        for s in scripts
+def _hashes(texts: list[str]) -> str:
+    """CSP sources allowing exactly these inline elements' contents, and nothing else inline."""
+    return " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(t.encode()).digest()).decode() + "'"
+        for t in texts
     )
+
+
+def _csp(scripts: list[str], styles: str) -> str:
     return (
-        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        f"default-src 'none'; script-src {_hashes(scripts)}; style-src {_hashes([styles])}; "
         "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'"
     )
@@ -66,7 +70,7 @@ class DashboardPage:
             document = document.replace(
                 "<!-- lb:scripts -->", "".join(f"<script>{s}</script>" for s in scripts)
             )
-            self._page = (document.encode("utf-8"), _csp(scripts))
+            self._page = (document.encode("utf-8"), _csp(scripts, styles))
         return self._page
 
 
@@ -81,18 +85,19 @@ def dashboard_routes(prefix: str) -> list[Route]:
     return [Route(f"{prefix}{DASHBOARD}", dashboard, methods=["GET", "HEAD"])]
 
 
+_LOGIN_STYLE = """\
+body{font:15px system-ui,sans-serif;background:#f4f5f7;color:#1f2328;display:grid;
+place-items:center;min-height:90vh;margin:0}
+form{background:#fff;padding:28px 32px;border-radius:10px;box-shadow:0 1px 3px #0002;
+display:grid;gap:12px;min-width:320px}
+h1{font-size:18px;margin:0} p{margin:0;color:#57606a}
+input{font:inherit;padding:8px 10px;border:1px solid #d0d7de;border-radius:6px}
+button{font:inherit;padding:8px;border:0;border-radius:6px;background:#1f6feb;color:#fff}
+"""
 _LOGIN = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lb dashboard: token needed</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{{font:15px system-ui,sans-serif;background:#f4f5f7;color:#1f2328;display:grid;
-place-items:center;min-height:90vh;margin:0}}
-form{{background:#fff;padding:28px 32px;border-radius:10px;box-shadow:0 1px 3px #0002;
-display:grid;gap:12px;min-width:320px}}
-h1{{font-size:18px;margin:0}} p{{margin:0;color:#57606a}}
-input{{font:inherit;padding:8px 10px;border:1px solid #d0d7de;border-radius:6px}}
-button{{font:inherit;padding:8px;border:0;border-radius:6px;background:#1f6feb;color:#fff}}
-</style></head>
+<style>{style}</style></head>
 <body><form method="get" action="">
 <h1>lb dashboard</h1><p>{message}</p>
 <input type="password" name="token" placeholder="admin token" autocomplete="off" autofocus>
@@ -104,11 +109,11 @@ button{{font:inherit;padding:8px;border:0;border-radius:6px;background:#1f6feb;c
 def login_page(wrong: bool = False) -> Response:
     """The 401 answer to a page request without a valid token: a form that asks for it."""
     message = "That token is not valid." if wrong else "This balancer asks for its admin token."
-    body = _LOGIN.format(message=html.escape(message))
+    body = _LOGIN.format(style=_LOGIN_STYLE, message=html.escape(message))
     headers = {
         **_HEADERS,
         "www-authenticate": "Bearer",
-        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; "
+        "content-security-policy": f"default-src 'none'; style-src {_hashes([_LOGIN_STYLE])}; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     }
     return Response(body, 401, media_type="text/html; charset=utf-8", headers=headers)

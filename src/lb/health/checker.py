@@ -1,7 +1,8 @@
 """Active health checks: the service that probes one pool's backends and feeds `CheckState`.
 
 One task per backend, so a backend that hangs never delays the checks of the others; each task
-waits `interval` ± jitter between checks and bounds each check by the check's own `timeout`.
+bounds a check by its `timeout` and waits `interval` ± jitter after it ended before the next one,
+so checks of one backend never overlap, even when `timeout` exceeds `interval` (SPEC 5).
 The tasks are kept referenced and cancelled on `stop()`.
 """
 
@@ -81,7 +82,6 @@ class HealthChecker:
         delay = self._rng.random() * config.interval * config.jitter
         while True:
             await asyncio.sleep(delay)
-            started = self._clock()
             result, detail, conclusive = await self.check(backend, config)
             metrics.health_check(pool.name, backend.id, result)
             now = self._clock()
@@ -90,8 +90,9 @@ class HealthChecker:
                 healthy = state.observe(result == SUCCESS, now)
                 if healthy is not None:
                     pool.health.checked(backend, healthy, detail, down_for)
+            # Counted from the end of this check, not its start: a slow check never makes the
+            # next one start at once (SPEC 5).
             delay = check_delay(config.interval, config.jitter, self._rng.random())
-            delay -= now - started
 
     async def check(self, backend: Backend, config: HealthCheckConfig) -> tuple[str, str, bool]:
         """One check: (result, what was seen, whether it says anything about the backend)."""

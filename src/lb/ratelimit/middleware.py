@@ -13,7 +13,7 @@ from typing import Any
 
 from lb.config import RateLimitConfig
 from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import error_body, send_error
+from lb.errors import log_cause, send_error
 from lb.metrics import Metrics
 from lb.ratelimit.gcra import Decision, rate_limit_headers
 from lb.ratelimit.store import Store, StoreUnavailable
@@ -151,20 +151,20 @@ async def _reject_websocket(
     if message["type"] != "websocket.connect":
         return
     status = 429 if code == "rate_limited" else 503
-    ctx.status = status
     ctx.error = code
     if "websocket.http.response" not in scope.get("extensions", {}):
         # No way to send a status: close before accepting, "try again later".
+        ctx.status = status
+        log_cause(status, code, detail, ctx.request_id, ctx.backend)
         await send({"type": "websocket.close", "code": 1013})
         return
-    body = error_body(code, detail, ctx.request_id)
-    out = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", ctx.request_id),
-        (b"retry-after", str(retry_after).encode()),
-    ]
-    if headers:
-        out.extend(headers)
-    await send({"type": "websocket.http.response.start", "status": status, "headers": out})
-    await send({"type": "websocket.http.response.body", "body": body})
+    await send_error(
+        send,
+        ctx,
+        code,
+        detail,
+        status=status,
+        retry_after=retry_after,
+        headers=headers,
+        kind="websocket.http",
+    )
