@@ -3,6 +3,7 @@ rest of the prefix), 403 for requests through a proxy when no token is asked, pr
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -118,3 +119,30 @@ def test_lb_serve_runs_the_admin_socket_and_warns_that_no_token_is_asked(
     assert start[0]["config"] == lb.config_path
     assert start[0]["pools"] == 1 and start[0]["backends"] == 1
     assert start[0]["version"]
+
+
+def test_mounted_without_a_lifespan_the_admin_socket_opens_with_the_first_request(
+    start_backends, start_server
+) -> None:  # type: ignore[no-untyped-def]
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    import lb as lb_package
+
+    ((app, server),) = start_backends(1)
+    port = free_port()
+    config = pool_config([server.url])
+    config["admin"] = {"listen": f"127.0.0.1:{port}"}
+    balancer = lb_package.create_app(config)
+    host = start_server(Starlette(routes=[Mount("/upstream", app=balancer)]), lifespan="off")
+    admin = f"http://127.0.0.1:{port}"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(admin + "/_lb/healthz")  # nothing started it yet
+    assert httpx.get(host.url + "/upstream/x").json()["path"] == "/x"
+    assert httpx.get(admin + "/_lb/status").status_code == 200
+    # Below the mount point the prefix is proxied like any path.
+    assert httpx.get(host.url + "/upstream/_lb/status").json()["path"] == "/_lb/status"
+    # Nobody runs the mounted app's lifespan: the host shuts it down, and the socket with it.
+    asyncio.run_coroutine_threadsafe(balancer.shutdown(), host.loop).result(5)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(admin + "/_lb/healthz")

@@ -100,3 +100,21 @@ def test_json_format_makes_every_line_json_uvicorns_and_tracebacks_included(
     assert "a strategy plug-in failed" in failure["exception"]
     assert any(r.get("message", "").startswith("lb ") and "version" in r for r in records)
     assert any("request_id" in r and r["status"] == 400 for r in records)  # the access log
+
+
+def test_json_format_under_gunicorn_with_lbs_conf_from_its_first_line(
+    start_backends, lb_process
+) -> None:  # type: ignore[no-untyped-def]
+    ((app, server),) = start_backends(1)
+    config = pool_config([server.url])
+    config["logging"] = {"access_log": True, "format": "json"}
+    lb = lb_process(config, workers=2, gunicorn=True,
+                    GUNICORN_CMD_ARGS="-c python:lb.gunicorn_conf")  # fmt: skip
+    assert httpx.get(lb.url + "/").status_code == 200
+    wait_until(lambda: '"request_id"' in lb.output())
+    assert lb.stop() == 0
+    records = [json.loads(line) for line in lb.output().splitlines()]
+    loggers = {r.get("logger") for r in records}
+    assert {"gunicorn.error", "uvicorn.error", "lb"} <= loggers, loggers
+    assert records[0]["message"].startswith("Starting gunicorn")
+    assert sum(r.get("message", "").startswith("lb ") for r in records) == 1  # the master's
