@@ -118,3 +118,17 @@ def test_an_untrusted_peer_cannot_claim_an_allowed_address(start_backends, start
     response = httpx.get(lb.url + "/", headers={"x-forwarded-for": "10.0.0.1"})
     assert response.status_code == 403
     assert app.count() == 0
+
+
+def test_a_denied_websocket_upgrade_gets_403_and_reaches_no_backend(filtered) -> None:  # type: ignore[no-untyped-def]
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    app, lb = filtered
+    with pytest.raises(InvalidStatus) as info:
+        connect(
+            f"ws://127.0.0.1:{lb.port}/office/ws",
+            additional_headers={"x-forwarded-for": "192.0.2.1"},
+        )
+    assert info.value.response.status_code == 403
+    assert app.count() == 0
