@@ -57,6 +57,11 @@ def test_sigusr1_reopens_renamed_log_files_and_never_stops_lb(
     config = pool_config([server.url])
     config["logging"] = {"access_log": True, "file": str(access), "error_file": str(errors)}
     lb = lb_process(config, workers=workers)
+    # Every worker's app is up (and owns SIGUSR1), not only the one that answered first.
+    wait_until(
+        lambda: sum("Application startup complete" in r["message"] for r in _lines(errors))
+        == workers
+    )
     with httpx.Client(base_url=lb.url) as client:
         assert client.get("/before").status_code == 200
         wait_until(lambda: len(_lines(access)) == 1)
