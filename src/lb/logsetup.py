@@ -177,6 +177,9 @@ def on_reopen_signal(reopen: Callable[[], None]) -> Callable[[], None] | None:
         logger.info("SIGUSR1: log files reopened")
 
     loop.add_signal_handler(signal.SIGUSR1, handle)
+    # A worker of `lb serve --workers N` starts with it blocked (lb.control.supervisor): one sent
+    # while it was starting is delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
     def undo() -> None:
         loop.remove_signal_handler(signal.SIGUSR1)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 from uvicorn import Config as UvicornConfig
@@ -59,6 +60,14 @@ class Supervisor(Multiprocess):
             return
         logger.info("SIGHUP: reloading %s in every worker", self.config_path)
 
+    def init_processes(self) -> None:
+        with _usr1_held():
+            super().init_processes()
+
+    def keep_subprocess_alive(self) -> None:
+        with _usr1_held():  # it starts a replacement for a worker that died
+            super().keep_subprocess_alive()
+
     def handle_usr1(self) -> None:
         """Reopen this process's log files and have every worker reopen its own (logrotate)."""
         try:
@@ -73,6 +82,19 @@ class Supervisor(Multiprocess):
         logger.info(
             "SIGUSR1: log files reopened, and passed on to %d worker(s)", len(self.processes)
         )
+
+
+@contextlib.contextmanager
+def _usr1_held() -> Iterator[None]:
+    """SIGUSR1 blocked while workers are started. They inherit the mask, so a SIGUSR1 that comes
+    before a worker's app has taken it over waits, pending, instead of ending the worker (its
+    default action); the app unblocks it (`lb.logsetup.on_reopen_signal`). Here too it only
+    waits until the workers are started."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def serve(app: str, config_path: str, **options: Any) -> None:
