@@ -59,8 +59,9 @@ def test_sigusr1_reopens_renamed_log_files_and_never_stops_lb(
     lb = lb_process(config, workers=workers)
     # Every worker's app is up (and owns SIGUSR1), not only the one that answered first.
     wait_until(
-        lambda: sum("Application startup complete" in r["message"] for r in _lines(errors))
-        == workers
+        lambda: (
+            sum("Application startup complete" in r["message"] for r in _lines(errors)) == workers
+        )
     )
     with httpx.Client(base_url=lb.url) as client:
         assert client.get("/before").status_code == 200
@@ -123,3 +124,31 @@ def test_json_format_under_gunicorn_with_lbs_conf_from_its_first_line(
     assert {"gunicorn.error", "uvicorn.error", "lb"} <= loggers, loggers
     assert records[0]["message"].startswith("Starting gunicorn")
     assert sum(r.get("message", "").startswith("lb ") for r in records) == 1  # the master's
+
+
+def test_sigusr1_while_workers_start_ends_none_of_them(start_backends, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from servers import LbProcess
+
+    ((app, server),) = start_backends(1)
+    errors = tmp_path / "error.log"
+    config = pool_config([server.url])
+    config["logging"] = {"access_log": False, "error_file": str(errors)}
+    path = tmp_path / "lb.yaml"
+    path.write_text(yaml.safe_dump(config))
+    lb = LbProcess(str(path), workers=2)
+    try:
+        # From the start line on (lb serve owns SIGUSR1), while the workers are still starting.
+        wait_until(lambda: any(r["message"].startswith("lb ") for r in _lines(errors)), 20)
+        for _ in range(20):
+            os.kill(lb.process.pid, signal.SIGUSR1)
+            wait_until(lambda: True)
+        lb.wait_ready()
+        wait_until(
+            lambda: sum("Application startup complete" in r["message"] for r in _lines(errors)) == 2
+        )
+        messages = [r["message"] for r in _lines(errors)]
+        assert not [m for m in messages if "died" in m], messages
+    finally:
+        assert lb.stop() == 0
