@@ -10,7 +10,7 @@ import pytest
 
 from conftest import pool_config
 from rawbackend import counting
-from servers import wait_until
+from servers import raw_request, wait_until
 
 
 @pytest.fixture
@@ -132,3 +132,14 @@ def test_a_denied_websocket_upgrade_gets_403_and_reaches_no_backend(filtered) ->
         )
     assert info.value.response.status_code == 403
     assert app.count() == 0
+
+
+def test_expect_100_continue_over_the_limit_gets_413_and_no_100(recorded) -> None:  # type: ignore[no-untyped-def]
+    # curl sends Expect: 100-continue for large uploads, then waits: the 413 comes at once and
+    # the body is never asked for.
+    backend, lb = recorded
+    head = b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\nExpect: 100-continue\r\n\r\n"
+    response = raw_request(lb.port, head)
+    assert response.status == 413
+    assert response.json()["error"] == "payload_too_large"
+    assert backend.connections == 0
