@@ -25,7 +25,7 @@ from lb.control.runtime import Control
 from lb.errors import send_error
 from lb.generation import Generation
 from lb.headers import new_request_id, resolve_client, valid_request_id
-from lb.logsetup import on_reopen_signal, use_level
+from lb.logsetup import capture_uncaught, on_reopen_signal, use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.transport import Transport
@@ -273,8 +273,9 @@ def _freeze_startup_objects() -> None:
 class LazyApp:
     """`lb.app:app`: reads `$LB_CONFIG` (else ./config.yaml) at startup, never at import.
 
-    As the server's entry point it owns the process, and tunes its garbage collector once
-    started (`_freeze_startup_objects`); an app from `create_app` leaves that to its host.
+    As the server's entry point it owns the process: it tunes its garbage collector once
+    started (`_freeze_startup_objects`) and, with `logging.format: json`, logs uncaught
+    exceptions and warnings as JSON lines; an app from `create_app` leaves both to its host.
     """
 
     def __init__(self) -> None:
@@ -313,6 +314,9 @@ class LazyApp:
             except ConfigError as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            if app.config.logging.format == "json":
+                # Owning the process (each worker's), it owns what reaches stderr, too.
+                capture_uncaught()
             replayed = False
 
             async def replay() -> Any:
