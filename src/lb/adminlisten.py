@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from uvicorn import Config as UvicornConfig
 from uvicorn.server import ServerState
 
+from lb.announce import http_url
+
 if TYPE_CHECKING:
     from lb.app import LoadBalancer
 
@@ -67,7 +69,9 @@ class AdminListener:
 
     def __repr__(self) -> str:
         host, port = self.address
-        return f"<AdminListener {_url(host, port)} {len(self._state.connections)} connection(s)>"
+        return (
+            f"<AdminListener {http_url(host, port)} {len(self._state.connections)} connection(s)>"
+        )
 
     async def start(self) -> None:
         config = self._config
@@ -83,7 +87,7 @@ class AdminListener:
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(protocol, sock=sock, backlog=config.backlog)
-        logger.info("admin API listening on %s", _url(*self.address))
+        logger.info("admin API listening on %s", http_url(*self.address))
 
     async def stop(self) -> None:
         server, self._server = self._server, None
@@ -114,9 +118,5 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"admin.listen {_url(host, port)}: {exc.strerror}") from None
+        raise OSError(exc.errno, f"admin.listen {http_url(host, port)}: {exc.strerror}") from None
     return sock
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -19,11 +19,13 @@ logger = logging.getLogger("lb")
 ANNOUNCED = "LB_ANNOUNCED"  # set in the environment once the start line is logged
 
 
-def admin_url(config: Config) -> str | None:
-    if config.admin.listen is None:
-        return None
-    host, port = config.admin.listen
+def http_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 address in brackets."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def admin_url(config: Config) -> str | None:
+    return None if config.admin.listen is None else http_url(*config.admin.listen)
 
 
 def announce(config: Config, listeners: Sequence[str], *, mark: bool = False) -> None:

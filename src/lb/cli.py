@@ -32,7 +32,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lb.announce import announce
+    from lb.announce import announce, http_url
     from lb.control.supervisor import serve
     from lb.logsetup import capture_uncaught, log_config, reopen_log_files
     from lb.server import uvicorn_options
@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.config.dictConfig(options["log_config"])
     if config.logging.format == "json":
         capture_uncaught()
-    announce(config, [_url(args.host, args.port)], mark=True)
+    announce(config, [http_url(args.host, args.port)], mark=True)
     # SIGUSR1 reopens the log files; its default action would end the process. The app takes it
     # over once started (and also reopens its access log); until then, and in the supervisor of
     # several workers, this reopens lb's own files.
@@ -87,10 +87,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:

@@ -146,3 +146,21 @@ def test_mounted_without_a_lifespan_the_admin_socket_opens_with_the_first_reques
     asyncio.run_coroutine_threadsafe(balancer.shutdown(), host.loop).result(5)
     with pytest.raises(httpx.ConnectError):
         httpx.get(admin + "/_lb/healthz")
+
+
+async def test_an_admin_port_in_use_fails_the_start() -> None:
+    import socket
+
+    from lb.app import LoadBalancer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = pool_config(["http://127.0.0.1:9"])
+        config["admin"] = {"listen": f"127.0.0.1:{port}"}
+        balancer = LoadBalancer(config)
+        message = f"admin.listen http://127.0.0.1:{port}: Address already in use"
+        with pytest.raises(OSError, match=message):
+            await balancer.startup()
+        await balancer.shutdown()
