@@ -157,7 +157,9 @@ def redis_server() -> Iterator[object]:
 @pytest.fixture
 def lb_process(tmp_path):  # type: ignore[no-untyped-def]
     """`lb_process(config, workers=1)` -> a ready `lb serve` subprocess, stopped at teardown;
-    with `gunicorn=True`, gunicorn with lb's worker class instead."""
+    with `gunicorn=True`, gunicorn with lb's worker class instead; `args` go on its command line,
+    `https=True` when it serves TLS; `wait=False` when the test sees for itself that it is up
+    (a listener that wants a PROXY header first)."""
     import yaml
 
     from servers import LbProcess
@@ -165,14 +167,28 @@ def lb_process(tmp_path):  # type: ignore[no-untyped-def]
     started: list[LbProcess] = []
 
     def factory(
-        config: dict[str, object], workers: int = 1, gunicorn: bool = False, **env: str
+        config: dict[str, object],
+        workers: int = 1,
+        gunicorn: bool = False,
+        args: tuple[str, ...] = (),
+        https: bool = False,
+        wait: bool = True,
+        **env: str,
     ) -> LbProcess:
         path = tmp_path / f"config-{len(started)}.yaml"
         path.write_text(yaml.safe_dump(config))
-        process = LbProcess(str(path), workers, env, gunicorn)
+        process = LbProcess(str(path), workers, env, gunicorn, args, https)
         started.append(process)
-        return process.wait_ready()
+        return process.wait_ready() if wait else process
 
     yield factory
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def ca(tmp_path):  # type: ignore[no-untyped-def]
+    """A private CA (tests/pki.py) writing into tmp_path: `.cert_file`, `.issue(...)`."""
+    from pki import CA
+
+    return CA(tmp_path)

@@ -56,8 +56,9 @@ class ThreadedServer:
             "date_header": False,
             "proxy_headers": False,
         }
+        config_class = config.pop("config_class", uvicorn.Config)  # a uvicorn.Config subclass
         options.update(config)
-        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self.server = uvicorn.Server(config_class(app, **options))
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -250,19 +251,23 @@ class LbProcess:
         workers: int = 1,
         env: dict[str, str] | None = None,
         gunicorn: bool = False,
+        args: tuple[str, ...] = (),
+        https: bool = False,
     ) -> None:
         import subprocess
         import sys
 
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         self.config_path = config_path
+        extra = args
         args = [sys.executable, "-m", "lb", "serve", "-c", config_path, "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--workers", str(workers)]
         if gunicorn:  # `gunicorn lb.app:app -k lb.worker.UvicornWorker` instead of `lb serve`
             env = {**(env or {}), "LB_CONFIG": config_path}
             args = [sys.executable, "-m", "gunicorn", "lb.app:app", "-k", "lb.worker.UvicornWorker"]
             args += ["-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5"]
+        args += extra
         # Output goes to a file: a pipe nobody reads would block the server once it fills.
         self.log_path = config_path + ".log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115
@@ -291,13 +296,18 @@ class LbProcess:
             return f.read().decode(errors="replace")
 
     def wait_ready(self, timeout: float = 20.0) -> LbProcess:
+        import ssl
         import urllib.request
+
+        # Up is up, whatever certificate it shows: the tests check that themselves.
+        context = ssl._create_unverified_context() if self.url.startswith("https") else None
 
         def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"lb exited: {self.output()}")
             try:
-                with urllib.request.urlopen(self.url + "/_lb/healthz", timeout=1) as r:
+                url = self.url + "/_lb/healthz"
+                with urllib.request.urlopen(url, timeout=1, context=context) as r:
                     return bool(r.status == 200)
             except OSError:
                 return False

@@ -38,6 +38,12 @@ class AdminEndpoint:
     def lb_limits(self) -> tuple[int, int, float, float]:
         return self._app.lb_limits()
 
+    def lb_full_errors(self) -> bool:
+        return self._app.lb_full_errors()
+
+    # No lb_proxy_protocol and no TLS: the admin socket is for operators on the host (or a
+    # network in admin.allow), not behind the edge's load balancer.
+
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
     ) -> None:

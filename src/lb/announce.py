@@ -19,9 +19,9 @@ logger = logging.getLogger("lb")
 ANNOUNCED = "LB_ANNOUNCED"  # set in the environment once the start line is logged
 
 
-def http_url(host: str, port: int) -> str:
+def http_url(host: str, port: int, scheme: str = "http") -> str:
     """`http://host:port`, an IPv6 address in brackets."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def admin_url(config: Config) -> str | None:

@@ -24,10 +24,11 @@ from lb.context import SCOPE_KEY, RequestContext
 from lb.control.runtime import Control
 from lb.errors import send_error
 from lb.generation import Generation
-from lb.headers import new_request_id, resolve_client, valid_request_id
+from lb.headers import is_trusted, new_request_id, resolve_client, valid_request_id
 from lb.logsetup import capture_uncaught, on_reopen_signal, use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
+from lb.tls import ServerTLS
 from lb.transport import Transport
 
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
@@ -68,9 +69,27 @@ class LoadBalancer:
         self.control = Control(self)  # admin overrides, reloads, and sharing them with peers
         self._started = False
         self._starting: asyncio.Future[None] | None = None
+        self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
+        # Fixed at start, as the listener's TLS is: whether TLS comes before or after the PROXY
+        # header was decided when the server started.
+        self._proxy_protocol = self.config.server.proxy_protocol
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
+
+    def lb_server_tls(self, tls: ServerTLS) -> None:
+        """The server's TLS context (from `lb.tls.uvicorn_context`), for reloads to renew."""
+        self.server_tls = tls
+
+    def reload_certificates(self) -> list[str]:
+        """Load renewed certificate files into the live TLS contexts (listener and pools);
+        returns the files that had changed. Raises TLSError, that context left as it was."""
+        renewed = []
+        contexts = [self.server_tls] + [pool.tls for pool in self.generation.pools.values()]
+        for tls in contexts:
+            if tls is not None and tls.reload() and tls.cert_file is not None:
+                renewed.append(tls.cert_file)
+        return renewed
 
     def lb_limits(self) -> tuple[int, int, float, float]:
         """(max header section bytes, max request-target bytes, header timeout, send timeout):
@@ -86,6 +105,16 @@ class LoadBalancer:
     def lb_full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
         return self.config.server.error_detail == "full"
+
+    def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
+        """With `server.proxy_protocol`: which peers may open a connection with a PROXY header
+        (`trusted_proxies`); lb's protocol closes a connection from any other. Else None."""
+        if not self._proxy_protocol:
+            return None
+        config = self.config  # trusted_proxies as reloaded; proxy_protocol itself needs a restart
+        return lambda peer: (
+            bool(config.trusted_proxies) and is_trusted(peer, config.trusted_proxies)
+        )
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
@@ -280,11 +309,20 @@ class LazyApp:
 
     def __init__(self) -> None:
         self._app: LoadBalancer | None = None
+        self._server_tls: ServerTLS | None = None
 
     def _load(self) -> LoadBalancer:
         if self._app is None:
             self._app = LoadBalancer(default_config_path())
+            if self._server_tls is not None:
+                self._app.lb_server_tls(self._server_tls)
         return self._app
+
+    def lb_server_tls(self, tls: ServerTLS) -> None:
+        # The server makes its context before the app reads its config.
+        self._server_tls = tls
+        if self._app is not None:
+            self._app.lb_server_tls(tls)
 
     def loaded(self) -> LoadBalancer | None:
         """The app once loaded: lb's protocol calls it directly, one layer fewer per request."""
@@ -299,6 +337,9 @@ class LazyApp:
 
     def lb_full_errors(self) -> bool:
         return self._app is not None and self._app.lb_full_errors()
+
+    def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
+        return self._app.lb_proxy_protocol() if self._app is not None else None
 
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes

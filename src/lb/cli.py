@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from lb import __version__
-from lb.config import Config, ConfigError, default_config_path, load_config
+from lb.config import Config, ConfigError, ServerTLSConfig, default_config_path, load_config
+from lb.tls import ServerTLS, TLSError
 
 
 def _load_or_report(path: str) -> Config | None:
@@ -41,6 +42,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_report(path)
     if config is None:
         return 2
+    tls, problem = _listener_tls(args, config)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
     # Workers (and the single-process server alike) load the app by import string and read the
     # file named here, so every process serves exactly the config that was just validated.
     os.environ["LB_CONFIG"] = path
@@ -51,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         graceful_timeout=config.server.graceful_timeout,
         keepalive_timeout=config.server.keepalive_timeout,
         log_level=config.logging.level,
+        tls=tls,
+        proxy_protocol=config.server.proxy_protocol,
     )
     options["log_config"] = log_config(config.logging)
     # Applied here already (uvicorn applies it again) so that the start line and anything before
@@ -58,7 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.config.dictConfig(options["log_config"])
     if config.logging.format == "json":
         capture_uncaught()
-    announce(config, [http_url(args.host, args.port)], mark=True)
+    scheme = "https" if tls is not None else "http"
+    announce(config, [http_url(args.host, args.port, scheme)], mark=True)
     # SIGUSR1 reopens the log files; its default action would end the process. The app takes it
     # over once started (and also reopens its access log); until then, and in the supervisor of
     # several workers, this reopens lb's own files.
@@ -100,6 +108,24 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _listener_tls(
+    args: argparse.Namespace, config: Config
+) -> tuple[ServerTLSConfig | None, str | None]:
+    """`server.tls`, with `--ssl-certfile/--ssl-keyfile` in place of its files; or the problem
+    with the files given on the command line."""
+    tls = config.server.tls
+    if args.ssl_keyfile and not args.ssl_certfile:
+        return None, "--ssl-keyfile: needs --ssl-certfile"
+    if not args.ssl_certfile:
+        return tls, None
+    client_ca = tls.client_ca_file if tls is not None else None
+    try:
+        ServerTLS(args.ssl_certfile, args.ssl_keyfile, client_ca)
+    except TLSError as exc:
+        return None, f"--ssl-certfile/--ssl-keyfile: {exc}"
+    return ServerTLSConfig(args.ssl_certfile, args.ssl_keyfile, client_ca), None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lb.demo import run_demo
 
@@ -118,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--ssl-certfile", help="serve HTTPS with this PEM certificate chain (over server.tls)"
+    )
+    serve.add_argument("--ssl-keyfile", help="its private key (default: in the certfile)")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config file")

@@ -17,6 +17,7 @@ from typing import Any
 
 from lb.backend import Backend
 from lb.config import PoolConfig
+from lb.config.tls import client_tls
 from lb.health.monitor import PoolHealth
 from lb.metrics import Metrics
 from lb.sticky import StickySessions
@@ -45,6 +46,12 @@ class Pool:
         self._record: Callable[[Backend, bool], None] | None = (
             self.health.record if config.passive_health is not None else None
         )
+        # A context per pool (and generation): renewed files load into it on reload.
+        self.tls = client_tls(config.tls) if config.tls is not None else None
+        if config.tls is not None and not config.tls.verify:
+            logging.getLogger("lb.tls").warning(
+                "pool %s: tls.verify is false: backend certificates are not checked", self.name
+            )
         self.sticky = StickySessions(config.sticky, config.name) if config.sticky else None
         self.backends: dict[str, Backend] = {}
         self.panic = False

@@ -118,6 +118,13 @@ class Proxy:
         self._origins: dict[Backend, Origin] = {}
         self._urls: dict[Backend, httpx.URL] = {}
         self._no_body = RequestBody(None, False, None)  # never read: one for every bodiless request
+        set_tls = getattr(transport, "set_tls", None)
+        if set_tls is not None:
+            # Health checks and library users go through the same transport: one place says
+            # how each https backend is reached.
+            for backend in pool.backends.values():
+                if backend.scheme == "https":
+                    set_tls(origin_of(backend.url), pool.tls)
 
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"

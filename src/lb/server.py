@@ -21,9 +21,12 @@ import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from lb import proxyproto
+from lb.config import ServerTLSConfig
 from lb.cycle import Cycle
 from lb.errors import error_body, error_headers, public_detail
 from lb.headers import new_request_id
+from lb.tls import ALPN, uvicorn_context
 
 logger = logging.getLogger("lb.server")
 
@@ -62,6 +65,8 @@ def _has_uvloop() -> bool:
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with lb's request limits and absolute-form handling."""
 
+    alpn_protocols = ALPN  # what uvicorn's own TLS context offers, when it makes one (gunicorn)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         loaded = getattr(self.app, "loaded", None)  # lb.app:app, once it has read its config
@@ -87,6 +92,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._host_seen = False
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
+        self._handshake: asyncio.Task[None] | None = None  # TLS after a PROXY header
 
     # A request's head must arrive within header_timeout of the connection opening or of its first
     # byte: a slowloris client trickling header bytes would otherwise hold its connection forever
@@ -94,8 +100,40 @@ class HttpProtocol(HttpToolsProtocol):
     # opens and after a read that leaves a head unfinished, never for a head that arrives whole
     # in one read (the common case: no timer per request).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        hook = getattr(self.app, "lb_proxy_protocol", None)
+        trusted = hook() if hook is not None else None
+        if trusted is None:
+            self._connected(transport, None)
+            return
+        # PROXY protocol: the header first (and TLS after it, when lb serve deferred it).
+        tls = getattr(self.config, "lb_tls_after_proxy", None)
+        proxyproto.accept(
+            transport, trusted, self.header_timeout, tls, self._connected, self._keep_handshake
+        )
+
+    def _connected(self, transport: asyncio.Transport, client: tuple[str, int] | None) -> None:
         super().connection_made(transport)
+        if client is not None:
+            self.client = client  # from a PROXY header: the address everything downstream sees
         self._arm_head_timer()
+
+    def _keep_handshake(self, task: asyncio.Task[None]) -> None:
+        self._handshake = task
+
+    def handle_websocket_upgrade(self) -> None:
+        """uvicorn's, passing on the client address (a PROXY header's) to the WebSocket."""
+        self.connections.discard(self)
+        output = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in self.scope["headers"]:
+            output += [name, b": ", value, b"\r\n"]
+        output.append(b"\r\n")
+        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        protocol.connection_made(self.transport)
+        protocol.client = self.client  # type: ignore[union-attr]
+        protocol.data_received(b"".join(output))
+        self.transport.set_protocol(protocol)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -379,9 +417,12 @@ def uvicorn_options(
     graceful_timeout: float = 30.0,
     keepalive_timeout: float = 5.0,
     log_level: str = "info",
+    tls: ServerTLSConfig | None = None,
+    proxy_protocol: bool = False,
 ) -> dict[str, Any]:
-    """uvicorn.Config keyword arguments for lb: its protocol, no Server/Date/proxy headers."""
-    return {
+    """uvicorn.Config keyword arguments for lb: its protocol, no Server/Date/proxy headers, and
+    TLS with lb's context (`lb.tls.uvicorn_context`) when `tls` is given."""
+    options = {
         "host": host,
         "port": port,
         "workers": workers if workers > 1 else None,
@@ -396,3 +437,14 @@ def uvicorn_options(
         "timeout_keep_alive": keepalive_timeout,
         "log_level": log_level,
     }
+    if tls is not None:
+        options.update(
+            ssl_certfile=tls.cert_file,
+            ssl_keyfile=tls.key_file,
+            ssl_ca_certs=tls.client_ca_file,
+            ssl_context_factory=uvicorn_context,
+        )
+        if proxy_protocol:
+            # The PROXY header comes before the TLS handshake: see lb.control.supervisor.
+            options["tls_after_proxy"] = True
+    return options

@@ -89,6 +89,12 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
     host = client_host if pool.config.preserve_host else backend.authority.decode()
     scheme = "wss" if backend.scheme == "https" else "ws"
     timeouts = pool.config.timeouts
+    tls: dict[str, Any] = {}
+    if scheme == "wss":
+        # As for HTTP: the pool's TLS settings, and the backend's name (not the client's Host)
+        # as SNI and the name verified.
+        name = pool.tls.server_hostname(backend.host) if pool.tls else backend.host
+        tls = {"ssl": pool.tls.context if pool.tls else True, "server_hostname": name}
     start = time.perf_counter()
     pool.start(backend)
     ok = False
@@ -109,6 +115,7 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
                 ping_interval=None,
                 max_size=None,
                 max_queue=64,
+                **tls,
             )
         except InvalidStatus as exc:
             ctx.error = f"backend refused the upgrade with {exc.response.status_code}"

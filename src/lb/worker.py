@@ -22,6 +22,7 @@ from lb.control.shared import ENV_DIR, prepare_control_dir
 from lb.logsetup import JsonFormatter, use_level
 from lb.multiprocess import ENV_READY, prepare_multiprocess
 from lb.server import uvicorn_options
+from lb.tls import uvicorn_context
 
 
 def _worker_kwargs() -> dict[str, Any]:
@@ -52,6 +53,11 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         if ENV_DIR not in os.environ:
             atexit.register(prepare_control_dir())
         super().__init__(*args, **kwargs)
+        if self.cfg.is_ssl:
+            # `--certfile/--keyfile [--ca-certs]`: lb's context (TLS 1.2+, the ssl module's
+            # ciphers, ALPN http/1.1) in place of uvicorn's. gunicorn renews certificates by
+            # replacing its workers on SIGHUP.
+            self.config.ssl_context_factory = uvicorn_context
         config = _config()
         if config is not None and config.logging.format == "json":
             use_json(self.log)

@@ -18,6 +18,7 @@ from lb.config.model import Config
 from lb.config.pools import read_pools
 from lb.config.routes import read_rate_limit, read_routes
 from lb.config.sections import read_admin, read_cache, read_logging, read_metrics, read_server
+from lb.config.tls import check_shared_origins
 
 _TOP_LEVEL_KEYS = (
     "pools",
@@ -103,6 +104,7 @@ def _build(data: Any, source: str | None, environ: Mapping[str, str]) -> Config:
     if not top.has("pools"):
         problems.add("pools", "required")
     pools = read_pools(top.raw("pools"), problems) if top.has("pools") else {}
+    check_shared_origins(pools, problems)
     trusted = read_networks(top, "trusted_proxies", ())
 
     raw_limit = top.raw("rate_limit")

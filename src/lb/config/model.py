@@ -72,6 +72,17 @@ class TimeoutConfig:
 
 
 @dataclass(frozen=True)
+class PoolTLSConfig:
+    """TLS to a pool's `https://` backends (SPEC section 11)."""
+
+    ca_file: str | None = None  # None: the system's CAs
+    verify: bool = True
+    cert_file: str | None = None  # a client certificate (mTLS), with key_file
+    key_file: str | None = None
+    server_name: str | None = None  # SNI and the verified name; None: the backend's host
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     backends: tuple[BackendConfig, ...]
@@ -90,6 +101,7 @@ class PoolConfig:
     # % of backends usable below which the pool spreads traffic over all of them (panic mode);
     # 0: only when none is usable; None (`panic_threshold: false`): panic mode off, 503 instead.
     panic_threshold: float | None = 0.0
+    tls: PoolTLSConfig | None = None  # None: system CAs, verified, the backend's host as SNI
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,15 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class ServerTLSConfig:
+    """TLS termination on the listening port (SPEC section 11)."""
+
+    cert_file: str
+    key_file: str | None = None  # None: the key is in cert_file
+    client_ca_file: str | None = None  # set: client certificates are required and verified
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     graceful_timeout: float = 30.0  # in-flight requests get this long after SIGTERM
     max_header_bytes: int = 32 * 1024  # over: 431
@@ -164,6 +185,8 @@ class ServerConfig:
     send_timeout: float = 60.0  # a client that takes no response bytes for this long is dropped
     watch_config: bool = False  # reload when the config file changes
     max_body_bytes: int | None = None  # request bodies larger than this get 413; None: no limit
+    tls: ServerTLSConfig | None = None
+    proxy_protocol: bool = False  # a PROXY v1/v2 header from trusted_proxies opens every connection
     # What an error lb makes says in its body: a fixed sentence per code, or the cause (which
     # names backends, addresses and exceptions: for debugging only).
     error_detail: Literal["minimal", "full"] = "minimal"

@@ -34,6 +34,7 @@ from lb.config.model import (
     StickyConfig,
     TimeoutConfig,
 )
+from lb.config.tls import read_pool_tls
 from lb.strategy import check_options
 
 BUILTIN_STRATEGIES = (
@@ -64,6 +65,7 @@ _POOL_KEYS = (
     "preserve_host",
     "slow_start",
     "panic_threshold",
+    "tls",
 )
 _PERCENT = to_number(0, 100)
 _EXAMPLE_NAMES = {"header": "X-User-ID", "cookie": "session", "query": "user"}
@@ -319,6 +321,7 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         preserve_host=s.read("preserve_host", d.preserve_host, to_bool),
         slow_start=s.read("slow_start", d.slow_start, to_duration(positive=False)),
         panic_threshold=s.read("panic_threshold", d.panic_threshold, _to_panic_threshold),
+        tls=read_pool_tls(s.raw("tls"), s.key_path("tls"), problems),
     )
 
 

@@ -29,6 +29,7 @@ from lb.config.model import (
     ServerConfig,
 )
 from lb.config.routes import STORES, redis_url
+from lb.config.tls import read_server_tls
 
 ERROR_DETAILS: tuple[Literal["minimal", "full"], ...] = ("minimal", "full")
 
@@ -164,5 +165,7 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         send_timeout=s.read("send_timeout", d.send_timeout, to_duration(positive=True)),
         watch_config=s.read("watch_config", d.watch_config, to_bool),
         max_body_bytes=s.read_optional("max_body_bytes", d.max_body_bytes, to_size(0)),
+        tls=read_server_tls(s.raw("tls"), s.key_path("tls"), problems),
+        proxy_protocol=s.read("proxy_protocol", d.proxy_protocol, to_bool),
         error_detail=s.read("error_detail", d.error_detail, to_choice(ERROR_DETAILS)),
     )

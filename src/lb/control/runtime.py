@@ -40,6 +40,7 @@ from lb.control.reload import (
     log_reload_failure,
 )
 from lb.control.shared import ENV_DIR, ControlFile, Signature, add_event, put_override
+from lb.tls import TLSError
 
 if TYPE_CHECKING:
     from lb.app import ConfigSource, LoadBalancer
@@ -332,7 +333,14 @@ class Control:
                 config = load_config(source)
         except ConfigError as exc:
             raise ReloadError(exc.problems) from None
+        try:
+            # Before the comparison below: renewed certificates come with an unchanged config.
+            renewed = app.reload_certificates()
+        except TLSError as exc:
+            raise ReloadError([f"tls: {exc}"]) from None
         report: dict[str, Any] = {"status": "unchanged", "config": config.source}
+        if renewed:
+            report["certificates_renewed"] = renewed
         report.update(describe(app.config, config))
         if config == app.config:
             return report

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,18 +98,46 @@ def _usr1_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+class TLSAfterProxyConfig(UvicornConfig):
+    """uvicorn's Config for a TLS listener with `server.proxy_protocol`: the server accepts plain
+    TCP, and lb's protocol starts TLS itself once it has read the PROXY header that comes first
+    (`lb.proxyproto.accept`), with the context uvicorn made (`lb_tls_after_proxy`)."""
+
+    def load(self) -> None:
+        super().load()
+        self.lb_tls_after_proxy = self.ssl
+        self.ssl = None
+
+
+def _run_one(config: UvicornConfig) -> None:
+    """`uvicorn.run` for a Config made here."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # pragma: no cover - as uvicorn.run
+        pass
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE
+
+
 def serve(app: str, config_path: str, **options: Any) -> None:
     """Run `app` (an import string) like `uvicorn.run(app, **options)`, with lb's supervisor when
     `options["workers"]` asks for more than one process."""
     import uvicorn
 
+    config_class = TLSAfterProxyConfig if options.pop("tls_after_proxy", False) else UvicornConfig
     workers = options.get("workers") or 1
     if workers <= 1:
-        uvicorn.run(app, **options)
+        if config_class is UvicornConfig:
+            uvicorn.run(app, **options)
+        else:
+            _run_one(config_class(app, **options))
         return
     cleanup = prepare_control_dir()  # before the workers start: they inherit its name
     try:
-        config = UvicornConfig(app, **options)
+        config = config_class(app, **options)
         sock = config.bind_socket()
         try:
             Supervisor(config, [sock], config_path).run()

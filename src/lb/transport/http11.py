@@ -17,6 +17,7 @@ from typing import Final, NamedTuple
 
 import httpx
 
+from lb.tls import ClientTLS
 from lb.transport.connection import Connection
 from lb.transport.errors import StaleConnection, tag
 from lb.transport.framing import LAST_CHUNK, RawHeaders, body_framing, encode_chunk, encode_head
@@ -78,6 +79,7 @@ class Transport(httpx.AsyncBaseTransport):
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
         self._pools: dict[Origin, OriginPool[Connection]] = {}
+        self._tls: dict[Origin, ClientTLS] = {}  # per-origin settings (a pool's `tls`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -220,6 +222,26 @@ class Transport(httpx.AsyncBaseTransport):
                     error = httpx.RemoteProtocolError(message, request=request)
                 raise tag(error, sent=True) from cause
 
+    def set_tls(self, origin: Origin, tls: ClientTLS | None) -> None:
+        """Open new connections to the https `origin` with `tls` (None: `ssl_context`, else the
+        system's CAs). Connections opened under other settings are not reused; a new context
+        with the same settings (renewed files) is simply used from now on."""
+        old = self._tls.get(origin)
+        if tls is None:
+            self._tls.pop(origin, None)
+        else:
+            self._tls[origin] = tls
+        if (old.settings if old else None) == (tls.settings if tls else None):
+            return
+        pool = self._pools.pop(origin, None)
+        if pool is not None:
+            # Detached: its busy connections finish their exchange, then close on release.
+            pool.max_idle = 0
+            while pool.idle:
+                conn = pool.idle.pop()
+                conn.pooled = False
+                conn.close()
+
     async def aclose(self) -> None:
         """Close every connection; requests waiting for one fail with ConnectError."""
         if self._closed:
@@ -316,14 +338,19 @@ class Transport(httpx.AsyncBaseTransport):
         scheme, raw_host, port = origin
         host = raw_host.decode("ascii")
         context = None
+        server_hostname = None
         if scheme == b"https":
-            if self._ssl_context is None:
-                self._ssl_context = ssl.create_default_context()
-            context = self._ssl_context
+            tls = self._tls.get(origin)
+            if tls is not None:
+                context, server_hostname = tls.context, tls.server_hostname(host)
+            else:
+                if self._ssl_context is None:
+                    self._ssl_context = ssl.create_default_context()
+                context, server_hostname = self._ssl_context, host
         conn = Connection(pool, loop)
         try:
             connecting = loop.create_connection(
-                lambda: conn, host, port, ssl=context, server_hostname=host if context else None
+                lambda: conn, host, port, ssl=context, server_hostname=server_hostname
             )
             if timeout is None:
                 await connecting
