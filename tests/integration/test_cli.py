@@ -198,3 +198,15 @@ def test_healthcheck_asks_healthz_where_the_config_puts_it(
     down = run_lb("healthcheck", "-c", lb.config_path, "--port", str(lb.port))
     assert down.returncode == 1
     assert "/ops/healthz" in down.stderr
+
+
+def test_healthcheck_asks_a_tls_traffic_port_over_https(ca, start_backends, lb_process) -> None:  # type: ignore[no-untyped-def]
+    ((app, server),) = start_backends(1)
+    cert, key = ca.issue(stem="lb")
+    config = pool_config([server.url])
+    config["server"] = {"tls": {"cert_file": str(cert), "key_file": str(key)}}
+    lb = lb_process(config, https=True)
+    ok = run_lb("healthcheck", "-c", lb.config_path, "--port", str(lb.port))
+    assert ok.returncode == 0, ok.stderr
+    # The start line names the listener as served.
+    assert f"listening on https://127.0.0.1:{lb.port}" in lb.output()
