@@ -187,6 +187,30 @@ def lb_process(tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def origins() -> Iterator[object]:
+    """`origins.node(keepalive_ms)`, `origins.gunicorn(keepalive_s)`: real non-Python-ASGI origins
+    as subprocesses (tests/origins.py), stopped at teardown."""
+    import origins as module
+
+    started: list[module.Origin] = []
+
+    class Start:
+        @staticmethod
+        def node(keepalive_ms: int) -> module.Origin:
+            started.append(module.start_node(keepalive_ms))
+            return started[-1]
+
+        @staticmethod
+        def gunicorn(keepalive_s: int) -> module.Origin:
+            started.append(module.start_gunicorn(keepalive_s))
+            return started[-1]
+
+    yield Start
+    for origin in started:
+        origin.stop()
+
+
+@pytest.fixture
 def ca(tmp_path):  # type: ignore[no-untyped-def]
     """A private CA (tests/pki.py) writing into tmp_path: `.cert_file`, `.issue(...)`."""
     from pki import CA

@@ -197,3 +197,41 @@ def streaming_forever(conn: socket.socket, backend: RawBackend) -> None:
     while not backend.stopping.is_set():
         conn.sendall(b"x" * 1024)
         time.sleep(0.01)
+
+
+def closes_when_reused(conn: socket.socket, backend: RawBackend) -> None:
+    """Answer the first request on each connection (recorded as `counting` does), then close the
+    connection, unread, as soon as the next one starts: a backend whose keep-alive timeout ran
+    out just as lb sent a request on the connection."""
+    done: list[dict[str, Any]] = []
+    request: dict[str, Any] = {}
+
+    class Callbacks:
+        def on_message_begin(self) -> None:
+            request.clear()
+            request.update(body=b"")
+
+        def on_url(self, url: bytes) -> None:
+            request["url"] = request.get("url", b"") + url
+
+        def on_body(self, body: bytes) -> None:
+            request["body"] += body
+
+        def on_message_complete(self) -> None:
+            request["method"] = parser.get_method()
+            done.append(dict(request))
+
+    parser = httptools.HttpRequestParser(Callbacks())
+    while not done:
+        data = conn.recv(65536)
+        if not data:
+            return
+        parser.feed_data(data)
+    with backend.lock:
+        backend.requests.append(done[0])
+    conn.sendall(ok())
+    if conn.recv(65536):
+        reset(conn)
+    else:
+        with backend.lock:
+            backend.closed_by_peer += 1

@@ -1,6 +1,7 @@
 """`Cycle`: the request/response cycle lb's HTTP protocol (`lb.server`) runs each request on.
 
-It is uvicorn's httptools `RequestResponseCycle` with two changes, both for the hot path:
+It is uvicorn's httptools `RequestResponseCycle` with two changes for the hot path, and two for
+what a proxy relays:
 
 * **One write per small response.** uvicorn writes the response head as soon as the app sends
   `http.response.start` and the body in a second write: two syscalls, and on loopback two
@@ -13,8 +14,14 @@ It is uvicorn's httptools `RequestResponseCycle` with two changes, both for the 
   client connection lost (or whose framing breaks) before the response is complete calls it once
   and cancels the request's task. The proxy uses it instead of a watcher task per request
   listening on `receive`.
+* **Interim responses.** The scope carries `INTERIM_EXTENSION`, a function `(status, headers)`
+  that writes a 1xx response (103 Early Hints) at once, before the final one, to an HTTP/1.1
+  client. ASGI has no message for it; the proxy hands it to the transport.
+* **Bodiless 204 and 304.** Like a response to HEAD, they end at their head whatever their
+  Content-Length says (RFC 9110 8.6: a 304 may carry the length of the 200), where uvicorn
+  would wait for that many body bytes and fail the response.
 
-Everything else (validation, Content-Length accounting, chunked framing, HEAD, 1xx and
+Everything else (validation, Content-Length accounting, chunked framing, HEAD, 100 Continue for
 Expect: 100-continue, keep-alive, flow control, the error paths) is uvicorn's, as of the
 version range pinned in pyproject.toml; `send` and `run_asgi` below mirror uvicorn's.
 """
@@ -35,7 +42,10 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from lb.headers import HOP_BY_HOP
+
 DISCONNECT_EXTENSION = "lb.disconnect"
+INTERIM_EXTENSION = "lb.interim"
 COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
 
 Callback = Callable[[], None]
@@ -66,6 +76,7 @@ class Cycle(RequestResponseCycle):
         keep_alive: bool,
         on_response: Callable[..., None],
         loop: asyncio.AbstractEventLoop,
+        interim: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -84,12 +95,34 @@ class Cycle(RequestResponseCycle):
         self.head: bytes | None = None  # the response head, not written yet
         self.on_disconnect: Callback | None = None
         self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
-        scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = self.watch_disconnect
+        extensions = scope.setdefault("extensions", {})
+        extensions[DISCONNECT_EXTENSION] = self.watch_disconnect
+        # The protocol passes one function per connection that calls the current cycle's
+        # send_interim: no bound method made per request for what few requests use.
+        extensions[INTERIM_EXTENSION] = self.send_interim if interim is None else interim
 
     def watch_disconnect(self, callback: Callback | None) -> None:
         """Call `callback` and cancel the request's task if the client goes away before the
         response is complete."""
         self.on_disconnect = callback
+
+    def send_interim(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Write an interim (1xx) response now: only before the final response starts, and
+        only to an HTTP/1.1 client (RFC 9110 15.2: never to HTTP/1.0). Hop-by-hop headers are
+        left out, as from any response."""
+        if (
+            self.response_started
+            or self.disconnected
+            or self.scope["http_version"] != "1.1"
+            or self.transport.is_closing()
+        ):
+            return
+        content = [STATUS_LINE[status]]
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP:
+                content += (name, b": ", value, b"\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
 
     def lost(self) -> None:
         """The client connection is gone (or unusable) with the response incomplete."""
@@ -246,11 +279,11 @@ class Cycle(RequestResponseCycle):
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")
 
-        if (
-            self.chunked_encoding is None
-            and self.scope["method"] != "HEAD"
-            and status_code not in (204, 304)
-        ):
+        if status_code == 204 or status_code == 304:
+            # No body, whatever Content-Length says (RFC 9110 6.4.1): the response ends here.
+            self.expected_content_length = 0
+            self.chunked_encoding = False
+        elif self.chunked_encoding is None and self.scope["method"] != "HEAD":
             # Neither content-length nor transfer-encoding specified
             self.chunked_encoding = True
             content.append(b"transfer-encoding: chunked\r\n")

@@ -24,6 +24,7 @@ import httpx
 
 from lb.backend import Backend
 from lb.context import SCOPE_KEY, RequestContext
+from lb.cycle import INTERIM_EXTENSION
 from lb.downstream import (
     ClientDisconnected,
     RequestBody,
@@ -80,9 +81,9 @@ class HttpxUpstream:
         await self._response.aclose()
 
 
-# Transport.send_raw's signature: (origin, method, target, headers, body, timeouts).
+# Transport.send_raw's signature: (origin, method, target, headers, body, timeouts, interim).
 SendRaw = Callable[
-    [Origin, bytes, bytes, Sequence[tuple[bytes, bytes]], bytes | AsyncIterable[bytes], Any],
+    [Origin, bytes, bytes, Sequence[tuple[bytes, bytes]], bytes | AsyncIterable[bytes], Any, Any],
     Awaitable[Upstream],
 ]
 
@@ -111,7 +112,7 @@ class Proxy:
         self.budget = self.policy.budget
         t = config.timeouts
         self.timeout = {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}
-        self.timeouts = Timeouts(t.connect, t.read, t.read, t.pool)  # the same, for send_raw
+        self.timeouts = Timeouts(t.connect, t.read, t.read, t.pool, t.idle)  # for send_raw
         self.preserve_host = config.preserve_host
         self._send_raw: SendRaw | None = getattr(transport, "send_raw", None)
         # Parsing a URL costs more than the rest of the request set-up: once per backend.
@@ -284,7 +285,10 @@ class Proxy:
             # than the rest of a small request's set-up.
             content = body if body.expected else b""
             method = ctx.method.encode("ascii")
-            return send_raw(origin, method, target, headers, content, self.timeouts)
+            # 103 Early Hints go straight to the client, under lb's own server protocol.
+            extensions = scope.get("extensions")
+            interim = extensions.get(INTERIM_EXTENSION) if extensions else None
+            return send_raw(origin, method, target, headers, content, self.timeouts, interim)
         return self._send_httpx(backend, ctx.method, target, headers, body)
 
     async def _send_httpx(
@@ -306,7 +310,13 @@ class Proxy:
             # "target" (httpcore honours it too) is written instead of the URL's path.
             extensions={"timeout": self.timeout, "target": target},
         )
-        return HttpxUpstream(await self.transport.handle_async_request(request))
+        response = await self.transport.handle_async_request(request)
+        if not 100 <= response.status_code <= 599:
+            # lb's transport refuses these itself; another one may hand them over.
+            await response.aclose()
+            message = f"malformed response from the backend: status {response.status_code}"
+            raise httpx.RemoteProtocolError(message, request=request)
+        return HttpxUpstream(response)
 
     async def _answer_failure(
         self, send: Any, ctx: RequestContext, exc: httpx.HTTPError | None = None
@@ -340,10 +350,11 @@ class Proxy:
                 except ValueError:
                     length = -1
                 break
-        if ctx.method == "HEAD":
-            length = 0
-        ctx.status = response.status
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        status = response.status
+        if ctx.method == "HEAD" or status == 204 or status == 304:
+            length = 0  # bodiless, whatever Content-Length says (RFC 9110 6.4.1)
+        ctx.status = status
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         sent = 0
         try:
             body = None if length == 0 else response.complete_body()

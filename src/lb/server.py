@@ -93,6 +93,14 @@ class HttpProtocol(HttpToolsProtocol):
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
         self._handshake: asyncio.Task[None] | None = None  # TLS after a PROXY header
+        self._send_interim = self.send_interim  # bound once, handed to every cycle
+
+    def send_interim(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """A 1xx response for the request being answered (requests on a connection are answered
+        one at a time, so it is the current cycle's, unless that one has already started)."""
+        cycle = self.cycle
+        if isinstance(cycle, Cycle):
+            cycle.send_interim(status, headers)
 
     # A request's head must arrive within header_timeout of the connection opening or of its first
     # byte: a slowloris client trickling header bytes would otherwise hold its connection forever
@@ -313,6 +321,7 @@ class HttpProtocol(HttpToolsProtocol):
             http_version != "1.0" and self.parser.should_keep_alive(),
             self.on_response_complete,
             self.loop,
+            self._send_interim,
         )
         if existing_cycle is None or existing_cycle.response_complete:
             self._start_asgi_task(self.cycle, app)

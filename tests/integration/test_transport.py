@@ -508,19 +508,40 @@ async def test_204_and_304_have_no_body(raw_server: Any, transport: Transport) -
     assert server.accepts == 1
 
 
+INTERIM = (
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+    b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-Final: yes\r\n\r\ndone"
+)
+
+
 async def test_interim_responses_are_skipped(raw_server: Any, transport: Transport) -> None:
-    server = await start_scripted(
-        raw_server,
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
-        b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-Final: yes\r\n\r\ndone",
-    )
+    server = await start_scripted(raw_server, INTERIM)
     request = httpx.Request("POST", server.url, content=b"body", headers={"expect": "100-continue"})
     response = await transport.handle_async_request(request)
     assert response.status_code == 201
     assert response.headers.raw == [(b"Content-Length", b"4"), (b"X-Final", b"yes")]
     assert response.extensions["reason_phrase"] == b"Created"
     assert await read_all(response) == b"done"
+
+
+async def test_interim_responses_go_to_the_callback_but_100(
+    raw_server: Any, transport: Transport
+) -> None:
+    from lb.transport import origin_of
+
+    server = await start_scripted(raw_server, INTERIM, OK)
+    seen: list[tuple[int, list[tuple[bytes, bytes]]]] = []
+    headers = [(b"Host", b"x"), (b"Content-Length", b"4"), (b"Expect", b"100-continue")]
+    origin = origin_of(server.url)
+    response = await transport.send_raw(
+        origin, b"POST", b"/", headers, b"body", None, lambda *hint: seen.append(hint)
+    )
+    assert response.status == 201 and b"".join([c async for c in response]) == b"done"
+    # 100 answers the Expect, which is lb's to answer to its client; 103 is the client's.
+    assert seen == [(103, [(b"Link", b"</s.css>; rel=preload")])]
+    response = await transport.send_raw(origin, b"GET", b"/", [(b"Host", b"x")])
+    assert response.status == 200 and server.accepts == 1
 
 
 async def test_101_is_returned_and_the_connection_never_reused(
@@ -593,29 +614,89 @@ async def test_idle_connection_closed_by_backend_leaves_the_pool_at_once(
     assert server.accepts == 2
 
 
-async def test_stale_connection_is_retried_once_for_an_empty_body(
+class Chunks(httpx.AsyncByteStream):
+    """A streamed request body; `replayable` says whether the transport may iterate it again."""
+
+    def __init__(self, *chunks: bytes, replayable: bool) -> None:
+        self.chunks = chunks
+        self.replayable = replayable
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            await asyncio.sleep(0)  # a client's body arrives in pieces
+            yield chunk
+
+
+async def test_stale_connection_is_sent_again_with_its_body(
     raw_server: Any, transport: Transport
 ) -> None:
+    bodies: list[bytes] = []
+
     async def handler(
         server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         # Answer one request, then drop the connection when the next one arrives: what a
         # backend closing an idle connection looks like when the request crosses the FIN.
-        await server.read_request(reader)
+        bodies.append((await server.read_request(reader))[1])
         writer.write(OK)
         await reader.readuntil(b"\r\n\r\n")
 
     server = await raw_server(handler)
+
+    async def send(method: str, content: Any, length: int | None = None) -> bytes:
+        headers = {} if length is None else {"content-length": str(length)}
+        body = {"content": content} if isinstance(content, bytes) else {"stream": content}
+        request = httpx.Request(
+            method, server.url, headers=headers, extensions={"timeout": FAST}, **body
+        )
+        return await read_all(await transport.handle_async_request(request))
+
+    assert await send("GET", b"") == b"ok"
+    for method, content, length in [
+        ("GET", b"", None),
+        ("POST", b"data", None),  # a whole body: sent again as it was
+        ("PUT", Chunks(b"ab", b"cd", replayable=True), 4),  # iterated again
+        ("POST", Chunks(b"ab", b"cd", replayable=True), None),  # chunked, iterated again
+    ]:
+        assert await send(method, content, length) == b"ok"
+    assert bodies == [b"", b"", b"data", b"abcd", b"abcd"]
+    assert server.accepts == 5
+
+    # A streamed body that cannot be had again is the one failure, reported as "may have
+    # been sent" (lb's RequestBody says so past 64 KiB).
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)) as info:  # FIN or reset
+        await send("POST", Chunks(b"ab", b"cd", replayable=False), 4)
+    assert request_sent(info.value) is True
+    assert server.accepts == 5 and bodies[-1] == b"abcd"
+
+
+async def test_keep_alive_header_retires_the_connection_before_the_backend_does(
+    raw_server: Any, transport: Transport
+) -> None:
+    hinted = b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok"
+    server = await start_scripted(raw_server, hinted, hinted, hinted)
     assert await read_all(await transport.handle_async_request(get(server.url))) == b"ok"
+    assert await read_all(await transport.handle_async_request(get(server.url))) == b"ok"
+    assert server.accepts == 1
+    await asyncio.sleep(0.6)  # past 1 s less the margin (half of it here); the backend keeps it
     assert await read_all(await transport.handle_async_request(get(server.url))) == b"ok"
     assert server.accepts == 2
 
-    # A body cannot be replayed: the failure is reported, as "may have been sent".
-    request = httpx.Request("POST", server.url, content=b"data", extensions={"timeout": FAST})
-    with pytest.raises(httpx.RemoteProtocolError) as info:
-        await transport.handle_async_request(request)
-    assert request_sent(info.value) is True
-    assert server.accepts == 2
+
+async def test_idle_timeout_of_the_request_retires_the_connection(raw_server: Any) -> None:
+    from lb.transport import Timeouts, origin_of
+
+    server = await start_scripted(raw_server, OK, OK, OK)
+    transport = Transport()  # 4 s by default; each request may say otherwise
+    try:
+        origin, short = origin_of(server.url), Timeouts(5, 5, 5, 5, idle=0.2)
+        for pause in (0, 0.05, 0.3):
+            await asyncio.sleep(pause)
+            response = await transport.send_raw(origin, b"GET", b"/", [], b"", short)
+            assert b"".join([chunk async for chunk in response]) == b"ok"
+        assert server.accepts == 2  # the third found the first retired
+    finally:
+        await transport.aclose()
 
 
 async def test_idle_connections_expire(raw_server: Any) -> None:

@@ -4,6 +4,7 @@ visibly incomplete response, never a hang, and nobody else's request is touched.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import signal
 import socket
@@ -174,13 +175,26 @@ MALFORMED = {
     b"hello!",
     "header-without-colon": b"HTTP/1.1 200 OK\r\nNoColonHere\r\nContent-Length: 0\r\n\r\n",
     "nul-in-header": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
+    # SPEC section 3: a status outside 100-599 is a 502, not a traceback and an empty reply.
+    "status-999": b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok",
+    "status-600": b"HTTP/1.1 600 Weird\r\nContent-Length: 2\r\n\r\nok",
+    "status-099": b"HTTP/1.1 099 Weird\r\nContent-Length: 2\r\n\r\nok",
+    "te-in-http10": b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "chunked-twice": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "chunked-not-last": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nok",
+    "bare-cr": b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 2\r\n\r\nok",
+    "bare-lf": b"HTTP/1.1 200 OK\nX-A: b\nContent-Length: 2\n\nok",
+    "http-2-status-line": b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "interim-then-garbage": b"HTTP/1.1 103 Early Hints\r\n\r\nNOT HTTP\r\n\r\n",
 }
 
 
 @pytest.mark.parametrize("reply", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_response_gets_502_and_the_connection_is_not_reused(
-    start_balancer, raw_backend, reply: bytes
+    start_balancer, raw_backend, caplog, reply: bytes
 ) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.ERROR)
     backend = raw_backend(answer_each(lambda conn, n: reply if conn == 1 else ok()))
     lb = start_balancer(fast_pool([backend.url]))
     with httpx.Client(base_url=lb.url, timeout=10) as client:
@@ -192,6 +206,7 @@ def test_malformed_response_gets_502_and_the_connection_is_not_reused(
     # The second request went out on a new connection, never after the nonsense on the first.
     assert [conn for conn, _ in backend.heads] == [1, 2]
     wait_until(lambda: backend.closed_by_peer >= 1 or backend.connections == 2)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback in the log"
 
 
 BROKEN_BODIES = {

@@ -167,3 +167,97 @@ def test_balancer_on_random_request_heads(fuzzed: Any, lines: list[bytes], metho
         for name, value in request["headers"]:
             assert name not in HOP_BY_HOP or (name, value) == (b"transfer-encoding", b"chunked")
             assert not set(value) & {0, 10, 13}
+
+
+# -- a real balancer on random backend answers ---------------------------------------------------
+
+STATUS_LINES = st.sampled_from(
+    [b"HTTP/1.1 200 OK", b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified",
+     b"HTTP/1.1 404 Not Found", b"HTTP/1.1 599 X", b"HTTP/1.1 600 X", b"HTTP/1.1 999 Weird",
+     b"HTTP/1.1 099 X", b"HTTP/1.1 000 X", b"HTTP/1.0 200 OK", b"HTTP/2.0 200 OK",
+     b"HTTP/1.1 200", b"HTTP/1.1 2000 OK", b"HTTP/1.1 200 O\rK", b"HTTP/1.1  200 OK", b"HTTP/1.1",
+     b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK",
+     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK", b"ok"]
+)  # fmt: skip
+RESPONSE_FIELDS = st.sampled_from(
+    [b"Content-Length: 0", b"Content-Length: 2", b"Content-Length: 5", b"Content-Length: -1",
+     b"Content-Length: 2, 2", b"Content-Length: 99999999999999999999", b"Content-Length:2",
+     b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip", b"Transfer-Encoding: gzip, chunked",
+     b"Transfer-Encoding: chunked, gzip", b"Connection: close", b"Connection: keep-alive",
+     b"Keep-Alive: timeout=0", b"Keep-Alive: timeout=x", b"Set-Cookie: a=1", b"X-A: a\rb",
+     b"X-A:\tb ", b" X-Folded: b", b"X A: b", b"X-A: \x00", b"X-A: \xe9", b"Content-Type: text/x"]
+)  # fmt: skip
+BODIES = st.sampled_from(
+    [b"", b"ok", b"hello", b"2\r\nok\r\n0\r\n\r\n", b"2\r\nok\r\n", b"zz\r\nok\r\n0\r\n\r\n",
+     b"2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled", b"x" * 70_000]
+)  # fmt: skip
+ENDINGS = st.sampled_from([b"\r\n"] * 6 + [b"\n", b"\r"])  # mostly well-formed lines
+answers = st.builds(
+    lambda line, fields, end, body: line + end + b"".join(f + end for f in fields) + end + body,
+    STATUS_LINES,
+    st.lists(RESPONSE_FIELDS, max_size=5),
+    ENDINGS,
+    BODIES,
+)
+
+
+class Scripted:
+    """A backend that sends the current example's answer, then closes its side (so an answer
+    delimited by the close, or cut short, ends instead of waiting)."""
+
+    def __init__(self) -> None:
+        self.answer = b""
+
+    def __call__(self, conn: socket.socket, backend: RawBackend) -> None:
+        if backend.read_head(conn) is not None:
+            conn.sendall(self.answer)
+            conn.shutdown(socket.SHUT_WR)
+            backend.wait_closed(conn)
+
+
+@pytest.fixture(scope="module")
+def answering(module_balancer):  # type: ignore[no-untyped-def]
+    script = Scripted()
+    backend = RawBackend(script).start()
+    timeouts = {"connect": "1s", "read": "1s", "pool": "1s"}
+    lb = module_balancer(pool_config([backend.url], timeouts=timeouts, retries={"attempts": 1}))
+    yield script, lb
+    backend.stop()
+
+
+def final_response(port: int) -> tuple[int, bool]:
+    """(status of the final response, whether it ended cleanly) for a GET on a new connection;
+    (0, False) when the balancer closed the connection without a response head."""
+    state = {"final": 0, "complete": False}
+
+    class Callbacks:
+        def on_headers_complete(self) -> None:
+            if parser.get_status_code() >= 200:
+                state["final"] = parser.get_status_code()
+
+        def on_message_complete(self) -> None:
+            state["complete"] = state["final"] != 0
+
+    parser = httptools.HttpResponseParser(Callbacks())
+    with socket.create_connection(("127.0.0.1", port), 5) as sock:
+        sock.sendall(b"GET /fuzz HTTP/1.1\r\nHost: x\r\n\r\n")
+        while not state["complete"]:
+            chunk = sock.recv(65536)  # the 5 s socket timeout fails a hang
+            if not chunk:
+                break
+            parser.feed_data(chunk)
+    return state["final"], bool(state["complete"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answers)
+def test_balancer_on_random_backend_answers(answering: Any, answer: bytes) -> None:
+    """Whatever the backend answers, the client gets a response head from lb within the read
+    timeout (a 502 of lb's own, or the backend's head), never an empty reply or a hang."""
+    script, lb = answering
+    script.answer = answer
+    status, complete = final_response(lb.port)
+    event(f"status {status}" + ("" if complete else ", cut short"))
+    assert 200 <= status <= 599, answer
+    if not complete:
+        assert status not in (204, 304), answer  # bodiless: nothing to cut short

@@ -12,6 +12,8 @@ from lb.transport.framing import (
     encode_chunk,
     encode_head,
     ends_at_close,
+    faulty_framing,
+    keepalive_limit,
     persistent,
 )
 
@@ -121,3 +123,39 @@ def test_persistence_from_version_and_connection_header(
     version: str, headers: list[tuple[bytes, bytes]], expected: bool
 ) -> None:
     assert persistent(version, headers) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "limit"),
+    [
+        (b"timeout=5, max=100", 4.0),  # Apache, Node: one second of margin
+        (b"max=100,TIMEOUT = 60", 59.0),
+        (b"timeout=1", 0.5),  # never less than half of what the backend gives
+        (b'timeout="2"', 1.0),
+        (b"timeout=0", 0.0),  # not to be reused
+        (b"max=5", None),
+        (b"timeout=soon", None),
+        (b"timeout=-3", None),
+        (b"", None),
+    ],
+)
+def test_keepalive_limit_from_the_backends_header(value: bytes, limit: float | None) -> None:
+    assert keepalive_limit(value) == limit
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "fault"),
+    [
+        ("1.1", [(b"Transfer-Encoding", b"chunked")], None),
+        ("1.1", [(b"Transfer-Encoding", b"gzip, chunked")], None),
+        ("1.1", [(b"Transfer-Encoding", b"gzip")], None),  # delimited by the close: legal
+        ("1.0", [(b"Transfer-Encoding", b"chunked")], "HTTP/1.0"),
+        ("1.1", [(b"Transfer-Encoding", b"chunked"), (b"transfer-encoding", b"chunked")], "once"),
+        ("1.1", [(b"Transfer-Encoding", b"chunked, gzip")], "not last"),
+    ],
+)
+def test_faulty_response_framing(
+    version: str, headers: list[tuple[bytes, bytes]], fault: str | None
+) -> None:
+    found = faulty_framing(version, headers)
+    assert found == fault if fault is None else fault in (found or "")

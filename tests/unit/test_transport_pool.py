@@ -25,7 +25,8 @@ class FakeConn:
         self.name = name
         self.closed = False
         self.pooled = False
-        self.idle_since = 0.0
+        self.keepalive = pool.keepalive_expiry  # as lb's Connection starts
+        self.expires = 0.0
 
     def close(self) -> None:
         if not self.closed:
@@ -117,6 +118,26 @@ def test_prune_closes_every_expired_connection() -> None:
     pool.prune()
     assert (a.closed, b.closed, c.closed) == (True, True, False)
     assert list(pool.idle) == [c] and pool.size == 1
+
+
+def test_each_connection_expires_after_its_own_keepalive() -> None:
+    """A backend's Keep-Alive: timeout lowers one connection's idle time, not its neighbours'."""
+    clock = FakeClock()
+    pool = make_pool(clock, expiry=4)
+    short, default = open_conns(pool, "short", "default")
+    short.keepalive = 0.5
+    pool.release(default)
+    pool.release(short)
+    clock.now += 0.6
+    assert pool.take_idle() is default  # short was taken first (LIFO), found expired, closed
+    assert short.closed and not default.closed
+    pool.release(default)
+    short2 = open_conns(pool, "short2")[0]
+    short2.keepalive = 1
+    pool.release(short2)
+    clock.now += 1.5
+    pool.prune()  # not sorted by expiry now: every expired one goes, wherever it is
+    assert short2.closed and list(pool.idle) == [default]
 
 
 def test_idle_beyond_max_idle_closes_the_oldest() -> None:

@@ -69,6 +69,9 @@ class TimeoutConfig:
     read: float = 30.0
     pool: float = 5.0
     total: float | None = None  # whole request, all tries; None: no limit
+    # How long an upstream connection may wait in the pool for its next request: below the 5 s
+    # after which uvicorn, Node and Apache close idle connections, so lb retires them first.
+    idle: float = 4.0
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,7 @@ def _read_timeouts(value: Any, path: str, problems: Problems) -> TimeoutConfig:
         read=s.read("read", d.read, positive),
         pool=s.read("pool", d.pool, positive),
         total=s.read_optional("total", d.total, positive),
+        idle=s.read("idle", d.idle, positive),
     )
 
 

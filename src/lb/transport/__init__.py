@@ -26,9 +26,10 @@ with `exc.request_sent` (read it with `request_sent(exc)`; see `lb.transport.err
     body longer/shorter than its Content-Length      httpx.LocalProtocolError    True
     request body blocked over timeout["write"]       httpx.WriteTimeout          True
     no response head within timeout["read"]          httpx.ReadTimeout           True
-    closed before the head (stale: retried once      httpx.RemoteProtocolError,  True
-      if the body was empty)                           httpx.ReadError on reset
-    malformed response (httptools.HttpParserError)   httpx.RemoteProtocolError   True
+    closed before the head (stale: sent again once,  httpx.RemoteProtocolError,  True
+      if its body can be had again)                    httpx.ReadError on reset
+    malformed response (httptools.HttpParserError,   httpx.RemoteProtocolError   True
+      status outside 100-599, faulty framing)
     response head (with any 1xx) over 64 KiB         httpx.RemoteProtocolError   True
     --- from the response stream, while iterating ---
     no body bytes within timeout["read"]             httpx.ReadTimeout           True

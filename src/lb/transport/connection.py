@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, NoReturn, cast
 
 import httptools
 import httpx
 
 from lb.transport.errors import StaleConnection, disconnected, tag
-from lb.transport.framing import LAST_CHUNK, ends_at_close, persistent
+from lb.transport.framing import (
+    LAST_CHUNK,
+    ends_at_close,
+    faulty_framing,
+    keepalive_limit,
+    persistent,
+)
 from lb.transport.stream import ResponseStream
 
 if TYPE_CHECKING:
@@ -29,6 +35,9 @@ if TYPE_CHECKING:
 COALESCE_LIMIT: Final = 64 * 1024  # a body this small is written with the head, in one send
 MAX_HEAD_BYTES: Final = 64 * 1024  # llhttp sets no limit; a backend must not grow us forever
 _HTTP_VERSIONS: Final = MappingProxyType({"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"})
+
+# Called with each interim (1xx) response but 100 and 101, synchronously, from the parser.
+Interim = Callable[[int, list[tuple[bytes, bytes]]], None]
 
 
 class StrayData(Exception):
@@ -42,7 +51,8 @@ class Connection(asyncio.Protocol):
         "transport",
         "closed",
         "pooled",
-        "idle_since",
+        "expires",
+        "keepalive",
         "reading_paused",
         "_parser",
         "_inflight",
@@ -58,6 +68,8 @@ class Connection(asyncio.Protocol):
         "_reason",
         "_headers",
         "_interim",
+        "_on_interim",
+        "_coded",
         "_status",
         "_stream",
         "_upload",
@@ -71,7 +83,10 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.pooled = False
-        self.idle_since = 0.0
+        self.expires = 0.0  # while pooled: the clock time after which it must not be used
+        # Seconds it may stay idle after the current exchange: the request's idle timeout,
+        # lowered by the backend's Keep-Alive header; the pool reads it on release.
+        self.keepalive = pool.keepalive_expiry
         self.reading_paused = False
         self._parser = httptools.HttpResponseParser(self)
         # The current exchange.
@@ -88,7 +103,9 @@ class Connection(asyncio.Protocol):
         self._head_deadline: float | None = None
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._interim = False  # parsing a 1xx response, which is skipped
+        self._interim = False  # parsing a 1xx response (never the exchange's result)
+        self._on_interim: Interim | None = None
+        self._coded = False  # the response being parsed has a Transfer-Encoding header
         self._status = 0
         self._stream: ResponseStream | None = None  # set from the head until the body is complete
         self._upload: asyncio.Task[None] | None = None  # the rest of a streamed request body
@@ -111,6 +128,7 @@ class Connection(asyncio.Protocol):
         remaining: int | None,
         read_timeout: float | None,
         write_timeout: float | None,
+        interim: Interim | None = None,
     ) -> ResponseStream:
         """Send a request and wait for the final response head; the body streams afterwards.
 
@@ -118,6 +136,7 @@ class Connection(asyncio.Protocol):
         raw chunks: chunked framing when `remaining` is None, else `remaining` bytes exactly).
         Raises StaleConnection if the connection closed before any response byte arrived.
         `request` only goes into the exceptions (None on the raw path, see `Transport.send_raw`).
+        `interim` hears of each interim response the backend sends but 100 Continue.
         """
         transport = self.transport
         assert transport is not None  # pooled connections are connected
@@ -127,6 +146,7 @@ class Connection(asyncio.Protocol):
         self._is_head = is_head
         self._request = request
         self._read_timeout = read_timeout
+        self._on_interim = interim
         waiter: asyncio.Future[ResponseStream] = self.loop.create_future()
         self._head_waiter = waiter
         try:
@@ -370,6 +390,7 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self._coded = False
         if self._head_waiter is None:
             raise StrayData("a response nobody asked for")
 
@@ -378,33 +399,56 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        # Two names matter here; comparing lengths first spares the others the lower-casing.
+        size = len(name)
+        if size == 10 and name.lower() == b"keep-alive":
+            limit = keepalive_limit(value)
+            if limit is not None and limit < self.keepalive:
+                self.keepalive = limit
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self._coded = True
 
     def on_headers_complete(self) -> None:
         # A head that arrived in one large read slipped past the check in data_received: count
         # it exactly, only then (reads over MAX_HEAD_BYTES are rare).
         if self._head_bytes > MAX_HEAD_BYTES and _head_size(self._headers) > MAX_HEAD_BYTES:
-            error = httpx.RemoteProtocolError(
-                f"response head over {MAX_HEAD_BYTES} bytes", request=self._request
-            )
-            self.abort(tag(error, sent=True))
-            raise StrayData("response head too large")  # stops the parser
+            self._reject(f"response head over {MAX_HEAD_BYTES} bytes")
         parser = self._parser
         status = parser.get_status_code()
-        if status < 200 and status != 101:
-            self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
-            return
+        if status < 200:
+            if status < 100:
+                self._reject(f"status {status} outside 100-599")
+            if status != 101:
+                # 100 Continue, 103 Early Hints: the final response follows. 100 answers the
+                # request's Expect, which the client's own server has answered already.
+                self._interim = True
+                sink = self._on_interim
+                if sink is not None and status != 100:
+                    sink(status, self._headers)
+                return
+        elif status > 599:
+            self._reject(f"status {status} outside 100-599")
+        version = parser.get_http_version()
+        if self._coded:
+            fault = faulty_framing(version, self._headers)
+            if fault is not None:
+                self._reject(fault)
+        http_version = _HTTP_VERSIONS.get(version)
+        if http_version is None:
+            if not version.startswith("1."):
+                self._reject(f"HTTP/{version} on an HTTP/1.1 connection")
+            http_version = b"HTTP/" + version.encode()
         waiter = self._head_waiter
         if waiter is None or waiter.done():  # done: the caller was cancelled a moment ago
             raise StrayData("a response nobody waits for")
         self._head_waiter = None
         self._head_deadline = None  # the timer, if any, stays for the next exchange
-        version = parser.get_http_version()
         stream = ResponseStream(
             self,
             status,
             self._headers,
             self._reason,
-            _HTTP_VERSIONS.get(version) or b"HTTP/" + version.encode(),
+            http_version,
             self._read_timeout,
             self._request,
         )
@@ -420,6 +464,14 @@ class Connection(asyncio.Protocol):
             keep_alive = persistent(version, self._headers)
             self._parser = httptools.HttpResponseParser(self)
             self._finish(keep_alive)
+
+    def _reject(self, reason: str) -> NoReturn:
+        """Fail the exchange on a response head lb will not relay, and stop the parser."""
+        error = httpx.RemoteProtocolError(
+            f"malformed response from the backend: {reason}", request=self._request
+        )
+        self.abort(tag(error, sent=True))
+        raise StrayData(reason)
 
     def on_body(self, body: bytes) -> None:
         stream = self._stream
@@ -445,6 +497,7 @@ class Connection(asyncio.Protocol):
             stream.end()
         self._inflight = False
         self._request = None
+        self._on_interim = None  # it holds the client's connection: not past the exchange
         if self.reading_paused:
             self.resume_reading()  # an idle connection must see the backend's FIN
         if keep_alive and self._request_done and not self.closed:

@@ -37,6 +37,18 @@ class StaleConnection(Exception):
     """
 
 
+def stale_error(exc: StaleConnection, request: httpx.Request | None) -> httpx.TransportError:
+    """What a stale connection becomes when the request cannot be sent again (raise it `from`
+    the socket error, `exc.__cause__`)."""
+    cause = exc.__cause__
+    message = "backend closed the connection without sending a response"
+    if isinstance(cause, OSError):
+        error: httpx.TransportError = httpx.ReadError(f"{message}: {cause}", request=request)
+    else:
+        error = httpx.RemoteProtocolError(message, request=request)
+    return tag(error, sent=True)
+
+
 def disconnected(request: httpx.Request | None, exc: Exception | None, part: str) -> Exception:
     """The backend closed (or reset) the connection before the end of `part`."""
     message = f"backend closed the connection before the end of {part}"

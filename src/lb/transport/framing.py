@@ -1,5 +1,6 @@
-"""HTTP/1.1 message framing, sans-I/O: the request head and body framing, and the two
-response rules llhttp cannot apply for us (it never learns the request method).
+"""HTTP/1.1 message framing, sans-I/O: the request head and body framing, the response rules
+llhttp cannot apply for us (it never learns the request method), and the backend's keep-alive
+hints.
 
 The head is written exactly as the caller built it (method, raw target, headers in order);
 the only header ever added is `Transfer-Encoding: chunked`, for a streamed body whose length
@@ -16,6 +17,9 @@ import httpx
 from lb.transport.errors import tag
 
 LAST_CHUNK: Final = b"0\r\n\r\n"
+# A connection the backend said it keeps N seconds is retired this much earlier (at most half of
+# N): the backend's clock starts when it sent the response, ours when the response arrived.
+KEEPALIVE_MARGIN: Final = 1.0
 CHUNKED_HEADER: Final = b"Transfer-Encoding: chunked\r\n"
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
@@ -92,6 +96,21 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def frame_body(
+    body: bytes, content_length: int | None, chunked: bool, request: httpx.Request | None
+) -> tuple[bytes, bool]:
+    """A whole body as written after the head, and whether the head must add chunked framing."""
+    if chunked:
+        return (encode_chunk(body) + LAST_CHUNK if body else LAST_CHUNK), False
+    if content_length is not None:
+        if len(body) != content_length:
+            raise _refuse("request body does not match its Content-Length", request)
+        return body, False
+    if body:
+        return encode_chunk(body) + LAST_CHUNK, True
+    return b"", False
+
+
 def persistent(version: str, headers: RawHeaders) -> bool:
     """Whether a response keeps its connection open (RFC 9112 9.3), from version and headers.
 
@@ -120,6 +139,43 @@ def ends_at_close(headers: RawHeaders) -> bool:
         if lowered == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
             return False
     return True
+
+
+def keepalive_limit(value: bytes) -> float | None:
+    """How long a connection may stay idle after a response carrying `Keep-Alive: value`
+    (e.g. `timeout=5, max=100`): the backend's timeout less a margin, None if it names none."""
+    for param in value.split(b","):
+        name, _, number = param.partition(b"=")
+        if name.strip().lower() == b"timeout":
+            number = number.strip().strip(b'"')
+            if not number.isdigit():
+                return None
+            seconds = int(number)
+            return max(seconds - KEEPALIVE_MARGIN, seconds / 2)
+    return None
+
+
+def faulty_framing(version: str, headers: RawHeaders) -> str | None:
+    """Why a response's framing cannot be trusted, or None (RFC 9112 6.1, 6.3): the chunked
+    coding twice (or not last), or any Transfer-Encoding on an HTTP/1.0 response. llhttp
+    accepts both; relayed, the client and lb could disagree about where the body ends.
+
+    Called only for responses that carry Transfer-Encoding (the connection notes it as the
+    headers arrive), so the common response costs nothing here.
+    """
+    if version == "1.0":
+        return "Transfer-Encoding in an HTTP/1.0 response"
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == b"transfer-encoding"
+        for coding in value.split(b",")
+    ]
+    if codings.count(b"chunked") > 1:
+        return "the chunked coding applied more than once"
+    if b"chunked" in codings and codings[-1] != b"chunked":
+        return "Transfer-Encoding with chunked not last"
+    return None
 
 
 def _refuse(reason: str, request: httpx.Request | None) -> httpx.LocalProtocolError:

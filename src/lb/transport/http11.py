@@ -3,7 +3,7 @@
 The request path, fastest case first: an idle connection is popped from the origin's deque,
 the head (and a small body) goes out in one write, and the request coroutine waits on one
 future that the parser resolves with the response head. Opening connections, queueing for a
-slot and retrying a stale connection are the slow paths, kept out of the way.
+slot and sending a request again after a stale connection are the slow paths, kept out of the way.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Final, NamedTuple
 import httpx
 
 from lb.tls import ClientTLS
-from lb.transport.connection import Connection
-from lb.transport.errors import StaleConnection, tag
-from lb.transport.framing import LAST_CHUNK, RawHeaders, body_framing, encode_chunk, encode_head
+from lb.transport.connection import Connection, Interim
+from lb.transport.errors import StaleConnection, stale_error, tag
+from lb.transport.framing import RawHeaders, body_framing, encode_chunk, encode_head, frame_body
 from lb.transport.pool import OriginPool
 from lb.transport.stream import ResponseStream
 
@@ -28,17 +28,20 @@ Origin = tuple[bytes, bytes, int]  # (scheme, host, port), as the pools are keye
 
 
 class Timeouts(NamedTuple):
-    """Seconds, None for no limit: what httpx's "timeout" request extension holds."""
+    """Seconds, None for no limit: what httpx's "timeout" request extension holds, and `idle`:
+    how long the connection may then wait in the pool for its next request (None: the
+    transport's `keepalive_expiry`)."""
 
     connect: float | None
     read: float | None
     write: float | None
     pool: float | None
+    idle: float | None = None
 
     @classmethod
     def of(cls, extension: Mapping[str, float | None]) -> Timeouts:
         get = extension.get
-        return cls(get("connect"), get("read"), get("write"), get("pool"))
+        return cls(get("connect"), get("read"), get("write"), get("pool"), get("idle"))
 
 
 _DEFAULT_PORTS: Final = MappingProxyType({b"http": 80, b"https": 443})
@@ -48,7 +51,9 @@ class Transport(httpx.AsyncBaseTransport):
     """A fast upstream HTTP/1.1 transport: `httpx.AsyncClient(transport=Transport())`.
 
     One pool per origin, at most `max_connections_per_origin` connections each, of which at
-    most `max_idle_per_origin` are kept idle, for at most `keepalive_expiry` seconds.
+    most `max_idle_per_origin` are kept idle, each for at most its request's `Timeouts.idle`
+    (default `keepalive_expiry`: below the 5 s after which uvicorn, Node and Apache close idle
+    connections) or what the backend's `Keep-Alive: timeout=N` allows, less a margin.
     `connect_timeout` applies to requests that carry no "timeout" extension (httpx's client
     always sets one). `ssl_context` is used for https origins (default: the system's CAs).
 
@@ -63,7 +68,7 @@ class Transport(httpx.AsyncBaseTransport):
         *,
         max_connections_per_origin: int = 1000,
         max_idle_per_origin: int = 256,
-        keepalive_expiry: float = 30.0,
+        keepalive_expiry: float = 4.0,
         connect_timeout: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -111,6 +116,7 @@ class Transport(httpx.AsyncBaseTransport):
             request.headers.raw,
             body,
             None if timeout is None else Timeouts.of(timeout),
+            None,
             request=request,
         )
         return httpx.Response(
@@ -129,6 +135,7 @@ class Transport(httpx.AsyncBaseTransport):
         headers: RawHeaders,
         body: bytes | AsyncIterable[bytes] = b"",
         timeouts: Timeouts | None = None,
+        interim: Interim | None = None,
         *,
         request: httpx.Request | None = None,
     ) -> ResponseStream:
@@ -139,57 +146,42 @@ class Transport(httpx.AsyncBaseTransport):
         proxy uses it. `origin` is (scheme, host, port) as `origin_of` makes it; `target` and
         `headers` are written byte for byte; `body` is the whole body or an async iterable of
         chunks (pass b"" for none: starting an iterator costs more than a small request);
-        `timeouts` are (connect, read, write, pool) seconds, None for no limit (default: the
-        transport's connect_timeout, and no other limit). Failures are the httpx exceptions
-        of the module docstring, with `request` attached only when given.
+        `timeouts` are (connect, read, write, pool, idle) seconds, None for no limit (default:
+        the transport's connect_timeout and keepalive_expiry, and no other limit). `interim`
+        is called with (status, raw headers) of each interim response but 100 Continue.
+        Failures are the httpx exceptions of the module docstring, with `request` attached
+        only when given.
+
+        A request that meets a reused connection the backend has closed (no byte of the
+        response came) is sent once more on a new connection, whatever its method: with its
+        whole body when that was bytes or fitted the first write, else by iterating `body` again
+        if it says it can (a true `replayable` attribute, as `lb.downstream.RequestBody` has
+        while it holds all it has read); otherwise the failure is raised.
         """
         if self._closed:
             raise _closed_error(request)
         if timeouts is None:
             connect_t: float | None = self._connect_timeout
             read_t = write_t = pool_t = None
+            idle_t = self._keepalive_expiry
         else:
-            connect_t, read_t, write_t, pool_t = timeouts
+            connect_t, read_t, write_t, pool_t, idle = timeouts
+            idle_t = self._keepalive_expiry if idle is None else idle
 
         # Framing: the caller's headers decide; a streamed body's first chunk is fetched
         # before a connection is taken, so a slow client does not hold one.
         content_length, chunked = body_framing(headers, request)
-        add_chunked = False
         rest: AsyncIterator[bytes] | None = None
         remaining: int | None = None
-        if not isinstance(body, bytes):
-            rest = body.__aiter__()
-            first = await _next_chunk(rest)
-            if first is None:
-                rest, body = None, b""
+        if isinstance(body, bytes):
+            if body or chunked or content_length is not None:
+                payload, add_chunked = frame_body(body, content_length, chunked, request)
             else:
-                body = first
-        if rest is not None:
-            if content_length is None:
-                add_chunked = not chunked
-                payload = encode_chunk(body)
-            else:
-                remaining = content_length - len(body)
-                if not remaining:
-                    # Complete: the stream must end now. Seeing it end (not abandoning it)
-                    # keeps httpcore's contract, which callers may hook (e.g. "body read").
-                    if await _next_chunk(rest) is not None:
-                        remaining = -1
-                    rest = None
-                if remaining < 0:
-                    raise _refuse("request body longer than its Content-Length", request)
-                payload = body
-        elif chunked:
-            payload = encode_chunk(body) + LAST_CHUNK if body else LAST_CHUNK
-        elif content_length is not None:
-            if len(body) != content_length:
-                raise _refuse("request body does not match its Content-Length", request)
-            payload = body
-        elif body:
-            add_chunked = True
-            payload = encode_chunk(body) + LAST_CHUNK
+                payload, add_chunked = b"", False  # most requests: no body, no call
         else:
-            payload = b""
+            payload, add_chunked, rest, remaining = await _open_stream(
+                body, content_length, chunked, request
+            )
         head = encode_head(method, target, headers, add_chunked=add_chunked, request=request)
         is_head = method == b"HEAD"
 
@@ -202,25 +194,28 @@ class Transport(httpx.AsyncBaseTransport):
             reused = conn is not None
             if conn is None:
                 conn, reused = await self._acquire(pool, origin, request, pool_t, connect_t)
+            conn.keepalive = idle_t
             try:
                 return await conn.exchange(
-                    request, is_head, head, payload, rest, remaining, read_t, write_t
+                    request, is_head, head, payload, rest, remaining, read_t, write_t, interim
                 )
             except StaleConnection as exc:
-                # The backend closed a kept-alive connection just as the request went out.
-                # Repeat once on a new connection, if nothing was streamed that cannot be.
-                if reused and not body and not fresh:
+                # The backend closed a kept-alive connection as the request went out, before
+                # reading it (it answered nothing): send it again on a new connection, with
+                # its body if that can be had again. Once: a new connection is never stale.
+                if reused and not fresh:
                     fresh = True
-                    continue
-                cause = exc.__cause__
-                message = "backend closed the connection without sending a response"
-                if isinstance(cause, OSError):
-                    error: httpx.TransportError = httpx.ReadError(
-                        f"{message}: {cause}", request=request
-                    )
-                else:
-                    error = httpx.RemoteProtocolError(message, request=request)
-                raise tag(error, sent=True) from cause
+                    if rest is None:
+                        continue  # all of the body is in `payload`
+                    if not isinstance(body, bytes) and getattr(body, "replayable", False):
+                        payload, add_chunked, rest, remaining = await _open_stream(
+                            body, content_length, chunked, request
+                        )
+                        head = encode_head(
+                            method, target, headers, add_chunked=add_chunked, request=request
+                        )
+                        continue
+                raise stale_error(exc, request) from exc.__cause__
 
     def set_tls(self, origin: Origin, tls: ClientTLS | None) -> None:
         """Open new connections to the https `origin` with `tls` (None: `ssl_context`, else the
@@ -400,6 +395,35 @@ def origin_of(url: str | httpx.URL) -> Origin:
         url = httpx.URL(url)
     scheme = url.raw_scheme
     return (scheme, url.raw_host, url.port or _DEFAULT_PORTS.get(scheme, 0))
+
+
+async def _open_stream(
+    body: AsyncIterable[bytes],
+    content_length: int | None,
+    chunked: bool,
+    request: httpx.Request | None,
+) -> tuple[bytes, bool, AsyncIterator[bytes] | None, int | None]:
+    """Start iterating a streamed body: (the first write's payload, whether the head adds
+    chunked framing, the iterator of the rest or None when there is no more, and the bytes
+    still due by Content-Length, None when chunked)."""
+    rest = body.__aiter__()
+    first = await _next_chunk(rest)
+    if first is None:
+        payload, add_chunked = frame_body(b"", content_length, chunked, request)
+        return payload, add_chunked, None, None
+    if content_length is None:
+        return encode_chunk(first), not chunked, rest, None
+    remaining = content_length - len(first)
+    if not remaining:
+        # Complete: the stream must end now. Seeing it end (not abandoning it) keeps
+        # httpcore's contract, which callers may hook (e.g. "body read").
+        if await _next_chunk(rest) is not None:
+            remaining = -1
+        if remaining == 0:
+            return first, False, None, None
+    if remaining < 0:
+        raise _refuse("request body longer than its Content-Length", request)
+    return first, False, rest, remaining
 
 
 async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:

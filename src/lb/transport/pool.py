@@ -22,7 +22,8 @@ class Pooled(Protocol):
 
     closed: bool  # set once, by the connection, before it calls `discard`
     pooled: bool  # in the idle deque; kept by the pool
-    idle_since: float  # clock time of the last release; kept by the pool
+    keepalive: float  # seconds it may stay idle once released; kept by the connection
+    expires: float  # clock time after which it must not be used; set by the pool on release
 
     def close(self) -> None:
         """Close gracefully; the connection then calls `discard` (exactly once)."""
@@ -59,10 +60,11 @@ class OriginPool(Generic[C]):
         self.origin = origin
         self.max_connections = max_connections
         self.max_idle = max_idle
-        self.keepalive_expiry = keepalive_expiry
+        self.keepalive_expiry = keepalive_expiry  # a new connection's idle timeout (see Pooled)
         self.clock = clock
         # Oldest on the left, most recently released on the right: take from the right (a
-        # warm connection, and the idle_since values stay sorted), expire from the left.
+        # warm connection), expire from the left (where, with one idle timeout per origin as
+        # is usual, the `expires` values are sorted).
         self.idle: deque[C] = deque()
         self.size = 0
         self.connections: set[C] = set()  # open ones, for aclose(); touched on open/close only
@@ -89,11 +91,11 @@ class OriginPool(Generic[C]):
         idle = self.idle
         if not idle:
             return None
-        deadline = self.clock() - self.keepalive_expiry
+        now = self.clock()
         while idle:
             conn = idle.pop()
             conn.pooled = False
-            if conn.idle_since >= deadline and not conn.closed:
+            if conn.expires > now and not conn.closed:
                 return conn
             conn.close()
         return None
@@ -122,13 +124,13 @@ class OriginPool(Generic[C]):
             oldest.pooled = False
             oldest.close()
         now = self.clock()
-        conn.idle_since = now
+        conn.expires = now + conn.keepalive
         conn.pooled = True
         idle.append(conn)
         # Under steady load a LIFO pool never touches its oldest connections again: close
         # one expired connection per release, so they go without a scan or a timer.
         oldest = idle[0]
-        if oldest.idle_since < now - self.keepalive_expiry:
+        if oldest.expires <= now:
             idle.popleft()
             oldest.pooled = False
             oldest.close()
@@ -153,11 +155,13 @@ class OriginPool(Generic[C]):
         self.size -= 1
 
     def prune(self) -> None:
-        """Close the idle connections past keepalive_expiry (the oldest are on the left)."""
-        idle = self.idle
-        deadline = self.clock() - self.keepalive_expiry
-        while idle and idle[0].idle_since < deadline:
-            conn = idle.popleft()
+        """Close the idle connections that have expired (a scan: from a timer, not a request)."""
+        now = self.clock()
+        if not any(conn.expires <= now for conn in self.idle):
+            return
+        expired = [conn for conn in self.idle if conn.expires <= now]
+        self.idle = deque(conn for conn in self.idle if conn.expires > now)
+        for conn in expired:
             conn.pooled = False
             conn.close()
 
