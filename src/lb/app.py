@@ -17,13 +17,15 @@ from typing import Any, Protocol
 import httpx
 
 from lb.accesslog import AccessLog
+from lb.adminlisten import AdminListener
+from lb.announce import announce, announced
 from lb.config import Config, ConfigError, default_config_path, load_config
 from lb.context import SCOPE_KEY, RequestContext
 from lb.control.runtime import Control
 from lb.errors import send_error
 from lb.generation import Generation
-from lb.headers import client_ip, is_trusted, new_request_id, valid_request_id
-from lb.logsetup import use_level
+from lb.headers import is_trusted, new_request_id, resolve_client, valid_request_id
+from lb.logsetup import capture_uncaught, on_reopen_signal, use_level
 from lb.metrics import Metrics
 from lb.routing import request_host
 from lb.tls import ServerTLS
@@ -57,6 +59,10 @@ class LoadBalancer:
             cookies=None,
         )
         self.access_log = AccessLog(self.config.logging)
+        # Where the admin API listens is fixed for the process: a reload cannot move a socket.
+        self.admin_listen = self.config.admin.listen
+        self._admin_listener: AdminListener | None = None
+        self._undo_signal: Callable[[], None] | None = None
         self.metrics = Metrics(lambda: self.generation)
         self.generation = Generation(self.config, self)
         self.services: list[Service] = []
@@ -132,11 +138,18 @@ class LoadBalancer:
         self._starting = asyncio.get_running_loop().create_future()
         try:
             use_level(self.config.logging.level)
+            if not announced():
+                announce(self.config, ())
             await self.metrics.start()
             self.services = list(self.generation.services())
             for service in self.services:
                 await service.start()
             await self.control.start()
+            if self.admin_listen is not None:
+                listener = AdminListener(self, self.admin_listen)
+                await listener.start()
+                self._admin_listener = listener
+            self._undo_signal = on_reopen_signal(self.access_log.reopen)
             self._started = True
             self._starting.set_result(None)
         except BaseException as exc:
@@ -146,6 +159,12 @@ class LoadBalancer:
             raise
 
     async def shutdown(self) -> None:
+        if self._undo_signal is not None:
+            self._undo_signal()
+            self._undo_signal = None
+        if self._admin_listener is not None:
+            await self._admin_listener.stop()
+            self._admin_listener = None
         await self.control.stop()
         for service in reversed(self.services):
             await service.stop()
@@ -198,10 +217,12 @@ class LoadBalancer:
             return
 
         headers = scope["headers"]
-        request_id = host = xff = traceparent = None
+        request_id = host = xff = traceparent = user_agent = None
         for name, value in headers:
             if name == b"host":
                 host = value
+            elif name == b"user-agent":
+                user_agent = value
             elif name == b"x-request-id":
                 request_id = value
             elif name == b"x-forwarded-for":
@@ -211,9 +232,7 @@ class LoadBalancer:
         if request_id is None or not valid_request_id(request_id):
             request_id = new_request_id()
         peer = scope["client"][0] if scope.get("client") else ""
-        trusted = self.config.trusted_proxies
-        peer_trusted = bool(trusted) and is_trusted(peer, trusted)
-        ip = client_ip(peer, xff, trusted) if peer_trusted else peer
+        ip, peer_trusted = resolve_client(peer, xff, self.config.trusted_proxies)
         query = scope.get("query_string")
         target = raw_path + b"?" + query if query else raw_path
         router = gen.router
@@ -230,6 +249,8 @@ class LoadBalancer:
             time.perf_counter(),
             gen.config.server.error_detail == "full",
         )
+        ctx.host = host
+        ctx.user_agent = user_agent
         scope[SCOPE_KEY] = ctx
 
         try:
@@ -281,8 +302,9 @@ def _freeze_startup_objects() -> None:
 class LazyApp:
     """`lb.app:app`: reads `$LB_CONFIG` (else ./config.yaml) at startup, never at import.
 
-    As the server's entry point it owns the process, and tunes its garbage collector once
-    started (`_freeze_startup_objects`); an app from `create_app` leaves that to its host.
+    As the server's entry point it owns the process: it tunes its garbage collector once
+    started (`_freeze_startup_objects`) and, with `logging.format: json`, logs uncaught
+    exceptions and warnings as JSON lines; an app from `create_app` leaves both to its host.
     """
 
     def __init__(self) -> None:
@@ -333,6 +355,9 @@ class LazyApp:
             except ConfigError as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            if app.config.logging.format == "json":
+                # Owning the process (each worker's), it owns what reaches stderr, too.
+                capture_uncaught()
             replayed = False
 
             async def replay() -> Any:

@@ -29,6 +29,10 @@ class RequestContext:
         "cache",
         "error",
         "trace_id",
+        "host",
+        "user_agent",
+        "bytes_received",
+        "upstream",
         "full_errors",
     )
 
@@ -59,5 +63,9 @@ class RequestContext:
         self.cache: str | None = None
         self.error: str | None = None  # why the balancer answered itself or aborted
         self.trace_id: str | None = None
+        self.host: bytes | None = None  # as the client sent it (app)
+        self.user_agent: bytes | None = None  # (app)
+        self.bytes_received = 0  # request body bytes read from the client (proxy)
+        self.upstream: float | None = None  # seconds until the backend's response head (proxy)
         # server.error_detail: full (error bodies carry the cause, not the fixed sentence).
         self.full_errors = full_errors

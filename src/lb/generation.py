@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from lb.access import ClientFilter
 from lb.admin import build_admin
 from lb.backend import Backend
+from lb.bodylimit import BodyLimit
 from lb.cache import Cache
 from lb.config import Config
 from lb.health import HealthChecker
@@ -65,11 +67,17 @@ class Generation:
         self.websocket_handlers: dict[Route, Any] = {}
         for route in self.router.all():
             route.handler = self._handler(route, app)
-            self.websocket_handlers[route] = self.rate_limits.wrap(
-                route, partial(proxy_websocket, pool=self.pools[route.pool])
+            self.websocket_handlers[route] = _guard(
+                route,
+                self.rate_limits.wrap(route, partial(proxy_websocket, pool=self.pools[route.pool])),
             )
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
+        # With the admin API on its own socket (fixed at start: `app.admin_listen`), the traffic
+        # port answers only the probes itself and proxies the rest of the prefix.
+        self.probe_paths: frozenset[bytes] | None = None
+        if app.admin_listen is not None:
+            self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
         self.admin = build_admin(app, self)
         self._client = app.client
 
@@ -77,13 +85,23 @@ class Generation:
         return f"<Generation {self.config.summary()}>"
 
     def _handler(self, route: Route, app: LoadBalancer) -> Any:
-        """The ASGI chain for one route: rate limit, then cache, then the proxy."""
+        """The ASGI chain for one route: client filter, body limit, rate limit, then cache, then
+        the proxy."""
         handler: Any = self.proxies[route.pool]
         if self.cache is not None and route.config.cache:
             handler = self.cache.layer(handler)
-        return self.rate_limits.wrap(route, handler)
+        handler = self.rate_limits.wrap(route, handler)
+        limit = route.config.max_body_bytes
+        if limit is None:
+            limit = self.config.server.max_body_bytes
+        if limit is not None:
+            handler = BodyLimit(handler, limit)
+        return _guard(route, handler)
 
     def is_admin_path(self, raw_path: bytes) -> bool:
+        """Whether the traffic port answers `raw_path` with the admin app."""
+        if self.probe_paths is not None:
+            return raw_path in self.probe_paths
         prefix = self.admin_prefix
         if raw_path.startswith(prefix) and (
             len(raw_path) == len(prefix) or raw_path[len(prefix)] == 0x2F  # "/"
@@ -100,3 +118,12 @@ class Generation:
             config = pool.config
             if config.health_check is not None or config.passive_health is not None:
                 yield HealthChecker(pool, self._client)
+
+
+def _guard(route: Route, handler: Any) -> Any:
+    """`handler` behind the route's allow/deny lists, if it has any: refused clients reach
+    nothing else (no rate-limit key, no cache lookup, no backend)."""
+    config = route.config
+    if config.allow or config.deny:
+        return ClientFilter(handler, config.allow, config.deny)
+    return handler

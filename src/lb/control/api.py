@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lb.control.overrides import PatchError, find_backend, parse_patch
-from lb.control.reload import ReloadError
+from lb.control.reload import ReloadError, log_reload, log_reload_failure
 
 if TYPE_CHECKING:
     from lb.app import LoadBalancer
@@ -74,11 +74,14 @@ def control_routes(app: LoadBalancer, prefix: str) -> list[Route]:
         )
 
     async def reload(request: Request) -> Response:
+        trigger = f"POST {request.url.path} from {request.client.host if request.client else '?'}"
         try:
             report = await app.control.reload(share=True)
         except ReloadError as exc:
+            log_reload_failure(trigger, exc.problems)
             detail = "the config has problems; the running config is unchanged"
             return admin_error(400, "invalid_config", detail, exc.problems)
+        log_reload(trigger, report)
         return _json(report)
 
     return [
