@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: test demo lint deps install bench
+.PHONY: test demo lint deps install bench conformance
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,11 @@ bench: install
 	./scripts/system-deps.sh nginx haproxy wrk
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python bench/run_benchmarks.py $(BENCH_ARGS)
+
+# docs/caching.md: the cache scored with http-tests/cache-tests, memory and redis stores. Installs
+# the suite from the npm registry (a 2021 snapshot, ~1 min in all) unless SUITE_DIR names a
+# checkout of its repository (~2.5 min).
+conformance: install
+	./scripts/system-deps.sh npm redis-server
+	./scripts/conformance.sh memory $(CONFORMANCE_ARGS)
+	./scripts/conformance.sh redis $(CONFORMANCE_ARGS)

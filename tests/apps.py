@@ -8,7 +8,7 @@ import json
 import threading
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 
 class Backend:
@@ -27,6 +27,11 @@ class Backend:
         self.in_flight = 0
         # /cache/...: headers to answer with instead of the query's h= values, per path.
         self.cache_headers: dict[str, list[tuple[str, str]]] = {}
+
+    def seen_headers(self, path: str) -> list[dict[str, str]]:
+        """The headers of each request this backend saw for `path`."""
+        with self.lock:
+            return [dict(r["headers"]) for r in self.seen if r["path"] == path]
 
     def count(self, path: str | None = None) -> int:
         with self.lock:
@@ -228,7 +233,11 @@ class Backend:
             body = json.dumps(payload).encode()
             headers.append((b"content-type", b"application/json"))
         if scope["method"] == "HEAD":
-            body = b""
+            # The GET's Content-Length, without its body (RFC 9110 §9.3.2).
+            out = [(b"content-length", str(len(body)).encode()), (b"x-backend", self.name.encode())]
+            await send({"type": "http.response.start", "status": status, "headers": out + headers})
+            await send({"type": "http.response.body", "body": b""})
+            return None
         if "chunked" in query:
             headers.append((b"x-backend", self.name.encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -268,3 +277,8 @@ class Backend:
                 await send({"type": "websocket.send", "text": f"{self.name}:{text}"})
             else:
                 await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+def cache_url(path: str, *headers: str, **query: str) -> str:
+    """`/cache/<path>?h=...`: the Backend's cacheable endpoint answering with these headers."""
+    return f"/cache/{path}?" + urlencode([("h", h) for h in headers] + list(query.items()))

@@ -145,6 +145,30 @@ def pool_config(urls: list[str], **pool: object) -> dict[str, object]:
 
 
 @pytest.fixture
+def cached(start_backends, start_balancer):  # type: ignore[no-untyped-def]
+    """`cached(routes=None, **cache_config)` -> (Backend app, httpx client on a balancer with
+    that cache in front of it, balancer server); the memory store unless `store` says else."""
+    import httpx
+
+    clients: list[httpx.Client] = []
+
+    def factory(routes: list[dict[str, object]] | None = None, **cache: object):  # type: ignore[no-untyped-def]
+        ((backend, server),) = start_backends(1)
+        config = pool_config([server.url])
+        config["cache"] = {"store": "memory", **cache}
+        if routes:
+            config["routes"] = routes
+        lb = start_balancer(config)
+        client = httpx.Client(base_url=lb.url, timeout=10)
+        clients.append(client)
+        return backend, client, lb
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
 def redis_server() -> Iterator[object]:
     """A fresh real redis-server on a free port (`.url`, `.stop()`, `.start()`, `.restart()`)."""
     from servers import RedisServer

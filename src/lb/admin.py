@@ -21,10 +21,11 @@ from starlette.routing import Route, Router
 from lb.cache import Cache, StoreError
 from lb.config import Config
 from lb.control.api import control_routes
+from lb.control.reload import log_purge
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.metrics import CONTENT_TYPE, Metrics
 from lb.proxy.errors import admin_error, admin_request_id, date_header, json_response, log_cause
-from lb.proxy.headers import client_ip, is_trusted
+from lb.proxy.headers import resolve_client
 from lb.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
             log_cause(503, "unavailable", cause, admin_request_id(scope), None)
             return admin_error(scope, 503, "unavailable", "the cache store cannot be reached")
         path = None if target is None else target.decode("latin-1")
+        client = request.client.host if request.client else "?"
+        log_purge(f"DELETE {request.url.path} from {client}", path, removed)
         if cache.config.store == "memory":
             # Each worker (and instance) holds its own entries: they purge theirs too.
             await app.control.broadcast("cache_purge", {"path": path}, instances=True)
@@ -217,31 +220,39 @@ class AdminGuard:
     def _deny(self, scope: Scope, page: bool = False) -> Response | None:
         config = self.gen.config
         peer = scope["client"][0] if scope.get("client") else ""
-        trusted = config.trusted_proxies
-        address = peer
-        if trusted and is_trusted(peer, trusted):
-            xff = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for") or None
-            address = client_ip(peer, xff, trusted)
+        xff: bytes | None = None
+        proxied = False
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b"," + value
+                proxied = True
+            elif name == b"x-real-ip" or name == b"forwarded":
+                proxied = True
+            elif name == b"authorization" and not given:
+                given = value
+        address, _ = resolve_client(peer, xff, config.trusted_proxies)
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             ip = None
         if ip is None or not any(ip in net for net in config.admin.allow):
             return admin_error(scope, 403, "forbidden", "admin not allowed from this address")
-        if self.token is not None:
-            given = b""
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    given = value
-                    break
-            if not given and page:
-                given = _query_token(scope)
-            if not hmac.compare_digest(given, self.token):
-                if page:
-                    return login_page(wrong=bool(given))
-                detail = "missing or invalid bearer token"
-                bearer = {"www-authenticate": "Bearer"}
-                return admin_error(scope, 401, "unauthorized", detail, headers=bearer)
+        if self.token is None:
+            if proxied:
+                # A TLS terminator or proxy on this host makes every request come from an
+                # allowed address: without a token, only a direct client may be believed.
+                detail = "the admin API asks no token, so it refuses requests sent through a proxy"
+                return admin_error(scope, 403, "forbidden", detail)
+            return None
+        if not given and page:
+            given = _query_token(scope)
+        if not hmac.compare_digest(given, self.token):
+            if page:
+                return login_page(wrong=bool(given))
+            detail = "missing or invalid bearer token"
+            bearer = {"www-authenticate": "Bearer"}
+            return admin_error(scope, 401, "unauthorized", detail, headers=bearer)
         return None
 
 

@@ -20,10 +20,11 @@ from lb.accesslog import AccessLog
 from lb.config import Config, ConfigError, default_config_path, load_config
 from lb.control.runtime import ConfigSource, Control
 from lb.generation import Generation
+from lb.logsetup import capture_uncaught
 from lb.metrics import Metrics
 from lb.proxy.context import SCOPE_KEY, RequestContext
 from lb.proxy.errors import send_error
-from lb.proxy.headers import client_ip, is_trusted, new_request_id, valid_request_id
+from lb.proxy.headers import is_trusted, new_request_id, resolve_client, valid_request_id
 from lb.proxy.routing import request_host
 from lb.runtime import Runtime
 from lb.tls import ServerTLS
@@ -92,19 +93,12 @@ class LoadBalancer:
         return self.runtime.server_tls
 
     def lb_limits(self) -> tuple[int, int, float, float]:
-        """(max header section bytes, max request-target bytes, header timeout, send timeout):
-        what `lb.server` enforces before the app sees a request."""
-        server = self.config.server
-        return (
-            server.max_header_bytes,
-            server.max_target_bytes,
-            server.header_timeout,
-            server.send_timeout,
-        )
+        """What `lb.server` enforces before the app sees a request (`Runtime.limits`)."""
+        return self.runtime.limits()
 
     def lb_full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
-        return self.config.server.error_detail == "full"
+        return self.runtime.full_errors()
 
     def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
         """With `server.proxy_protocol`: which peers may open a connection with a PROXY header
@@ -119,14 +113,8 @@ class LoadBalancer:
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
     ) -> None:
-        """A request `lb.server` refused before it reached the app (400, 408, 414, 431): logged
-        and counted like any other, so that hostile traffic shows where operators look."""
-        now = time.perf_counter()
-        ctx = RequestContext(request_id, peer, False, method, target, None, now)
-        ctx.status = status
-        ctx.error = detail
-        self.metrics.request("", None, method, status, 0.0, timed=False)
-        self.access_log.write(ctx, now)
+        """A request `lb.server` refused before it reached the app (`Runtime.rejected`)."""
+        self.runtime.rejected(peer, method, target, status, detail, request_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -192,10 +180,12 @@ class LoadBalancer:
             return
 
         headers = scope["headers"]
-        request_id = host = xff = traceparent = None
+        request_id = host = xff = traceparent = user_agent = None
         for name, value in headers:
             if name == b"host":
                 host = value
+            elif name == b"user-agent":
+                user_agent = value
             elif name == b"x-request-id":
                 request_id = value
             elif name == b"x-forwarded-for":
@@ -205,9 +195,7 @@ class LoadBalancer:
         if request_id is None or not valid_request_id(request_id):
             request_id = new_request_id()
         peer = scope["client"][0] if scope.get("client") else ""
-        trusted = gen.config.trusted_proxies
-        peer_trusted = bool(trusted) and is_trusted(peer, trusted)
-        ip = client_ip(peer, xff, trusted) if peer_trusted else peer
+        ip, peer_trusted = resolve_client(peer, xff, gen.config.trusted_proxies)
         query = scope.get("query_string")
         target = raw_path + b"?" + query if query else raw_path
         router = gen.router
@@ -224,6 +212,8 @@ class LoadBalancer:
             time.perf_counter(),
             gen.full_errors,
         )
+        ctx.host = host
+        ctx.user_agent = user_agent
         scope[SCOPE_KEY] = ctx
 
         try:
@@ -271,8 +261,9 @@ def _freeze_startup_objects() -> None:
 class LazyApp:
     """`lb.app:app`: reads `$LB_CONFIG` (else ./config.yaml) at startup, never at import.
 
-    As the server's entry point it owns the process, and tunes its garbage collector once
-    started (`_freeze_startup_objects`); an app from `create_app` leaves that to its host.
+    As the server's entry point it owns the process: it tunes its garbage collector once
+    started (`_freeze_startup_objects`) and, with `logging.format: json`, logs uncaught
+    exceptions and warnings as JSON lines; an app from `create_app` leaves both to its host.
     """
 
     def __init__(self) -> None:
@@ -323,6 +314,9 @@ class LazyApp:
             except ConfigError as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            if app.config.logging.format == "json":
+                # Owning the process (each worker's), it owns what reaches stderr, too.
+                capture_uncaught()
             replayed = False
 
             async def replay() -> Message:

@@ -1,8 +1,9 @@
-"""The `lb` command: `serve`, `check` and `demo`."""
+"""The `lb` command: `serve`, `check`, `healthcheck` and `demo`."""
 
 from __future__ import annotations
 
 import argparse
+import logging.config
 import os
 import signal
 import sys
@@ -32,8 +33,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from lb.announce import announce, http_url
     from lb.control.supervisor import serve
-    from lb.logsetup import log_config
+    from lb.logsetup import capture_uncaught, log_config, reopen_log_files
     from lb.server import uvicorn_options
 
     path = os.path.abspath(args.config or default_config_path())
@@ -58,6 +60,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_protocol=config.server.proxy_protocol,
     )
     options["log_config"] = log_config(config.logging)
+    # Applied here already (uvicorn applies it again) so that the start line and anything before
+    # uvicorn's start have the configured format and destination.
+    logging.config.dictConfig(options["log_config"])
+    if config.logging.format == "json":
+        capture_uncaught()
+    scheme = "https" if tls is not None else "http"
+    announce(config, [http_url(args.host, args.port, scheme)], mark=True)
+    # SIGUSR1 reopens the log files; its default action would end the process. The app takes it
+    # over once started (and also reopens its access log); until then, and in the supervisor of
+    # several workers, this reopens lb's own files.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully, so that the
     # process ends "killed by SIGTERM". A graceful stop is a success for us: exit status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,6 +95,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from lb.probe import healthcheck
+
+    config = _load_or_report(args.config or default_config_path())
+    if config is None:
+        return 2
+    healthy, seen = healthcheck(config, args.port)
+    print(seen, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
 
 
 def _listener_tls(
@@ -131,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)"
     )
     check.set_defaults(func=cmd_check)
+
+    probe = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if the lb serving this config answers its healthz (for containers)",
+    )
+    probe.add_argument(
+        "-c", "--config", help="config file (default: $LB_CONFIG, else ./config.yaml)"
+    )
+    probe.add_argument("--port", type=int, default=8080, help="the traffic port lb serves")
+    probe.set_defaults(func=cmd_healthcheck)
 
     demo = sub.add_parser("demo", help="three demo backends and the balancer, no config needed")
     demo.add_argument("--host", default="127.0.0.1")

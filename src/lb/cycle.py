@@ -257,7 +257,12 @@ class Cycle(RequestResponseCycle):
                 status_code,
             )
 
-        content = [STATUS_LINE[status_code]]
+        # A backend may send any three-digit code (the suite's 999 included); the table holds
+        # 100-599 only, and an unknown code goes on with an empty reason phrase.
+        line = STATUS_LINE.get(status_code)
+        if line is None:
+            line = b"HTTP/1.1 %d \r\n" % status_code
+        content = [line]
         has_connection_close = False
         for name, value in headers:
             if not name.islower():  # lb's own headers are lower-case already: no copy

@@ -13,6 +13,7 @@ The hierarchy (where each is defined; what it means)::
     ├── TLSError             lb.tls                  a certificate, key or CA file lb cannot use
     ├── ProxyHeaderError     lb.proxyproto           not a PROXY protocol header, or a bad one
     ├── ClientDisconnected   lb.proxy.downstream     the client went away while lb was sending
+    │   └── BodyTooLarge     lb.proxy.downstream     ... or sent more body than the route allows
     ├── PerTryTimeout        lb.proxy.retry          `retries.per_try_timeout` passed (also
     │                                                httpx.TimeoutException, so the proxy maps it
     │                                                as any upstream timeout)

@@ -23,6 +23,8 @@ from lb.config import BackendConfig, Config
 from lb.health import HealthChecker
 from lb.metrics import Metrics
 from lb.pool import Pool
+from lb.proxy.access import ClientFilter
+from lb.proxy.bodylimit import BodyLimit
 from lb.proxy.handler import Proxy
 from lb.proxy.routing import Route, Router
 from lb.proxy.websocket import proxy_websocket
@@ -40,6 +42,7 @@ class Host(AdminView, Protocol):
     client: httpx.AsyncClient
     metrics: Metrics
     redis: RedisClients
+    admin_listen: tuple[str, int] | None
 
     @property
     def live(self) -> Generation | None: ...
@@ -96,16 +99,23 @@ class Generation:
             previous.rate_limits if previous is not None else None,
             runtime.redis.get,
         )
-        # WebSocket upgrades take their own chain: the same rate limit, then the relay.
+        # WebSocket upgrades take their own chain: the same client filter and rate limit, then
+        # the relay.
         self.websocket_handlers: dict[Route, Handler] = {}
         for route in self.router.all():
             route.handler = self._handler(route)
-            self.websocket_handlers[route] = self.rate_limits.wrap(
-                route, partial(proxy_websocket, pool=self.pools[route.pool])
+            self.websocket_handlers[route] = _guard(
+                route,
+                self.rate_limits.wrap(route, partial(proxy_websocket, pool=self.pools[route.pool])),
             )
         self.full_errors = config.server.error_detail == "full"  # read on every request
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
+        # With the admin API on its own socket (fixed at start: `runtime.admin_listen`), the
+        # traffic port answers only the probes itself and proxies the rest of the prefix.
+        self.probe_paths: frozenset[bytes] | None = None
+        if runtime.admin_listen is not None:
+            self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
         self.admin = build_admin(runtime, self)
         self._client = runtime.client
 
@@ -113,13 +123,23 @@ class Generation:
         return f"<Generation {self.config.summary()}>"
 
     def _handler(self, route: Route) -> Handler:
-        """The pipeline of one route: rate limit, then cache, then the proxy."""
+        """The pipeline of one route: client filter, body limit, rate limit, then cache, then the
+        proxy."""
         handler: Handler = self.proxies[route.pool]
         if self.cache is not None and route.config.cache:
             handler = self.cache.layer(handler)
-        return self.rate_limits.wrap(route, handler)
+        handler = self.rate_limits.wrap(route, handler)
+        limit = route.config.max_body_bytes
+        if limit is None:
+            limit = self.config.server.max_body_bytes
+        if limit is not None:
+            handler = BodyLimit(handler, limit)
+        return _guard(route, handler)
 
     def is_admin_path(self, raw_path: bytes) -> bool:
+        """Whether the traffic port answers `raw_path` with the admin app."""
+        if self.probe_paths is not None:
+            return raw_path in self.probe_paths
         prefix = self.admin_prefix
         if raw_path.startswith(prefix) and (
             len(raw_path) == len(prefix) or raw_path[len(prefix)] == 0x2F  # "/"
@@ -145,3 +165,12 @@ class Generation:
             config = pool.config
             if config.health_check is not None or config.passive_health is not None:
                 yield HealthChecker(pool, self._client)
+
+
+def _guard(route: Route, handler: Handler) -> Handler:
+    """`handler` behind the route's allow/deny lists, if it has any: refused clients reach
+    nothing else (no rate-limit key, no cache lookup, no backend)."""
+    config = route.config
+    if config.allow or config.deny:
+        return ClientFilter(handler, config.allow, config.deny)
+    return handler

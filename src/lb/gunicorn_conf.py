@@ -1,6 +1,7 @@
 """Gunicorn settings for lb: `gunicorn lb.app:app -c python:lb.gunicorn_conf -w 4`.
 
-Uses lb's worker class and adds the multiprocess-metrics hooks: the shared metrics directory is
+Uses lb's worker class and logger class (gunicorn's own lines as JSON from the first one with
+`logging.format: json`) and adds the multiprocess-metrics hooks: the shared metrics directory is
 named and emptied when gunicorn starts, a worker that exits has its live gauges (in-flight requests,
 backend up) dropped at once, and a directory gunicorn made is removed when it stops. Import it from
 your own gunicorn config to keep these hooks: `from lb.gunicorn_conf import *`.
@@ -13,6 +14,7 @@ from typing import Any
 from lb.multiprocess import mark_dead, prepare_multiprocess
 
 worker_class = "lb.worker.UvicornWorker"
+logger_class = "lb.worker.GunicornLogger"  # `logging.format: json` from gunicorn's first line
 
 
 def on_starting(server: Any) -> None:

@@ -12,18 +12,22 @@ its backends. A build that fails therefore leaves nothing to undo.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 import httpx
 
 from lb.accesslog import AccessLog
+from lb.adminlisten import AdminListener
+from lb.announce import announce, announced
 from lb.backend import Backend
 from lb.config import BackendConfig, Config
 from lb.control.reload import ReloadError
 from lb.control.runtime import Control
 from lb.generation import Generation
-from lb.logsetup import use_level
+from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
+from lb.proxy.context import RequestContext
 from lb.redis_client import RedisClients
 from lb.tls import ServerTLS
 from lb.transport import Transport, origin_of
@@ -56,6 +60,10 @@ class Runtime:
         self.services: list[Service] = []
         self.started = False
         self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
+        # Where the admin API listens is fixed for the process: a reload cannot move a socket.
+        self.admin_listen = config.admin.listen
+        self._admin_listener: AdminListener | None = None
+        self._undo_signal: Callable[[], None] | None = None
         # `live` is None only while the first generation is built; `generation` is the same
         # object as a plain attribute, read once per request.
         self.live: Generation | None = None
@@ -79,6 +87,35 @@ class Runtime:
             if tls is not None and tls.reload() and tls.cert_file is not None:
                 renewed.append(tls.cert_file)
         return renewed
+
+    # -- what lb's server asks of the app (`lb.server`), for the traffic and the admin socket --
+
+    def limits(self) -> tuple[int, int, float, float]:
+        """(max header section bytes, max request-target bytes, header timeout, send timeout):
+        what `lb.server` enforces before the app sees a request."""
+        server = self.config.server
+        return (
+            server.max_header_bytes,
+            server.max_target_bytes,
+            server.header_timeout,
+            server.send_timeout,
+        )
+
+    def full_errors(self) -> bool:
+        """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
+        return self.generation.full_errors
+
+    def rejected(
+        self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
+    ) -> None:
+        """A request `lb.server` refused before it reached the app (400, 408, 414, 431): logged
+        and counted like any other, so that hostile traffic shows where operators look."""
+        now = time.perf_counter()
+        ctx = RequestContext(request_id, peer, False, method, target, None, now)
+        ctx.status = status
+        ctx.error = detail
+        self.metrics.request("", None, method, status, 0.0, timed=False)
+        self.access_log.write(ctx, now)
 
     # -- generations ---------------------------------------------------------------------------
 
@@ -183,14 +220,27 @@ class Runtime:
 
     async def start(self) -> None:
         use_level(self.config.logging.level)
+        if not announced():  # `lb serve` announced before forking; any other host did not
+            announce(self.config, ())
         await self.metrics.start()
         self.services = list(self.generation.services())
         for service in self.services:
             await service.start()
         await self.control.start()
+        if self.admin_listen is not None:
+            listener = AdminListener(self, self.admin_listen)
+            await listener.start()
+            self._admin_listener = listener
+        self._undo_signal = on_reopen_signal(self.access_log.reopen)
         self.started = True
 
     async def stop(self) -> None:
+        if self._undo_signal is not None:
+            self._undo_signal()
+            self._undo_signal = None
+        if self._admin_listener is not None:
+            await self._admin_listener.stop()
+            self._admin_listener = None
         await self.control.stop()
         services, self.services = self.services, []
         for service in reversed(services):

@@ -85,6 +85,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._parsing = False
         self._deferred: list[tuple[Any, Any]] = []
         self._handshake: asyncio.Task[None] | None = None  # TLS after a PROXY header
+        self._early: list[bytes] | None = None  # its first bytes, before `_connected`
         self._send_interim = self.send_interim  # bound once, handed to every cycle
 
     def send_interim(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -116,9 +117,15 @@ class HttpProtocol(HttpToolsProtocol):
         if client is not None:
             self.client = client  # from a PROXY header: the address everything downstream sees
         self._arm_head_timer()
+        early, self._early = self._early, None
+        if early:
+            self.data_received(b"".join(early))
 
     def _keep_handshake(self, task: asyncio.Task[None]) -> None:
+        # asyncio's start_tls hands the first decrypted bytes to this protocol as soon as the
+        # handshake completes, before the awaiting task resumes to call `_connected`: hold them.
         self._handshake = task
+        self._early = []
 
     def handle_websocket_upgrade(self) -> None:
         """uvicorn's, passing on the client address (a PROXY header's) to the WebSocket."""
@@ -348,6 +355,9 @@ class HttpProtocol(HttpToolsProtocol):
         cycle.task = task
 
     def data_received(self, data: bytes) -> None:
+        if self._early is not None:  # TLS after a PROXY header, not yet connected
+            self._early.append(data)
+            return
         self._unset_keepalive_if_required()
         self._parsing = True
         try:

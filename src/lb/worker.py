@@ -13,9 +13,13 @@ import logging
 import os
 from typing import Any
 
+from gunicorn import glogging  # type: ignore[import-untyped]
 from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[import-untyped]
 
+from lb.announce import announce, announced
+from lb.config import Config, ConfigError, default_config_path, load_config
 from lb.control.shared import ENV_DIR, prepare_control_dir
+from lb.logsetup import JsonFormatter, use_level
 from lb.multiprocess import ENV_READY, prepare_multiprocess
 from lb.server import uvicorn_options
 from lb.tls import uvicorn_context
@@ -54,9 +58,44 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
             # ciphers, ALPN http/1.1) in place of uvicorn's. gunicorn renews certificates by
             # replacing its workers on SIGHUP.
             self.config.ssl_context_factory = uvicorn_context
-        # lb's own messages go where gunicorn's error log goes, as uvicorn's do; the level comes
-        # from `logging.level` when the app starts.
-        logger = logging.getLogger("lb")
-        if not logger.handlers:
-            logger.handlers = list(self.log.error_log.handlers)
-            logger.propagate = False
+        config = _config()
+        if config is not None and config.logging.format == "json":
+            use_json(self.log)
+        # lb's own messages, and any other logger's, go where gunicorn's error log goes, as
+        # uvicorn's do; the level comes from `logging.level` when the app starts.
+        for name in ("lb", ""):
+            logger = logging.getLogger(name)
+            if not logger.handlers:
+                logger.handlers = list(self.log.error_log.handlers)
+                logger.propagate = False
+        if config is not None and not announced():
+            # In the master, once: the workers inherit the mark.
+            use_level(config.logging.level)
+            announce(config, [str(sock) for sock in self.sockets], mark=True)
+
+
+class GunicornLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger with lb's `logging.format: json` applied from its first line on
+    (`logger_class` in `lb.gunicorn_conf`); without it, lines turn JSON once the first worker is
+    set up."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        config = _config()
+        if config is not None and config.logging.format == "json":
+            use_json(self)
+
+
+def use_json(log: Any) -> None:
+    """Give gunicorn's error and access log handlers lb's JSON formatter."""
+    for logger in (log.error_log, log.access_log):
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+def _config() -> Config | None:
+    """The config the workers will serve; None if it is invalid (each worker then reports it)."""
+    try:
+        return load_config(default_config_path())
+    except (ConfigError, OSError):
+        return None

@@ -281,10 +281,12 @@ def test_allow_list_uses_the_client_ip_behind_a_trusted_proxy(  # type: ignore[n
 ) -> None:
     backends = start_backends(1)
     config = pool_config([backends[0][1].url])
-    config.update(trusted_proxies=["127.0.0.0/8"], admin={"allow": ["10.0.0.0/8"]})
+    # Through a proxy, the admin API needs a token (SPEC section 11).
+    config.update(trusted_proxies=["127.0.0.0/8"], admin={"allow": ["10.0.0.0/8"], "token": TOKEN})
     lb = start_balancer(config)
-    assert httpx.get(lb.url + "/_lb/status").status_code == 403
-    inside = {"x-forwarded-for": "10.1.2.3"}
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(lb.url + "/_lb/status", headers=bearer).status_code == 403
+    inside = {"x-forwarded-for": "10.1.2.3", **bearer}
     assert httpx.get(lb.url + "/_lb/status", headers=inside).status_code == 200
-    outside = {"x-forwarded-for": "192.0.2.1"}
+    outside = {"x-forwarded-for": "192.0.2.1", **bearer}
     assert httpx.get(lb.url + "/_lb/status", headers=outside).status_code == 403

@@ -3,14 +3,13 @@ balancers, and an outage that degrades to pass-through."""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import httpx
 import pytest
 import redis
 
+from apps import cache_url
 from conftest import pool_config
-from lb.cache.entry import Entry
+from lb.cache.entry import KEEP_STALE, Entry
 from lb.cache.keys import primary_key
 from lb.cache.redis_store import RedisStore, entry_key, target_key
 from lb.cache.rules import ResponseInfo
@@ -50,10 +49,11 @@ async def test_redis_store_keeps_entries_with_a_ttl_and_purges_them(redis_server
         (back,) = await store.variants(entry.primary, NOW)
         assert back.body == entry.body and back.headers == entry.headers
         ttl = raw.pttl(entry_key(entry.primary))
-        assert 59_000 < ttl <= 60_000  # expires in redis with its storage deadline
-        assert 59_000 < raw.pttl(target_key(b"/a?b=1")) <= 60_000
+        deadline = (60 + KEEP_STALE) * 1000
+        assert deadline - 1000 < ttl <= deadline  # expires in redis with its storage deadline
+        assert deadline - 1000 < raw.pttl(target_key(b"/a?b=1")) <= deadline
         assert len(raw.hget(entry_key(entry.primary), b"")) < 1000  # body stored compressed
-        assert await store.variants(entry.primary, NOW + 61) == []  # past its deadline
+        assert await store.variants(entry.primary, NOW + 61 + KEEP_STALE) == []  # past its deadline
         await store.put(make_entry(b"/a?b=1", host=b"other"), NOW)
         await store.put(make_entry(b"/c"), NOW)
         assert await store.purge(b"/a?b=1") == 2
@@ -106,10 +106,6 @@ async def test_redis_store_outage_raises_store_error_fast_then_recovers(redis_se
         await store.redis.stop()
 
 
-def _url(path: str, *headers: str) -> str:
-    return f"/cache/{path}?" + urlencode([("h", h) for h in headers])
-
-
 @pytest.fixture
 def shared(start_backends, start_balancer, redis_server):  # type: ignore[no-untyped-def]
     """Two balancers with one redis cache store, one backend behind both."""
@@ -121,7 +117,7 @@ def shared(start_backends, start_balancer, redis_server):  # type: ignore[no-unt
 
 def test_entries_are_shared_by_every_balancer_on_one_redis(shared) -> None:  # type: ignore[no-untyped-def]
     backend, one, two = shared
-    target = _url("shared", "cache-control: max-age=60")
+    target = cache_url("shared", "cache-control: max-age=60")
     # Both instances serve one site: the same Host reaches either.
     host = {"host": "shop.example"}
     with (
@@ -143,7 +139,7 @@ def test_redis_outage_means_pass_through(start_backends, start_balancer, redis_s
     config = pool_config([server.url])
     config["cache"] = {"store": "redis", "redis_url": redis_server.url}
     lb = start_balancer(config)
-    target = _url("outage", "cache-control: max-age=60")
+    target = cache_url("outage", "cache-control: max-age=60")
     with httpx.Client(base_url=lb.url) as client:
         client.get(target)
         assert client.get(target).headers["x-cache"] == "HIT"

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import yaml
 
+from conftest import pool_config
 from servers import free_port, lb_env, wait_until
 
 
@@ -177,3 +178,35 @@ def test_demo_serves_and_round_robins_then_stops_on_ctrl_c() -> None:
             process.wait(5)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.mark.parametrize("own_port", [False, True])
+def test_healthcheck_asks_healthz_where_the_config_puts_it(
+    start_backends, lb_process, own_port: bool
+) -> None:  # type: ignore[no-untyped-def]
+    ((app, server),) = start_backends(1)
+    config = pool_config([server.url])
+    admin: dict[str, object] = {"path_prefix": "/ops"}
+    if own_port:
+        admin["listen"] = f"127.0.0.1:{free_port()}"
+    config["admin"] = admin
+    lb = lb_process(config)
+    ok = run_lb("healthcheck", "-c", lb.config_path, "--port", str(lb.port))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().endswith("/ops/healthz: 200")
+    lb.stop()
+    down = run_lb("healthcheck", "-c", lb.config_path, "--port", str(lb.port))
+    assert down.returncode == 1
+    assert "/ops/healthz" in down.stderr
+
+
+def test_healthcheck_asks_a_tls_traffic_port_over_https(ca, start_backends, lb_process) -> None:  # type: ignore[no-untyped-def]
+    ((app, server),) = start_backends(1)
+    cert, key = ca.issue(stem="lb")
+    config = pool_config([server.url])
+    config["server"] = {"tls": {"cert_file": str(cert), "key_file": str(key)}}
+    lb = lb_process(config, https=True)
+    ok = run_lb("healthcheck", "-c", lb.config_path, "--port", str(lb.port))
+    assert ok.returncode == 0, ok.stderr
+    # The start line names the listener as served.
+    assert f"listening on https://127.0.0.1:{lb.port}" in lb.output()

@@ -1,9 +1,9 @@
 """Every kind of response lb makes itself passes httplint (a maintained HTTP message linter).
 
 A real `lb serve` over real sockets: its errors (404, 502, 503, 504, 429, and the 400, 408, 414
-and 431 of its own HTTP protocol), the cache's hits, 304s and only-if-cached misses, the admin
-API's answers (JSON, errors, 404, 405, a redirect), the metrics and the dashboard. A backend's own
-response relayed as is is not lb's to lint.
+and 431 of its own HTTP protocol), the cache's hits, 304s, ranges (206, 416) and only-if-cached
+misses, the admin API's answers (JSON, errors, 404, 405, a redirect), the metrics and the
+dashboard. A backend's own response relayed as is is not lb's to lint.
 
 Notes that stay, on purpose (`STATUS_NOTES`): httplint's notes on what a status code means,
 not on how the message is made: `STATUS_BAD_REQUEST` (warning) on a 400 and
@@ -115,6 +115,8 @@ def responses(start_backends, lb_process) -> dict[str, RawResponse]:  # type: ig
     wait_until(lambda: raw_request(port, get(port, stored)).header("x-cache") == "HIT", 10)
     ask("200 cache hit", get(port, stored))
     ask("304 from the cache", get(port, stored, 'If-None-Match: "v1"'))
+    ask("206 range from the cache", get(port, stored, "Range: bytes=0-3"))
+    ask("416 range from the cache", get(port, stored, "Range: bytes=100000-"))
     ask("504 only-if-cached", get(port, "/cache/never-stored", "Cache-Control: only-if-cached"))
     # The admin API.
     ask("200 healthz", get(port, "/_lb/healthz"))

@@ -6,6 +6,7 @@ import socket
 import time
 
 from conftest import pool_config
+from rawbackend import answer_each
 from servers import read_response
 
 
@@ -41,3 +42,17 @@ def test_head_and_body_of_a_small_response_leave_in_one_segment(  # type: ignore
             if line.lower().startswith(b"content-length:")
         )
         assert len(body) == length
+
+
+def test_a_status_code_outside_the_status_table_goes_on(start_balancer, raw_backend) -> None:  # type: ignore[no-untyped-def]
+    """Any three-digit code a backend sends reaches the client (lb's table of status lines stops
+    at 599; the suite http-tests/cache-tests sends 999)."""
+    backend = raw_backend(
+        answer_each(lambda _c, _r: b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok")
+    )
+    lb = start_balancer(pool_config([backend.url]))
+    host, port = lb.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"GET /odd HTTP/1.1\r\nhost: x\r\n\r\n")
+        response = read_response(sock)
+    assert response.status == 999 and response.body == b"ok"

@@ -399,6 +399,16 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
         ],
     ),
     (
+        "cache targeted fields",
+        config(cache={"targeted_fields": ["a b", "Cache-Control"], "heuristic": "yes"}),
+        [
+            "cache.targeted_fields[0]: expected a header field name, got 'a b'",
+            "cache.targeted_fields[1]: Cache-Control is always read after the targeted fields; "
+            "leave it out",
+            "cache.heuristic: expected true or false, got 'yes'",
+        ],
+    ),
+    (
         "cache bad size",
         config(cache={"max_bytes": "lots"}),
         [

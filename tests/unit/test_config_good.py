@@ -152,6 +152,23 @@ def test_true_means_defaults_and_false_or_null_means_off(key: str) -> None:
     assert getattr(load_config(minimal(**{key: None})).pools["web"], key) is None
 
 
+def test_cache_header_switches() -> None:
+    cache = {
+        "targeted_fields": ["LB-Cache-Control", "CDN-Cache-Control", "lb-cache-control"],
+        "heuristic": True,
+        "store_set_cookie": True,
+    }
+    loaded = load_config({**minimal(), "cache": cache}).cache
+    assert loaded is not None
+    assert loaded.targeted_fields == ("lb-cache-control", "cdn-cache-control")
+    assert loaded.heuristic and loaded.store_set_cookie
+    defaults = CacheConfig()
+    assert defaults.targeted_fields == ("cdn-cache-control",)
+    assert not defaults.heuristic and not defaults.store_set_cookie
+    off = load_config({**minimal(), "cache": {"targeted_fields": []}}).cache
+    assert off is not None and off.targeted_fields == ()
+
+
 def test_cache_true_means_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LB_REDIS_URL", raising=False)
     assert load_config({**minimal(), "cache": True}).cache == CacheConfig()

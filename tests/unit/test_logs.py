@@ -76,7 +76,7 @@ def test_text_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     log.close()
     line = path.read_text()
     assert 'method=GET path="/a?b=1" status=200' in line
-    assert 'cache=- error="connect_error (refused)"' in line
+    assert 'upstream_ms=- error="connect_error (refused)"' in line
 
 
 def test_use_level_leaves_a_host_configured_level_alone() -> None:
@@ -123,10 +123,14 @@ def test_json_formatter() -> None:
     cache=st.none() | st.sampled_from(["HIT", "MISS"]),
     error=st.none() | st.text(max_size=30),
     traceparent=st.none() | st.just(f"00-{TRACE}-00f067aa0ba902b7-01".encode()),
+    host=st.none() | st.binary(max_size=20),
+    user_agent=st.none() | st.binary(max_size=40),
+    received=st.integers(0, 2**40),
+    upstream=st.none() | st.floats(0, 1e4, allow_nan=False),
 )
 def test_the_json_line_is_what_json_dumps_makes(  # type: ignore[no-untyped-def]
     request_id, client_ip, method, target, status, sent, duration, pool, backend, cache, error,
-    traceparent,
+    traceparent, host, user_agent, received, upstream,
 ) -> None:  # fmt: skip
     log = AccessLog(LoggingConfig(access_log=False))
     ctx = RequestContext(request_id.hex().encode(), client_ip, False, method, target, None, 1000.0)
@@ -138,6 +142,12 @@ def test_the_json_line_is_what_json_dumps_makes(  # type: ignore[no-untyped-def]
         cache,
     )
     ctx.error, ctx.attempts = error, 2
+    ctx.host, ctx.user_agent, ctx.bytes_received, ctx.upstream = (
+        host,
+        user_agent,
+        received,
+        upstream,
+    )
     line = log._json_line(ctx, 1000.0 + duration, traceparent)
     expected = log.record(ctx, 1000.0 + duration, traceparent)
     parsed = json.loads(line)

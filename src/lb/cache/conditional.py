@@ -10,9 +10,9 @@ from lb.cache.directives import STAR, http_date, parse_etags, weak_match
 
 Headers = Sequence[tuple[bytes, bytes]]
 
-# Preconditions meant for the origin (RFC 9111 §4.3.2) and range requests: lb passes these
-# requests through rather than answer them from a stored response.
-PASS_THROUGH = frozenset({b"if-match", b"if-unmodified-since", b"if-range", b"range"})
+# Preconditions meant for the origin (RFC 9111 §4.3.2), and If-Range: lb passes these requests
+# through rather than answer them from a stored response.
+PASS_THROUGH = frozenset({b"if-match", b"if-unmodified-since", b"if-range"})
 # The client's conditionals lb evaluates itself, and removes from what it sends upstream.
 CLIENT_CONDITIONALS = frozenset({b"if-none-match", b"if-modified-since"})
 
@@ -37,9 +37,13 @@ class Conditions:
                 ims = value
         if not inm and ims is None:
             return None
-        # If-Modified-Since is ignored when If-None-Match is present (RFC 9110 §13.1.3), or when
-        # it is not a valid date.
-        return cls(parse_etags(inm) if inm else None, None if inm else http_date(ims))
+        # An If-None-Match without one valid entity-tag (`abc`, unquoted) is ignored as the
+        # invalid field it is. If-Modified-Since is ignored when If-None-Match is present (RFC
+        # 9110 §13.1.3), or when it is not a valid date.
+        tags = (parse_etags(inm) or None) if inm else None
+        if tags is None and ims is None:
+            return None
+        return cls(tags, None if tags is not None else http_date(ims))
 
 
 def not_modified(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import re
+import time
 from collections.abc import Iterable
 
 Directives = dict[str, str | None]
@@ -85,43 +87,83 @@ def delta_seconds(value: str | None) -> int | None:
     return number if number < MAX_DELTA else MAX_DELTA
 
 
-def http_date(value: bytes | None) -> float | None:
+_MONTH = rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_TIME = rb"(\d\d):(\d\d):(\d\d)"
+# RFC 9110 §5.6.7: the three forms a recipient reads, and nothing else. Names are matched without
+# regard to case (a robustness the RFC encourages; the meaning cannot change), but the spacing,
+# the punctuation, the digits and the GMT zone are exactly as the grammar has them.
+_IMF_FIXDATE = re.compile(
+    rb"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) " + _MONTH + rb" (\d{4}) " + _TIME + rb" GMT",
+    re.IGNORECASE,
+)
+_RFC850_DATE = re.compile(
+    rb"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\d\d)-"
+    + _MONTH
+    + rb"-(\d\d) "
+    + _TIME
+    + rb" GMT",
+    re.IGNORECASE,
+)
+_ASCTIME_DATE = re.compile(
+    rb"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) " + _MONTH + rb" (\d\d| \d) " + _TIME + rb" (\d{4})",
+    re.IGNORECASE,
+)
+
+
+def http_date(value: bytes | None, now: float | None = None) -> float | None:
     """An HTTP-date (RFC 9110 §5.6.7) as POSIX seconds, or None when absent or invalid.
 
-    IMF-fixdate, the form every current sender uses, is parsed directly; the obsolete RFC 850 and
-    asctime forms go through `email.utils`.
+    Only IMF-fixdate and the obsolete RFC 850 and asctime forms are dates; anything else ("UTC"
+    for "GMT", a two-digit year outside RFC 850, a missing comma, doubled spaces) is invalid,
+    since a cache that guesses may read a date far in the future into a stale response. `now`
+    places RFC 850's two-digit years (default: the current time).
     """
     if value is None:
         return None
-    # IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
-    if len(value) == 29 and value[3:5] == b", " and value[25:] == b" GMT":
-        month = _MONTHS.get(value[8:11])
-        try:
-            if month is not None:
-                return float(
-                    calendar.timegm(
-                        (
-                            int(value[12:16]),
-                            month,
-                            int(value[5:7]),
-                            int(value[17:19]),
-                            int(value[20:22]),
-                            int(value[23:25]),
-                        )
-                    )
-                )
-        except ValueError:
-            return None
-    try:
-        parsed = email.utils.parsedate_tz(value.decode("latin-1"))
-    except (ValueError, IndexError, TypeError):
+    text = value.strip(b" \t")
+    match = _IMF_FIXDATE.fullmatch(text)
+    if match is not None:
+        day, month, year, hour, minute, second = match.groups()
+        return _timestamp(int(year), month, int(day), hour, minute, second)
+    match = _RFC850_DATE.fullmatch(text)
+    if match is not None:
+        day, month, short_year, hour, minute, second = match.groups()
+        # A two-digit year more than 50 years ahead is the latest past year with those digits.
+        this_year = time.gmtime(now).tm_year
+        year = this_year - this_year % 100 + int(short_year)
+        if year > this_year + 50:
+            year -= 100
+        return _timestamp(year, month, int(day), hour, minute, second)
+    match = _ASCTIME_DATE.fullmatch(text)
+    if match is not None:
+        month, day_text, hour, minute, second, year = match.groups()
+        return _timestamp(int(year), month, int(day_text.strip()), hour, minute, second)
+    return None
+
+
+def _timestamp(
+    year: int, month_name: bytes, day: int, hour: bytes, minute: bytes, second: bytes
+) -> float | None:
+    month = _MONTHS[month_name.title()]
+    h, m, s = int(hour), int(minute), int(second)
+    if (
+        year < 1
+        or not 1 <= day <= calendar.monthrange(year, month)[1]
+        or h > 23
+        or m > 59
+        or s > 60
+    ):
         return None
-    if parsed is None:
+    return float(calendar.timegm((year, month, day, h, m, s)))
+
+
+def first_delta(value: bytes | None) -> int | None:
+    """The first member of a delta-seconds field that may have been combined into a list, as
+    `Age: 7200, 0` (RFC 9111 §5.1: a cache uses the first value; the rest is ignored). None when
+    absent or invalid."""
+    if value is None:
         return None
-    try:
-        return float(email.utils.mktime_tz(parsed))
-    except (OverflowError, ValueError):
-        return None
+    return delta_seconds(value.split(b",", 1)[0].strip(b" \t").decode("latin-1"))
 
 
 def format_http_date(seconds: float) -> bytes:
@@ -144,6 +186,16 @@ def argument_names(argument: str | None) -> tuple[str, ...]:
     if not argument or argument == CONFLICT:
         return ()
     return field_names((argument.encode("latin-1"),))
+
+
+_ENTITY_TAG = re.compile(rb'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+
+
+def entity_tag(value: bytes) -> bytes | None:
+    """An ETag value if it is an entity-tag (RFC 9110 §8.8.3: optionally `W/`, then a quoted
+    opaque tag), else None: an unquoted or otherwise malformed ETag is no validator."""
+    value = value.strip(b" \t")
+    return value if _ENTITY_TAG.fullmatch(value) is not None else None
 
 
 STAR = (b"*",)

@@ -17,9 +17,12 @@ from lb.cache.vary import secondary_key
 # How long past its freshness an entry with validators is kept for revalidation (or for a
 # client's max-stale): a 304 is much cheaper than a full response.
 KEEP_FOR_REVALIDATION = 3600.0
+# How long past its freshness any other entry is kept: a client's max-stale or stale-if-error may
+# still accept it (RFC 9111 §5.2.1.2, RFC 5861 §4), and an unconditional HEAD may freshen it.
+KEEP_STALE = 600.0
 _FIXED = struct.Struct("!BBHddddIHI")  # version, flags, status, times, lengths
 _PAIR = struct.Struct("!HI")
-_VERSION = 1
+_VERSION = 2  # 2: the targeted field whose directives apply travels with the entry
 _ZLIB = 1
 _COMPRESS_MIN = 1024  # smaller bodies are stored as they are
 
@@ -39,6 +42,7 @@ class Entry:
         "last_modified",
         "last_modified_raw",
         "date",
+        "cc_field",
         "policy",
         "stored_until",
         "size",
@@ -57,6 +61,7 @@ class Entry:
         vary: tuple[str, ...],
         secondary: bytes,
         info: ResponseInfo | None = None,
+        cc_field: str = "",
     ) -> None:
         self.primary = primary
         self.status = status
@@ -68,7 +73,8 @@ class Entry:
         self.vary = vary
         self.secondary = secondary
         if info is None:
-            info = ResponseInfo(headers)
+            info = ResponseInfo(headers, (cc_field,) if cc_field else ())
+        self.cc_field = info.cc_field
         self.etag = info.etag
         self.last_modified = info.last_modified
         self.last_modified_raw = next((v for n, v in headers if n == b"last-modified"), None)
@@ -78,7 +84,7 @@ class Entry:
         keep = max(
             policy.swr,
             float(policy.sie or 0),
-            KEEP_FOR_REVALIDATION if self.etag or self.last_modified_raw else 0.0,
+            KEEP_FOR_REVALIDATION if self.etag or self.last_modified_raw else KEEP_STALE,
         )
         # Wall-clock time after which the entry is of no use to anyone (the store's TTL).
         self.stored_until = response_time - initial_age + lifetime + keep
@@ -108,7 +114,9 @@ class Entry:
             if len(packed) < len(body) * 0.9:
                 body = packed
                 flags |= _ZLIB
-        vary = ",".join(self.vary).encode("latin-1")
+        # The directives' field is kept with Vary ("vary;field"): a store shared by instances
+        # with other `targeted_fields` still reads an entry as it was stored.
+        vary = (",".join(self.vary) + ";" + self.cc_field).encode("latin-1")
         parts = [
             _FIXED.pack(
                 _VERSION,
@@ -145,7 +153,7 @@ class Entry:
             at = _FIXED.size
             primary = data[at : at + n_primary]
             at += n_primary
-            vary_text = data[at : at + n_vary].decode("latin-1")
+            vary_text, _, cc_field = data[at : at + n_vary].decode("latin-1").partition(";")
             at += n_vary
             secondary = data[at : at + n_secondary]
             at += n_secondary
@@ -174,6 +182,7 @@ class Entry:
             lifetime=lifetime,
             vary=tuple(vary_text.split(",")) if vary_text else (),
             secondary=secondary,
+            cc_field=cc_field,
         )
 
 

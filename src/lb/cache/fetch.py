@@ -57,6 +57,9 @@ class Tee:
         "entry",
         "storable",
         "stored",
+        "freshened",
+        "outdated",
+        "_held",
         "finished",
         "_mode",
         "_status",
@@ -88,6 +91,11 @@ class Tee:
         self.entry: Entry | None = None
         self.storable = False  # the response head allowed storing
         self.stored = False
+        # A HEAD's 200 about the stored GET response `stale` (RFC 9111 §4.3.5): that response
+        # updated with its fields, or, when its validators differ, `outdated`.
+        self.freshened: Entry | None = None
+        self.outdated = False
+        self._held: list[tuple[bytes, bytes]] = []  # the 304's head, sent by `finish`
         self.finished = False  # the last body message went out
         self._mode = _FORWARD
         self._buffer: list[bytes] | None = None
@@ -119,19 +127,25 @@ class Tee:
                 self._mode = _SWALLOW
                 self.outcome = Outcome.USE_STALE
                 return
+            if status == 200 and self.request.method == "HEAD" and stale.primary[:4] == b"GET ":
+                self._freshen(stale, headers, now)
         self.outcome = Outcome.FORWARDED
         request = self.request
         # A no-store request stores nothing, and its own conditions went upstream with it: its
         # response goes on as it is, only tagged, without its caching fields being read.
         if request.may_store:
-            info = self._info = ResponseInfo(headers)
-            lifetime = freshness_lifetime(info, status, now, cache.config.default_ttl)
+            config = cache.config
+            info = self._info = ResponseInfo(headers, config.targeted_fields)
+            lifetime = freshness_lifetime(
+                info, status, now, config.default_ttl, heuristic=config.heuristic
+            )
             if storable(
                 status,
                 info,
                 request.directives,
                 authorization=request.authorization,
                 lifetime=lifetime,
+                store_set_cookie=config.store_set_cookie,
             ):
                 length = _content_length(headers)
                 if length is None or length <= cache.config.max_entry_bytes:
@@ -140,6 +154,17 @@ class Tee:
                     self._status = status
                     self._headers = stored_headers(headers, info.cc)
                     self._lifetime = lifetime or 0.0
+        # A response without a body is complete for the client with its head, so whatever it
+        # changes in the store is done before the head goes out (the next request may follow
+        # at once).
+        bodiless = request.method == "HEAD" or status == 204 or _content_length(headers) == 0
+        if self._buffer is not None and bodiless:
+            self._buffer = None
+            await self._store(b"")
+        if self.freshened is not None:
+            await cache.put(self.freshened)
+        elif self.outdated and stale is not None:
+            await cache.invalidate([stale.primary])
         send = self.send
         if send is None:
             self._mode = _CAPTURE
@@ -148,6 +173,7 @@ class Tee:
         out.append((b"x-cache", b"MISS"))
         # The client's own conditional was taken off the upstream request so the response could
         # be stored; it is answered here, against the response just received (RFC 9111 §4.3.2).
+        # The 304 waits for the body to be stored, since it ends the client's exchange.
         if self._buffer is not None and status == 200:
             info = self._info
             if not_modified(request.conditions, info.etag, info.last_modified, info.date or now):
@@ -155,13 +181,14 @@ class Tee:
                 out = not_modified_headers(out)
                 out += [(n, v) for n, v in headers if n == b"x-request-id"]
                 out.append((b"x-cache", b"MISS"))
-                await send({"type": "http.response.start", "status": 304, "headers": out})
+                self._held = out
                 return
         await send({"type": "http.response.start", "status": status, "headers": out})
 
     def _refresh(self, stale: Entry, headers: list[tuple[bytes, bytes]], now: float) -> None:
-        """A 304 answered our conditional request: freshen the stored entry (RFC 9111 §4.3.4)."""
-        info = ResponseInfo(headers)
+        """A 304 answered our conditional request: freshen the stored entry (RFC 9111 §4.3.4).
+        Its Content-Length, if any, describes the stored body, never replaces it (§3.2)."""
+        info = ResponseInfo(headers, self.cache.config.targeted_fields)
         if (
             info.etag is not None
             and stale.etag is not None
@@ -169,14 +196,40 @@ class Tee:
         ):
             self.outcome = Outcome.MISMATCH
             return
+        self.entry = self._updated(stale, headers, info, now)
+        self.outcome = Outcome.REFRESHED
+
+    def _freshen(self, stale: Entry, headers: list[tuple[bytes, bytes]], now: float) -> None:
+        """A 200 to a HEAD while a GET response is stored (RFC 9111 §4.3.5): when the validators
+        and Content-Length it carries match the stored ones, it updates the stored response;
+        otherwise the stored one is outdated."""
+        info = ResponseInfo(headers, self.cache.config.targeted_fields)
+        last_modified = next((v for n, v in headers if n == b"last-modified"), None)
+        length = _content_length(headers)
+        if (
+            (info.etag is not None and info.etag != stale.etag)
+            or (last_modified is not None and last_modified != stale.last_modified_raw)
+            or (length is not None and length != len(stale.body))
+        ):
+            self.outdated = True
+            return
+        self.freshened = self._updated(stale, headers, info, now)
+
+    def _updated(
+        self, stale: Entry, headers: list[tuple[bytes, bytes]], info: ResponseInfo, now: float
+    ) -> Entry:
+        """`stale` with the fields of a response that validated it (RFC 9111 §3.2)."""
         merged = updated_headers(stale.headers, headers)
         if info.date is None:  # as when storing: the time of receipt stands in (RFC 9110 §6.6.1)
             merged = [(n, v) for n, v in merged if n != b"date"]
             merged.append((b"date", format_http_date(now)))
-        merged_info = ResponseInfo(merged)
+        config = self.cache.config
+        merged_info = ResponseInfo(merged, config.targeted_fields)
         merged = stored_headers(merged, merged_info.cc)
-        lifetime = freshness_lifetime(merged_info, stale.status, now, self.cache.config.default_ttl)
-        self.entry = Entry(
+        lifetime = freshness_lifetime(
+            merged_info, stale.status, now, config.default_ttl, heuristic=config.heuristic
+        )
+        return Entry(
             stale.primary,
             stale.status,
             merged,
@@ -188,7 +241,6 @@ class Tee:
             secondary=stale.secondary,
             info=merged_info,
         )
-        self.outcome = Outcome.REFRESHED
 
     async def _body(self, message: Any) -> None:
         body: bytes = message.get("body", b"")
@@ -209,8 +261,7 @@ class Tee:
                 self.finished = True
             await self.send(message)
         elif mode == _NOT_MODIFIED and not more:
-            self.finished = True
-            await self.send({"type": "http.response.body", "body": b""})
+            await self.finish()
 
     async def _store(self, body: bytes) -> None:
         cache = self.cache
@@ -248,9 +299,11 @@ class Tee:
         return self._mode == _NOT_MODIFIED
 
     async def finish(self) -> None:
-        """Complete a 304 sent to the client whose upstream body broke off (nothing to abort)."""
+        """Send the 304 that answers the client's own conditional: once the full response is
+        stored, or when its upstream body broke off (nothing to abort: the 304 has none)."""
         if self._mode == _NOT_MODIFIED and not self.finished:
             self.finished = True
+            await self.send({"type": "http.response.start", "status": 304, "headers": self._held})
             await self.send({"type": "http.response.body", "body": b""})
 
 

@@ -19,6 +19,7 @@ from lb.cache.conditional import (
 )
 from lb.cache.fetch import Outcome, Tee, idle_receive
 from lb.cache.keys import invalidated_targets, normalize_host, primary_key
+from lb.cache.ranges import UNSATISFIABLE, byte_range, content_range, unsatisfied_range
 from lb.cache.request import CacheRequest, cache_request
 from lb.cache.rules import SAFE_METHODS, Reuse, age_header, reuse
 from lb.cache.store import StoreError
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from lb.cache.cache import Cache
     from lb.cache.entry import Entry
 
+# What a 416 keeps of the stored response: the fields that describe the representation as a whole.
+_UNSATISFIED_FIELDS = frozenset({b"date", b"etag", b"last-modified", b"cache-control", b"expires"})
 _X_CACHE = {name: name.encode("ascii") for name in ("HIT", "MISS", "STALE", "BYPASS")}
 
 
@@ -78,7 +81,9 @@ class CacheLayer:
         cache = self.cache
         now = cache.clock()
         try:
-            entry = await cache.lookup(request, now)
+            # A no-store request is never answered from the store either: its client asked
+            # that nothing of this exchange be kept, so it is not served a kept one.
+            entry = None if request.directives.no_store else await cache.lookup(request, now)
         except StoreError as exc:
             cache.store_failed(exc)
             await self._bypass(scope, receive, send, ctx)
@@ -137,7 +142,7 @@ class CacheLayer:
         headers = request.headers
         if stale is not None:
             upstream = validation_headers(headers, stale.etag, stale.last_modified_raw)
-        elif request.conditions is not None and request.may_store:
+        elif request.conditions is not None and request.may_store and request.range is None:
             # Ask for the full response so it can be stored; the client's condition is then
             # evaluated here (Tee).
             upstream = [(n, v) for n, v in headers if n not in CLIENT_CONDITIONALS]
@@ -161,13 +166,44 @@ class CacheLayer:
             await self._serve(send, ctx, request, stale, stale.age(cache.clock()), "STALE")
         elif outcome is Outcome.MISMATCH and stale is not None:
             await cache.invalidate([stale.primary])
-            await self._fetch(scope, receive, send, ctx, request, None, release)
+            await self._refetch(scope, receive, send, ctx, request, release)
         else:
             self._result(ctx, "MISS")
             if tee.answered_304:
                 await tee.finish()
             if release is not None and tee.outcome is Outcome.FORWARDED and not tee.storable:
                 cache.uncacheable(request.primary)
+
+    async def _refetch(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        ctx: RequestContext,
+        request: CacheRequest,
+        release: Any,
+    ) -> None:
+        """Ask again without conditions after a 304 that validated another representation than
+        the stored one (it updates nothing, RFC 9111 §4.3.4). This is a request of the cache's,
+        not a retry of the client's: it runs under a context of its own, so the retry policy
+        gives it every try it gives any request, and the client's record then describes the
+        answer it got."""
+        own = RequestContext(
+            ctx.request_id,
+            ctx.client_ip,
+            ctx.peer_trusted,
+            ctx.method,
+            ctx.target,
+            ctx.route,
+            ctx.start,
+        )
+        await self._fetch({**scope, SCOPE_KEY: own}, receive, send, own, request, None, release)
+        ctx.status = own.status
+        ctx.bytes_sent = own.bytes_sent
+        ctx.backend = own.backend
+        ctx.attempts = own.attempts
+        ctx.error = own.error
+        ctx.cache = own.cache
 
     async def _serve(
         self,
@@ -187,6 +223,8 @@ class CacheLayer:
             status = 304
             headers = not_modified_headers(entry.headers)
             body = b""
+        elif request.range is not None and entry.status == 200:
+            status, headers, body = _ranged(entry, request.range)
         else:
             status = entry.status
             headers = entry.headers.copy()
@@ -217,7 +255,12 @@ class CacheLayer:
             ctx.route,
             time.perf_counter(),
         )
-        headers = validation_headers(request.headers, entry.etag, entry.last_modified_raw)
+        # The refresh is for the whole stored response, whatever part this client asked for.
+        headers = validation_headers(
+            [(n, v) for n, v in request.headers if n != b"range"],
+            entry.etag,
+            entry.last_modified_raw,
+        )
         # No client connection: none of the server's extensions (the disconnect callback of
         # lb's protocol, above all) applies to this request.
         inner_scope = {
@@ -268,3 +311,22 @@ class CacheLayer:
             await send(message)
 
         await self.inner(scope, receive, invalidating)
+
+
+def _ranged(entry: Entry, value: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A stored complete 200 answering a Range request (RFC 9110 §14, §15.3.7, §15.5.17)."""
+    body = entry.body
+    length = len(body)
+    found = byte_range(value, length)
+    if found is None:
+        return 200, entry.headers.copy(), body
+    if found == UNSATISFIABLE:
+        headers = [(n, v) for n, v in entry.headers if n in _UNSATISFIED_FIELDS]
+        headers.append((b"content-range", unsatisfied_range(length)))
+        headers.append((b"content-length", b"0"))
+        return 416, headers, b""
+    first, last = found
+    headers = [(n, v) for n, v in entry.headers if n != b"content-length"]
+    headers.append((b"content-range", content_range(first, last, length)))
+    headers.append((b"content-length", str(last - first + 1).encode("ascii")))
+    return 206, headers, body[first : last + 1]

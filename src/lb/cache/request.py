@@ -28,6 +28,7 @@ class CacheRequest:
         "directives",
         "conditions",
         "authorization",
+        "range",
     )
 
     def __init__(
@@ -40,6 +41,7 @@ class CacheRequest:
         directives: RequestDirectives,
         conditions: Conditions | None,
         authorization: bool,
+        range_: bytes | None = None,
     ) -> None:
         self.method = method
         self.scheme = scheme
@@ -49,6 +51,8 @@ class CacheRequest:
         self.directives = directives
         self.conditions = conditions
         self.authorization = authorization
+        # Range of a GET, served from a stored complete response (HEAD ignores Range, §14.2).
+        self.range = range_ if method == "GET" else None
         self.primary = primary_key(method, scheme, host, target)
         # A stored GET response also answers HEAD (RFC 9110 §9.3.2); it is looked up first.
         self.lookup = (
@@ -88,14 +92,15 @@ class CacheRequest:
 def cache_request(
     scope: Any, method: str, target: bytes, memo: DirectivesMemo | None = None
 ) -> CacheRequest | None:
-    """The request's cache view, or None when the cache must pass it through untouched: range
-    requests and origin preconditions (If-Match, If-Unmodified-Since, If-Range), and a Host that
-    cannot be part of a URI. `memo` keeps parsed request directives (RequestDirectives are never
-    mutated, so requests may share them)."""
+    """The request's cache view, or None when the cache must pass it through untouched: origin
+    preconditions (If-Match, If-Unmodified-Since, If-Range), and a Host that cannot be part of a
+    URI. `memo` keeps parsed request directives (RequestDirectives are never mutated, so requests
+    may share them)."""
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     host = b""
     authorization = False
     directives = conditional = False
+    range_: bytes | None = None
     for name, value in headers:
         if name == b"host":
             host = value
@@ -105,6 +110,8 @@ def cache_request(
             directives = True
         elif name in CLIENT_CONDITIONALS:
             conditional = True
+        elif name == b"range":
+            range_ = value
         elif name in PASS_THROUGH:
             return None
     scheme = scope.get("scheme", "http")
@@ -120,6 +127,7 @@ def cache_request(
         _directives(headers, memo) if directives else _NO_DIRECTIVES,
         Conditions.from_headers(headers) if conditional else None,
         authorization,
+        range_,
     )
 
 

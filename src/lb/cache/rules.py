@@ -1,7 +1,7 @@
 """The caching rules of RFC 9111 for a shared cache, as pure functions over parsed headers.
 
-Storability (§3, §3.5), freshness lifetime (§4.2.1) with heuristics only through `default_ttl`
-(§4.2.2), Age (§4.2.3), request directives (§5.2.1) and the decision to reuse, serve stale or
+Storability (§3, §3.5), freshness lifetime (§4.2.1) with heuristics (§4.2.2) only when
+configured, Age (§4.2.3), request directives (§5.2.1) and the decision to reuse, serve stale or
 revalidate a stored response (§4, §4.2.4, RFC 5861). No I/O and no clock: times come in as numbers.
 """
 
@@ -16,10 +16,13 @@ from lb.cache.directives import (
     Directives,
     argument_names,
     delta_seconds,
+    entity_tag,
     field_names,
+    first_delta,
     http_date,
     parse_cache_control,
 )
+from lb.cache.targeted import select_directives
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -30,6 +33,10 @@ UNDERSTOOD_STATUSES = frozenset(HEURISTIC_STATUSES - {206} | {302, 303, 307})
 # RFC 5861 §4: what counts as an error for stale-if-error.
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# RFC 9111 §4.2.2's typical heuristic: a tenth of the time since Last-Modified, capped so that a
+# file untouched for years is still revalidated daily.
+HEURISTIC_FRACTION = 0.1
+HEURISTIC_MAX = 86400.0
 
 
 class RequestDirectives:
@@ -67,11 +74,26 @@ class RequestDirectives:
 
 
 class ResponseInfo:
-    """The header fields of a response that caching reads, parsed once."""
+    """The header fields of a response that caching reads, parsed once.
 
-    __slots__ = ("cc", "date", "expires", "age", "etag", "last_modified", "vary", "set_cookie")
+    `targeted` lists targeted cache-control fields (RFC 9213, lower-case names) honoured before
+    Cache-Control: the first valid one replaces Cache-Control and Expires; `cc_field` names it
+    ("" when Cache-Control decides).
+    """
 
-    def __init__(self, headers: Headers) -> None:
+    __slots__ = (
+        "cc",
+        "cc_field",
+        "date",
+        "expires",
+        "age",
+        "etag",
+        "last_modified",
+        "vary",
+        "set_cookie",
+    )
+
+    def __init__(self, headers: Headers, targeted: Sequence[str] = ()) -> None:
         cc_lines = []
         date = expires = age = etag = last_modified = None
         expires_count = 0
@@ -86,25 +108,31 @@ class ResponseInfo:
                 expires = value
                 expires_count += 1
             elif name == b"age":
-                age = value
+                if age is None:  # the first line, as the first value, counts (§5.1)
+                    age = value
             elif name == b"etag":
-                etag = value.strip()
+                etag = entity_tag(value)
             elif name == b"last-modified":
                 last_modified = value
             elif name == b"vary":
                 vary.append(value)
             elif name == b"set-cookie":
                 set_cookie = True
-        self.cc = parse_cache_control(cc_lines)
+        chosen = select_directives(headers, targeted) if targeted else None
+        if chosen is not None:
+            self.cc_field, self.cc = chosen
+            expires = None  # RFC 9213 §2.1: Expires is ignored along with Cache-Control
+        else:
+            self.cc_field = ""
+            self.cc = parse_cache_control(cc_lines)
         self.date = http_date(date)
-        # Two Expires lines, or an invalid one ("0"), mean already expired (§4.2.1, §5.3).
+        # Two Expires lines, or an invalid one ("0", "... UTC"), mean already expired (§5.3).
         self.expires: float | None = (
             None if expires is None else (http_date(expires) if expires_count == 1 else None)
         )
         if expires is not None and self.expires is None:
             self.expires = float("-inf")
-        age_value = delta_seconds(age.decode("latin-1").strip()) if age is not None else None
-        self.age = float(age_value or 0)
+        self.age = float(first_delta(age) or 0)
         self.etag = etag
         self.last_modified = http_date(last_modified)
         self.vary = field_names(vary)
@@ -126,14 +154,27 @@ def explicit_lifetime(info: ResponseInfo, response_time: float) -> float | None:
 
 
 def freshness_lifetime(
-    info: ResponseInfo, status: int, response_time: float, default_ttl: float
+    info: ResponseInfo,
+    status: int,
+    response_time: float,
+    default_ttl: float,
+    *,
+    heuristic: bool = False,
 ) -> float | None:
-    """Explicit freshness, else `default_ttl` as the only heuristic (RFC 9111 §4.2.2) for status
-    codes that allow one; None when the response has no freshness at all."""
+    """Explicit freshness, else a heuristic (RFC 9111 §4.2.2) for status codes that allow one (or
+    `public`): with `heuristic`, 10 % of the time since Last-Modified, at most HEURISTIC_MAX;
+    else `default_ttl`. None when the response has no freshness at all."""
     explicit = explicit_lifetime(info, response_time)
     if explicit is not None:
         return explicit
-    if default_ttl > 0 and (status in HEURISTIC_STATUSES or "public" in info.cc):
+    if status not in HEURISTIC_STATUSES and "public" not in info.cc:
+        return None
+    if heuristic and info.last_modified is not None:
+        date = info.date if info.date is not None else response_time
+        guess = min(HEURISTIC_FRACTION * (date - info.last_modified), HEURISTIC_MAX)
+        if guess > 0:
+            return guess
+    if default_ttl > 0:
         return default_ttl
     return None
 
@@ -145,6 +186,7 @@ def storable(
     *,
     authorization: bool,
     lifetime: float | None,
+    store_set_cookie: bool = False,
 ) -> bool:
     """May a shared cache store this response to a GET or HEAD (RFC 9111 §3)?
 
@@ -166,9 +208,10 @@ def storable(
     shared_ok = "public" in cc or "s-maxage" in cc
     if authorization and not (shared_ok or "must-revalidate" in cc):
         return False  # §3.5
-    if info.set_cookie and not shared_ok:
+    if info.set_cookie and not (shared_ok or store_set_cookie):
         # lb's choice (storing is never required): a Set-Cookie response is shared only when the
-        # origin says it is meant for shared caches, so one user's cookie never reaches another.
+        # origin says it is meant for shared caches, so one user's cookie never reaches another;
+        # `cache.store_set_cookie: true` stores them as RFC 9111 permits.
         return False
     if "*" in info.vary:
         return False  # never matches a later request (§4.1)

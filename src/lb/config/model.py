@@ -126,6 +126,11 @@ class CacheConfig:
     max_bytes: int = 64 * 1024 * 1024
     max_entry_bytes: int = 1024 * 1024
     default_ttl: float = 0.0
+    # Targeted cache-control fields (RFC 9213) honoured before Cache-Control, first valid wins;
+    # lower-case names.
+    targeted_fields: tuple[str, ...] = ("cdn-cache-control",)
+    heuristic: bool = False  # RFC 9111 §4.2.2 freshness from Last-Modified
+    store_set_cookie: bool = False  # store Set-Cookie responses without public / s-maxage
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,10 @@ class RouteConfig:
     # None: inherit the top-level setting; False: off on this route; a config: this route's own.
     rate_limit: RateLimitConfig | Literal[False] | None = None
     cache: bool = True  # False: the cache layer is bypassed on this route
+    max_body_bytes: int | None = None  # None: server.max_body_bytes applies
+    # Client IPs: refused when in `deny`, or when `allow` is not empty and they are not in it.
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,8 @@ class AdminConfig:
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
     )
+    # (host, port) of the admin API's own socket; None: it is served on the traffic port.
+    listen: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,7 @@ class LoggingConfig:
     format: Literal["json", "text"] = "json"
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     file: str | None = None  # access log destination; None: stdout
+    error_file: str | None = None  # lb's, uvicorn's and gunicorn's log lines; None: stderr
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,7 @@ class ServerConfig:
     header_timeout: float = 10.0  # a request's head must arrive within this (slowloris): 408
     send_timeout: float = 60.0  # a client that takes no response bytes for this long is dropped
     watch_config: bool = False  # reload when the config file changes
+    max_body_bytes: int | None = None  # request bodies larger than this get 413; None: no limit
     tls: ServerTLSConfig | None = None
     proxy_protocol: bool = False  # a PROXY v1/v2 header from trusted_proxies opens every connection
     # What an error lb makes says in its body: a fixed sentence per code, or the cause (which

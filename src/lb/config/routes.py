@@ -13,12 +13,14 @@ from lb.config.fields import (
     Section,
     describe,
     item,
+    read_networks,
     section_or_flag,
     suggest,
     to_bool,
     to_choice,
     to_int,
     to_number,
+    to_size,
     to_str,
     to_url_path,
 )
@@ -28,7 +30,17 @@ from lb.config.pools import TOKEN
 STORES: tuple[Literal["memory", "redis"], ...] = ("memory", "redis")
 _ON_STORE_ERROR: tuple[Literal["allow", "deny"], ...] = ("allow", "deny")
 _RATE_LIMIT_KEYS = tuple(RateLimitConfig.__dataclass_fields__)
-_ROUTE_KEYS = ("host", "path_prefix", "pool", "strip_prefix", "rate_limit", "cache")
+_ROUTE_KEYS = (
+    "host",
+    "path_prefix",
+    "pool",
+    "strip_prefix",
+    "rate_limit",
+    "cache",
+    "max_body_bytes",
+    "allow",
+    "deny",
+)
 
 
 def to_redis_url(value: Any) -> str:
@@ -185,6 +197,9 @@ def _read_route(
         strip_prefix=s.read("strip_prefix", False, to_bool),
         rate_limit=rate_limit,
         cache=s.read("cache", True, to_bool),
+        max_body_bytes=s.read_optional("max_body_bytes", None, to_size(0)),
+        allow=read_networks(s, "allow", ()),
+        deny=read_networks(s, "deny", ()),
     )
 
 

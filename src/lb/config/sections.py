@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ from lb.config.fields import (
     to_choice,
     to_duration,
     to_int,
+    to_list,
     to_size,
     to_str,
     to_url_path,
@@ -66,11 +69,37 @@ def read_cache(value: Any, problems: Problems, environ: Mapping[str, str]) -> Ca
         max_bytes=s.read("max_bytes", d.max_bytes, to_size(1)),
         max_entry_bytes=s.read("max_entry_bytes", d.max_entry_bytes, to_size(1)),
         default_ttl=s.read("default_ttl", d.default_ttl, to_duration(positive=False)),
+        targeted_fields=_targeted_fields(s, d.targeted_fields),
+        heuristic=s.read("heuristic", d.heuristic, to_bool),
+        store_set_cookie=s.read("store_set_cookie", d.store_set_cookie, to_bool),
     )
     # Checked on the resolved values, so a default on one side still counts.
     if config.max_entry_bytes > config.max_bytes and s.valid("max_entry_bytes", "max_bytes"):
         s.error("max_entry_bytes", "must not exceed max_bytes")
     return config
+
+
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110 §5.1)
+
+
+def _to_field_name(value: Any) -> str:
+    text = to_str(value)
+    if _FIELD_NAME.fullmatch(text) is None:
+        raise Invalid(f"expected a header field name, got {describe(value)}")
+    if text.lower() == "cache-control":
+        raise Invalid("Cache-Control is always read after the targeted fields; leave it out")
+    return text.lower()
+
+
+def _targeted_fields(s: Section, default: tuple[str, ...]) -> tuple[str, ...]:
+    """`targeted_fields`: a list of field names; [] or null turns targeted fields off."""
+    if not s.has("targeted_fields"):
+        return default
+    value = s.raw("targeted_fields")
+    if value is None:
+        return ()
+    names = to_list(value, s.key_path("targeted_fields"), s.problems, _to_field_name)
+    return default if names is None else tuple(dict.fromkeys(names))
 
 
 def _to_admin_prefix(value: Any) -> str:
@@ -81,12 +110,28 @@ def _to_admin_prefix(value: Any) -> str:
     return text
 
 
+def to_listen(value: Any) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT`, the host an IP address: where a socket binds, never a name."""
+    text = to_str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    hint = "expected HOST:PORT with an IP address, e.g. '127.0.0.1:9901' or '[::1]:9901'"
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise Invalid(f"{hint}, got {describe(value)}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise Invalid(f"{hint}, got {describe(value)}") from None
+    return host, int(port)
+
+
 def read_admin(value: Any, problems: Problems) -> AdminConfig:
     d = AdminConfig()
     data = _mapping(value, "admin", problems)
     if data is None:
         return d
-    s = Section(data, "admin", problems, ("path_prefix", "token", "allow"))
+    s = Section(data, "admin", problems, ("path_prefix", "token", "allow", "listen"))
     token: str | None = d.token
     if s.has("token") and s.raw("token") not in (None, ""):  # empty: `${LB_ADMIN_TOKEN}` unset
         token = s.read("token", None, to_str)
@@ -94,6 +139,7 @@ def read_admin(value: Any, problems: Problems) -> AdminConfig:
         path_prefix=s.read("path_prefix", d.path_prefix, _to_admin_prefix),
         token=token,
         allow=read_networks(s, "allow", d.allow),
+        listen=s.read_optional("listen", d.listen, to_listen),
     )
 
 
@@ -120,6 +166,11 @@ def read_logging(value: Any, problems: Problems) -> LoggingConfig:
         level=level,
         # Empty, like null, means stdout, so `file: ${LB_ACCESS_LOG}` works with the variable unset.
         file=None if s.raw("file") == "" else s.read_optional("file", d.file, to_str),
+        error_file=(
+            None
+            if s.raw("error_file") == ""
+            else s.read_optional("error_file", d.error_file, to_str)
+        ),
     )
 
 
@@ -141,6 +192,7 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         header_timeout=s.read("header_timeout", d.header_timeout, to_duration(positive=True)),
         send_timeout=s.read("send_timeout", d.send_timeout, to_duration(positive=True)),
         watch_config=s.read("watch_config", d.watch_config, to_bool),
+        max_body_bytes=s.read_optional("max_body_bytes", d.max_body_bytes, to_size(0)),
         tls=read_server_tls(s.raw("tls"), s.key_path("tls"), problems),
         proxy_protocol=s.read("proxy_protocol", d.proxy_protocol, to_bool),
         error_detail=s.read("error_detail", d.error_detail, to_choice(ERROR_DETAILS)),

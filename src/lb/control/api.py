@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lb.control.overrides import PatchError, find_backend, parse_patch
-from lb.control.reload import ReloadError
+from lb.control.reload import ReloadError, log_reload, log_reload_failure
 from lb.proxy.errors import admin_error, json_response
 
 if TYPE_CHECKING:
@@ -62,11 +62,14 @@ def control_routes(control: Control, prefix: str) -> list[Route]:
         )
 
     async def reload(request: Request) -> Response:
+        trigger = f"POST {request.url.path} from {request.client.host if request.client else '?'}"
         try:
             report = await control.reload(share=True)
         except ReloadError as exc:
+            log_reload_failure(trigger, exc.problems)
             detail = "the config has problems; the running config is unchanged"
             return admin_error(request.scope, 400, "invalid_config", detail, problems=exc.problems)
+        log_reload(trigger, report)
         return json_response(report)
 
     return [

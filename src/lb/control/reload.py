@@ -10,11 +10,14 @@ started with, so a swap never disturbs them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields
 from typing import Any
 
 from lb.config import Config
 from lb.exceptions import LBError
+
+logger = logging.getLogger("lb.control")
 
 
 class ReloadError(LBError):
@@ -36,11 +39,15 @@ def describe(old: Config, new: Config) -> dict[str, Any]:
             "removed": [i for i, url in before.items() if after.get(i) != url],
             "kept": [i for i, url in after.items() if before.get(i) == url],
         }
+    # Read per generation, so a reload applies them; the rest is read once, at start.
+    live = ("watch_config", "max_body_bytes")
     restart = [
         f"server.{f.name}"
         for f in fields(new.server)
-        if f.name != "watch_config" and getattr(new.server, f.name) != getattr(old.server, f.name)
+        if f.name not in live and getattr(new.server, f.name) != getattr(old.server, f.name)
     ]
+    if new.admin.listen != old.admin.listen:
+        restart.append("admin.listen")
     if new.logging != old.logging:
         restart.append("logging")
     return {
@@ -50,3 +57,32 @@ def describe(old: Config, new: Config) -> dict[str, Any]:
         "pools_removed": [n for n in old.pools if n not in new.pools],
         "restart_required": restart,
     }
+
+
+def log_reload(trigger: str, report: dict[str, Any]) -> None:
+    """The log lines of a reload that happened (SIGHUP, POST reload, the file watch, a peer)."""
+    if report["status"] == "unchanged":
+        logger.info("config reload (%s): no change", trigger)
+        return
+    logger.info("config reloaded (%s): %s", trigger, report["summary"])
+    if report["restart_required"]:
+        logger.warning(
+            "config reload (%s): these changes take effect at the next restart: %s",
+            trigger,
+            ", ".join(report["restart_required"]),
+        )
+
+
+def log_reload_failure(trigger: str, problems: list[str]) -> None:
+    logger.error(
+        "config reload (%s) failed, the running config is unchanged:\n  %s",
+        trigger,
+        "\n  ".join(problems),
+    )
+
+
+def log_purge(trigger: str, path: str | None, removed: int | None) -> None:
+    """The log line of a cache purge, as a reload's: what, who asked, how much went."""
+    what = f"path {path}" if path is not None else "everything"
+    count = "" if removed is None else f", {removed} entr{'y' if removed == 1 else 'ies'} removed"
+    logger.info("cache purged (%s): %s%s", trigger, what, count)

@@ -32,7 +32,7 @@ from lb.control.overrides import (
     find_backend,
 )
 from lb.control.periodic import Periodic
-from lb.control.reload import ReloadError, describe
+from lb.control.reload import ReloadError, describe, log_purge, log_reload, log_reload_failure
 from lb.control.shared import ENV_DIR, ControlFile, Signature, add_event, put_override
 from lb.redis_client import RedisClients
 from lb.tls import TLSError
@@ -309,7 +309,10 @@ class Control:
         purge = getattr(getattr(self.runtime.generation, "cache", None), "purge", None)
         if purge is not None:
             path = data.get("path")
-            await purge(path.encode("latin-1") if isinstance(path, str) else None)
+            removed = await purge(path.encode("latin-1") if isinstance(path, str) else None)
+            log_purge(
+                "another worker or instance", path if isinstance(path, str) else None, removed
+            )
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -361,22 +364,9 @@ class Control:
         try:
             report = await self.reload()
         except ReloadError as exc:
-            logger.error(
-                "config reload (%s) failed, the running config is unchanged:\n  %s",
-                trigger,
-                "\n  ".join(exc.problems),
-            )
+            log_reload_failure(trigger, exc.problems)
             return
-        if report["status"] == "unchanged":
-            logger.info("config reload (%s): no change", trigger)
-            return
-        logger.info("config reloaded (%s): %s", trigger, report["summary"])
-        if report["restart_required"]:
-            logger.warning(
-                "config reload (%s): these changes take effect at the next restart: %s",
-                trigger,
-                ", ".join(report["restart_required"]),
-            )
+        log_reload(trigger, report)
 
     async def _watch_tick(self) -> None:
         config = self.runtime.config

@@ -9,9 +9,12 @@ file is reported once, here, and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from uvicorn import Config as UvicornConfig
@@ -19,6 +22,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from lb.config import ConfigError, load_config
 from lb.control.shared import ENV_DIR, ControlFile, add_event, prepare_control_dir
+from lb.logsetup import reopen_log_files
 
 logger = logging.getLogger("lb.control")
 
@@ -56,6 +60,42 @@ class Supervisor(Multiprocess):
             logger.error("SIGHUP: cannot write the control file in %s: %s", directory, exc)
             return
         logger.info("SIGHUP: reloading %s in every worker", self.config_path)
+
+    def init_processes(self) -> None:
+        with _usr1_held():
+            super().init_processes()
+
+    def keep_subprocess_alive(self) -> None:
+        with _usr1_held():  # it starts a replacement for a worker that died
+            super().keep_subprocess_alive()
+
+    def handle_usr1(self) -> None:
+        """Reopen this process's log files and have every worker reopen its own (logrotate)."""
+        try:
+            reopen_log_files()
+        except OSError as exc:
+            logger.error("SIGUSR1: cannot reopen the log files: %s", exc)
+        for process in self.processes:
+            pid = process.process.pid
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+        logger.info(
+            "SIGUSR1: log files reopened, and passed on to %d worker(s)", len(self.processes)
+        )
+
+
+@contextlib.contextmanager
+def _usr1_held() -> Iterator[None]:
+    """SIGUSR1 blocked while workers are started. They inherit the mask, so a SIGUSR1 that comes
+    before a worker's app has taken it over waits, pending, instead of ending the worker (its
+    default action); the app unblocks it (`lb.logsetup.on_reopen_signal`). Here too it only
+    waits until the workers are started."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class TLSAfterProxyConfig(UvicornConfig):

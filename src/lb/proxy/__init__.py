@@ -8,6 +8,8 @@
     context     the per-request record (`RequestContext`) and who writes which field
     errors      the responses lb makes itself (the one builder of them)
     websocket   the WebSocket relay
+    bodylimit   a route's request body limit (413 before or while the body streams)
+    access      a route's allow/deny rules by client address (403)
 
 Nothing is imported here: import the module you need, so that a layer that uses only `context`
 or `errors` does not load the handler. The loggers keep their names (`lb.proxy`, `lb.errors`,

@@ -2,11 +2,14 @@
 
 Who writes which field (everyone else only reads it):
 
-    request_id, client_ip, peer_trusted, method, target, route, start, full_errors, pool
+    request_id, client_ip, peer_trusted, method, target, route, start, full_errors, pool,
+    host, user_agent
                     lb.app, once, when the request arrives (lb.app.lb_rejected for the requests
                     lb.server refuses before the app)
     backend, attempts
                     the layer that picks a backend: lb.proxy (each try), lb.websocket
+    bytes_received, upstream
+                    lb.proxy (the request body it read, the time to the backend's response head)
     status, bytes_sent
                     the layer that answers the client, as it sends: lb.proxy (a backend's
                     response), lb.cache.layer (a hit, a 304, or a response it took over: it then
@@ -46,6 +49,10 @@ class RequestContext:
         "attempts",
         "cache",
         "error",
+        "host",
+        "user_agent",
+        "bytes_received",
+        "upstream",
         "full_errors",
     )
 
@@ -75,5 +82,9 @@ class RequestContext:
         self.attempts = 0
         self.cache: str | None = None
         self.error: str | None = None  # why the balancer answered itself or aborted
+        self.host: bytes | None = None  # as the client sent it (app)
+        self.user_agent: bytes | None = None  # (app)
+        self.bytes_received = 0  # request body bytes read from the client (proxy)
+        self.upstream: float | None = None  # seconds until the backend's response head (proxy)
         # server.error_detail: full (error bodies carry the cause, not the fixed sentence).
         self.full_errors = full_errors

@@ -68,6 +68,11 @@ class ClientDisconnected(LBError):
     """The client went away (http.disconnect) while the request was under way."""
 
 
+class BodyTooLarge(ClientDisconnected):
+    """The client sent more body than the route allows (`lb.proxy.bodylimit`). Like a
+    disconnect, it ends the request where it is, and it is no failure of the backend's."""
+
+
 class RequestBody(httpx.AsyncByteStream):
     """The client's request body as an httpx stream, read from ASGI `receive` as it arrives.
 
@@ -84,6 +89,7 @@ class RequestBody(httpx.AsyncByteStream):
         self._kept: list[bytes] | None = []  # None: over REPLAY_LIMIT, cannot be sent again
         self._kept_bytes = 0
         self._more = expected  # the client has more to send
+        self.received = 0  # body bytes read from the client
         self._on_done = on_done
 
     @property
@@ -107,6 +113,7 @@ class RequestBody(httpx.AsyncByteStream):
             body = message.get("body", b"")
             self._more = message.get("more_body", False)
             if body:
+                self.received += len(body)
                 if self._kept is not None:
                     # Kept before it is handed on: the transport may fail to send it.
                     self._kept_bytes += len(body)

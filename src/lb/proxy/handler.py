@@ -164,6 +164,7 @@ class Proxy:
             ctx.error = ctx.error or "client_disconnected"
         finally:
             watcher.stop()
+            ctx.bytes_received = body.received
 
     async def _forward(
         self,
@@ -230,6 +231,7 @@ class Proxy:
                 raise
             status = response.status
             head = time.perf_counter() - start  # load-aware strategies judge by this, not streams
+            ctx.upstream = head
             if policy.status_retryable(status, ctx.method, not body.replayable) and self._retry(
                 ctx, tried, True
             ):

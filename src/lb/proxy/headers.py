@@ -46,6 +46,14 @@ def _connection_tokens(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
 
+def resolve_client(peer: str, xff: bytes | None, trusted: Sequence[Network]) -> tuple[str, bool]:
+    """(the client IP, whether the peer is a trusted proxy): SPEC section 3's client IP, for
+    proxied and admin requests alike. `xff` is every X-Forwarded-For value, comma-joined."""
+    if not trusted or not is_trusted(peer, trusted):
+        return peer, False
+    return client_ip(peer, xff, trusted), True
+
+
 def client_ip(peer: str, xff: bytes | None, trusted: Sequence[Network]) -> str:
     """The peer address; from a trusted peer, the rightmost X-Forwarded-For hop not trusted."""
     if not trusted or xff is None or not is_trusted(peer, trusted):
