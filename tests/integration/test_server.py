@@ -44,9 +44,9 @@ def test_head_and_body_of_a_small_response_leave_in_one_segment(  # type: ignore
         assert len(body) == length
 
 
-def test_a_status_code_outside_the_status_table_goes_on(start_balancer, raw_backend) -> None:  # type: ignore[no-untyped-def]
-    """Any three-digit code a backend sends reaches the client (lb's table of status lines stops
-    at 599; the suite http-tests/cache-tests sends 999)."""
+def test_a_status_code_outside_100_599_is_a_502(start_balancer, raw_backend) -> None:  # type: ignore[no-untyped-def]
+    """SPEC 3: a status outside 100-599 (the suite http-tests/cache-tests sends 999) is a malformed
+    answer: 502 bad_gateway with lb's JSON body, and the client's connection stays usable."""
     backend = raw_backend(
         answer_each(lambda _c, _r: b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok")
     )
@@ -55,4 +55,4 @@ def test_a_status_code_outside_the_status_table_goes_on(start_balancer, raw_back
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(b"GET /odd HTTP/1.1\r\nhost: x\r\n\r\n")
         response = read_response(sock)
-    assert response.status == 999 and response.body == b"ok"
+    assert response.status == 502 and b'"bad_gateway"' in response.body
