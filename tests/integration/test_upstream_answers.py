@@ -56,8 +56,7 @@ def upstream_errors(url: str) -> float:
 
 
 def lb_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """lb's and uvicorn's warnings, but for the start-up one about the token-less admin API (the
-    test config sets no token): the exchanges must add none."""
+    """Warnings about the traffic (not the start-up warning that the admin API asks no token)."""
     return [
         r.getMessage()
         for r in caplog.records
