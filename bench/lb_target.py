@@ -135,11 +135,12 @@ def serve_mixed(path: str) -> None:
 
 
 def serve_with_transport(name: str, path: str) -> None:
-    """One worker in this process, with `lb.app.Transport` replaced by another httpx transport."""
+    """One worker in this process, `lb.runtime.Transport` replaced by another httpx transport."""
     import httpx
     import uvicorn
 
     import lb.app
+    import lb.runtime
     from lb.server import uvicorn_options
 
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
@@ -151,7 +152,7 @@ def serve_with_transport(name: str, path: str) -> None:
 
         return AiohttpTransport(limits=limits, trust_env=False)
 
-    lb.app.Transport = factory  # type: ignore[assignment,misc]
+    lb.runtime.Transport = factory  # type: ignore[assignment,misc]
     os.environ["LB_CONFIG"] = path
     options = uvicorn_options(host=os.environ["LB_HOST"], port=int(os.environ["LB_PORT"]))
     options.pop("workers")

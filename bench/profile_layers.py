@@ -20,13 +20,17 @@ LAYERS = [
         "proxy handler",
         (
             "lb/proxy.py", "lb/downstream.py", "lb/headers.py", "lb/pool.py", "lb/retry.py",
+            "lb/proxy/handler.py", "lb/proxy/downstream.py", "lb/proxy/headers.py",
+            "lb/proxy/retry.py", "lb/proxy/websocket.py",
             "lb/strategy/", "lb/backend.py", "lb/sticky.py", "lb/health/",
         ),
     ),
     (
         "app: context, routing, metrics, access log",
         (
-            "lb/app.py", "lb/context.py", "lb/routing.py", "lb/metrics.py", "lb/accesslog.py",
+            "lb/app.py", "lb/context.py", "lb/routing.py", "lb/proxy/context.py",
+            "lb/proxy/routing.py", "lb/metrics.py", "lb/metrics/", "lb/accesslog.py",
+            "lb/proxy/errors.py",
             "prometheus_client/", "lb/errors.py", "lb/generation.py",
         ),
     ),

@@ -21,8 +21,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lb.config import RateLimitConfig  # noqa: E402
-from lb.context import SCOPE_KEY, RequestContext  # noqa: E402
 from lb.metrics import Metrics  # noqa: E402
+from lb.proxy.context import SCOPE_KEY, RequestContext  # noqa: E402
 from lb.ratelimit import Limit, MemoryStore, RateLimit, RedisConnection, RedisStore  # noqa: E402
 
 HIGH = Limit(1_000_000, 1_000_000)  # never rejects: measures the decision, not the 429 path

@@ -23,7 +23,7 @@ from json.encoder import encode_basestring_ascii as _str  # what json.dumps uses
 from typing import IO
 
 from lb.config import LoggingConfig
-from lb.context import RequestContext
+from lb.proxy.context import RequestContext
 
 FLUSH_INTERVAL = 0.1  # seconds a line may wait to be written
 MAX_PENDING = 512  # lines; more are written at once

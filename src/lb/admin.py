@@ -10,28 +10,54 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote_to_bytes
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from lb.cache import StoreError
-from lb.control.api import admin_error, control_routes
+from lb.cache import Cache, StoreError
+from lb.config import Config
+from lb.control.api import control_routes
 from lb.control.reload import log_purge
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
-from lb.errors import date_header, log_cause
-from lb.headers import resolve_client
-from lb.metrics import CONTENT_TYPE
+from lb.metrics import CONTENT_TYPE, Metrics
+from lb.proxy.errors import admin_error, admin_request_id, date_header, json_response, log_cause
+from lb.proxy.headers import resolve_client
+from lb.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from lb.app import LoadBalancer
-    from lb.generation import Generation
+    from lb.control.runtime import Control
+    from lb.pool import Pool
+
+
+class Served(Protocol):
+    """What the admin app reads of a generation (`lb.generation.Generation`)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def pools(self) -> Mapping[str, Pool]: ...
+
+    @property
+    def cache(self) -> Cache | None: ...
+
+
+class AdminView(Protocol):
+    """What the admin app reads of the runtime: the live generation, metrics, control."""
+
+    @property
+    def generation(self) -> Served: ...
+
+    metrics: Metrics
+    control: Control
 
 
 def status_document(
-    gen: Generation, totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None
+    gen: Served, totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None
 ) -> dict[str, Any]:
     """SPEC section 8's status JSON for `gen`.
 
@@ -85,25 +111,21 @@ def purge_target(query: bytes) -> bytes | None:
     return value if value.startswith(b"/") else None
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
-
-
-def build_admin(app: LoadBalancer, gen: Generation) -> Any:
+def build_admin(app: AdminView, gen: Served) -> ASGIApp:
     prefix = gen.config.admin.path_prefix
 
     async def healthz(request: Request) -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         empty = [name for name, pool in gen.pools.items() if not pool.usable()]
         if empty:
-            return _json({"status": "unavailable", "pools_without_backend": empty}, 503)
-        return _json({"status": "ready"})
+            return json_response({"status": "unavailable", "pools_without_backend": empty}, 503)
+        return json_response({"status": "ready"})
 
     async def status(request: Request) -> Response:
         live = app.generation
-        return _json(status_document(live, await app.metrics.backend_totals()))
+        return json_response(status_document(live, await app.metrics.backend_totals()))
 
     async def metrics(request: Request) -> Response:
         body = await app.metrics.render()
@@ -112,25 +134,27 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
     async def purge_cache(request: Request) -> Response:
         cache = app.generation.cache
         if cache is None:
-            return admin_error(404, "not_found", "the cache is off")
+            return admin_error(request.scope, 404, "not_found", "the cache is off")
         query: bytes = request.scope.get("query_string", b"")
         target = purge_target(query)
         if query and target is None:
             detail = "expected ?path=/target (path and query as sent)"
-            return admin_error(400, "bad_request", detail)
+            return admin_error(request.scope, 400, "bad_request", detail)
         try:
             removed = await cache.purge(target)
         except StoreError as exc:
             # The store's error names its address: the log gets it, the answer does not.
-            log_cause(503, "unavailable", f"cache purge: {exc}", b"-", None)
-            return admin_error(503, "unavailable", "the cache store cannot be reached")
+            scope = request.scope
+            cause = f"cache purge: {exc}"
+            log_cause(503, "unavailable", cause, admin_request_id(scope), None)
+            return admin_error(scope, 503, "unavailable", "the cache store cannot be reached")
         path = None if target is None else target.decode("latin-1")
         client = request.client.host if request.client else "?"
         log_purge(f"DELETE {request.url.path} from {client}", path, removed)
         if cache.config.store == "memory":
             # Each worker (and instance) holds its own entries: they purge theirs too.
             await app.control.broadcast("cache_purge", {"path": path}, instances=True)
-        return _json({"purged": removed, "path": path})
+        return json_response({"purged": removed, "path": path})
 
     routes = [
         Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),
@@ -138,10 +162,10 @@ def build_admin(app: LoadBalancer, gen: Generation) -> Any:
         Route(f"{prefix}/status", status, methods=["GET"]),
         Route(f"{prefix}/cache", purge_cache, methods=["DELETE"]),
         Route(gen.config.metrics.path, metrics, methods=["GET", "HEAD"]),
-        *control_routes(app, prefix),
+        *control_routes(app.control, prefix),
         *dashboard_routes(prefix),
     ]
-    router = Router(routes)
+    router = Router(routes, default=_not_found)
     open_paths = {f"{prefix}/healthz".encode(), f"{prefix}/readyz".encode()}
     # A browser cannot send a bearer header when it opens a page: the dashboard also takes the
     # token once as ?token= (its script then keeps it and sends the header itself).
@@ -154,8 +178,8 @@ class AdminGuard:
 
     def __init__(
         self,
-        app: Any,
-        gen: Generation,
+        app: ASGIApp,
+        gen: Served,
         open_paths: set[bytes],
         page_paths: frozenset[bytes] | set[bytes] = frozenset(),
     ) -> None:
@@ -166,7 +190,7 @@ class AdminGuard:
         token = gen.config.admin.token
         self.token = f"Bearer {token}".encode() if token else None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
@@ -180,9 +204,20 @@ class AdminGuard:
             denial = self._deny(scope, path in self.page_paths)
             if denial is not None:
                 return await denial(scope, receive, send)
-        await self.app(scope, receive, send)
+        # With "app" in the scope, Starlette's routing raises 405 instead of answering in plain
+        # text, so that it is answered as every other admin error.
+        scope.setdefault("app", self)
+        try:
+            await self.app(scope, receive, send)
+        except HTTPException as exc:
+            if exc.status_code != 405:
+                raise
+            allowed = (exc.headers or {}).get("Allow", "")
+            detail = f"method {scope['method']} not allowed here; allowed: {allowed}"
+            response = admin_error(scope, 405, "method_not_allowed", detail, headers=exc.headers)
+            await response(scope, receive, send)
 
-    def _deny(self, scope: Any, page: bool = False) -> Response | None:
+    def _deny(self, scope: Scope, page: bool = False) -> Response | None:
         config = self.gen.config
         peer = scope["client"][0] if scope.get("client") else ""
         xff: bytes | None = None
@@ -202,34 +237,31 @@ class AdminGuard:
         except ValueError:
             ip = None
         if ip is None or not any(ip in net for net in config.admin.allow):
-            return admin_error(403, "forbidden", "admin not allowed from this address")
+            return admin_error(scope, 403, "forbidden", "admin not allowed from this address")
         if self.token is None:
             if proxied:
                 # A TLS terminator or proxy on this host makes every request come from an
                 # allowed address: without a token, only a direct client may be believed.
                 detail = "the admin API asks no token, so it refuses requests sent through a proxy"
-                return admin_error(403, "forbidden", detail)
+                return admin_error(scope, 403, "forbidden", detail)
             return None
         if not given and page:
             given = _query_token(scope)
         if not hmac.compare_digest(given, self.token):
             if page:
                 return login_page(wrong=bool(given))
-            return admin_error(
-                401,
-                "unauthorized",
-                "missing or invalid bearer token",
-                headers={"www-authenticate": "Bearer"},
-            )
+            detail = "missing or invalid bearer token"
+            bearer = {"www-authenticate": "Bearer"}
+            return admin_error(scope, 401, "unauthorized", detail, headers=bearer)
         return None
 
 
-def _dated(send: Any) -> Any:
+def _dated(send: Send) -> Send:
     """`send` that gives every admin response its Date (starlette's responses carry none) and,
     when it has none, `Cache-Control: no-store`: the admin's answers (its 404, 405 and redirects
     too) describe live state that no cache may keep."""
 
-    async def send_dated(message: Any) -> None:
+    async def send_dated(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = [*message.get("headers", ()), date_header()]
             if not any(name.lower() == b"cache-control" for name, _ in headers):
@@ -240,7 +272,12 @@ def _dated(send: Any) -> Any:
     return send_dated
 
 
-def _query_token(scope: Any) -> bytes:
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    response = admin_error(scope, 404, "not_found", "no admin endpoint at this path")
+    await response(scope, receive, send)
+
+
+def _query_token(scope: Scope) -> bytes:
     """`?token=T` of a page request, as the `Bearer T` header value it stands for."""
     query: bytes = scope.get("query_string", b"")
     for value in parse_qs(query.decode("latin-1")).get("token", []):

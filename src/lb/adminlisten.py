@@ -1,6 +1,7 @@
 """`admin.listen`: the admin API, metrics and dashboard on a socket of their own.
 
-Started and stopped with the app (`LoadBalancer.startup`), so it exists however lb runs: under
+Started and stopped with the runtime (`Runtime.start`, run by `LoadBalancer.startup`), so it
+exists however lb runs: under
 `lb serve`, under gunicorn and bare uvicorn, and mounted in a host app (from its lifespan, or its
 first request when the host runs none). It runs lb's HTTP protocol on the app's event loop and
 serves the live generation's admin app, so it shares everything with the traffic port. With
@@ -13,33 +14,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from uvicorn import Config as UvicornConfig
 from uvicorn.server import ServerState
 
 from lb.announce import http_url
-
-if TYPE_CHECKING:
-    from lb.app import LoadBalancer
+from lb.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("lb.admin")
 
 DRAIN_TIMEOUT = 5.0  # seconds open admin requests get at shutdown
 
 
+class Live(Protocol):
+    """What the admin socket serves of a generation (`lb.generation.Generation`)."""
+
+    @property
+    def admin(self) -> ASGIApp: ...
+
+
+class Served(Protocol):
+    """What the admin socket reads of the runtime (`lb.runtime.Runtime`): the live generation,
+    and what lb's server asks of the app it runs."""
+
+    @property
+    def generation(self) -> Live: ...
+
+    def limits(self) -> tuple[int, int, float, float]: ...
+
+    def full_errors(self) -> bool: ...
+
+    def rejected(
+        self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
+    ) -> None: ...
+
+
 class AdminEndpoint:
     """The ASGI app of the admin socket: every request goes to the live generation's admin app
     (whose guard applies `admin.allow` and the token); other paths get its 404."""
 
-    def __init__(self, app: LoadBalancer) -> None:
-        self._app = app
+    def __init__(self, runtime: Served) -> None:
+        self._runtime = runtime
 
     def lb_limits(self) -> tuple[int, int, float, float]:
-        return self._app.lb_limits()
+        return self._runtime.limits()
 
     def lb_full_errors(self) -> bool:
-        return self._app.lb_full_errors()
+        return self._runtime.full_errors()
 
     # No lb_proxy_protocol and no TLS: the admin socket is for operators on the host (or a
     # network in admin.allow), not behind the edge's load balancer.
@@ -47,21 +69,21 @@ class AdminEndpoint:
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
     ) -> None:
-        self._app.lb_rejected(peer, method, target, status, detail, request_id)
+        self._runtime.rejected(peer, method, target, status, detail, request_id)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # the app's own lifespan runs this listener
             return
-        await self._app.generation.admin(scope, receive, send)
+        await self._runtime.generation.admin(scope, receive, send)
 
 
 class AdminListener:
-    """A `Service`: listens on `address` while the app runs."""
+    """A `Service`: listens on `address` while the runtime runs."""
 
-    def __init__(self, app: LoadBalancer, address: tuple[str, int]) -> None:
+    def __init__(self, runtime: Served, address: tuple[str, int]) -> None:
         self.address = address
         self._config = UvicornConfig(
-            AdminEndpoint(app),
+            AdminEndpoint(runtime),
             http="lb.server:HttpProtocol",
             lifespan="off",
             log_config=None,

@@ -1,110 +1,104 @@
 """The ASGI application: `create_app(config)`, and `app` for `uvicorn lb.app:app`.
 
-`LoadBalancer` owns everything with a lifetime: the upstream transport and client, the pools, the
-background services (health checks, ...). It starts them on ASGI lifespan startup, or on the first
-request when a host app mounts it without running its lifespan, and stops them on shutdown.
+`LoadBalancer` is the entry of every request and the owner of its `lb.runtime.Runtime` (everything
+with a lifetime: the upstream transport and client, the backends, the background services). It
+starts the runtime on ASGI lifespan startup, or on the first request when a host app mounts it
+without running its lifespan, and stops it on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
 from lb.accesslog import AccessLog
-from lb.adminlisten import AdminListener
-from lb.announce import announce, announced
 from lb.config import Config, ConfigError, default_config_path, load_config
-from lb.context import SCOPE_KEY, RequestContext
-from lb.control.runtime import Control
-from lb.errors import send_error
+from lb.control.runtime import ConfigSource, Control
 from lb.generation import Generation
-from lb.headers import is_trusted, new_request_id, resolve_client, valid_request_id
-from lb.logsetup import capture_uncaught, on_reopen_signal, use_level
+from lb.logsetup import capture_uncaught
 from lb.metrics import Metrics
-from lb.routing import request_host
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import send_error
+from lb.proxy.headers import is_trusted, new_request_id, resolve_client, valid_request_id
+from lb.proxy.routing import request_host
+from lb.runtime import Runtime
 from lb.tls import ServerTLS
 from lb.transport import Transport
+from lb.types import Message, Receive, Scope, Send, Service
 
-ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
-
-
-class Service(Protocol):
-    """A background part of the app (health checker, watcher, ...) started and stopped with it."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+__all__ = ["ConfigSource", "LazyApp", "LoadBalancer", "Service", "app", "create_app"]
 
 
 class LoadBalancer:
-    """The balancer as one ASGI callable. Two instances share nothing."""
+    """The balancer as one ASGI callable. Two instances share nothing.
+
+    What lives as long as the app (transport, client, metrics, logs, services, backends) is its
+    `runtime`; the config it serves now is `runtime.generation`, which a reload replaces.
+    """
 
     def __init__(self, config: ConfigSource) -> None:
-        self.config: Config = load_config(config)
-        self.transport = Transport(connect_timeout=_max_connect_timeout(self.config))
-        # The client is the documented upstream interface (health checks, library users); the hot
-        # path calls the same transport directly, skipping the client's per-request cookie and
-        # redirect machinery, which a proxy must not apply anyway.
-        self.client = httpx.AsyncClient(
-            transport=self.transport,
-            trust_env=False,
-            follow_redirects=False,
-            headers={},
-            cookies=None,
-        )
-        self.access_log = AccessLog(self.config.logging)
-        # Where the admin API listens is fixed for the process: a reload cannot move a socket.
-        self.admin_listen = self.config.admin.listen
-        self._admin_listener: AdminListener | None = None
-        self._undo_signal: Callable[[], None] | None = None
-        self.metrics = Metrics(lambda: self.generation)
-        self.generation = Generation(self.config, self)
-        self.services: list[Service] = []
-        self.control = Control(self)  # admin overrides, reloads, and sharing them with peers
-        self._started = False
+        self.runtime = Runtime(load_config(config))
         self._starting: asyncio.Future[None] | None = None
-        self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
         # Fixed at start, as the listener's TLS is: whether TLS comes before or after the PROXY
         # header was decided when the server started.
         self._proxy_protocol = self.config.server.proxy_protocol
+
+    # The runtime's parts, under the names the app has always offered (tests, library users).
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def generation(self) -> Generation:
+        return self.runtime.generation
+
+    @property
+    def transport(self) -> Transport:
+        return self.runtime.transport
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self.runtime.client
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
+
+    @property
+    def access_log(self) -> AccessLog:
+        return self.runtime.access_log
+
+    @property
+    def control(self) -> Control:
+        return self.runtime.control
+
+    @property
+    def services(self) -> list[Service]:
+        return self.runtime.services
 
     def __repr__(self) -> str:
         return f"<LoadBalancer {self.config.summary()}>"
 
     def lb_server_tls(self, tls: ServerTLS) -> None:
         """The server's TLS context (from `lb.tls.uvicorn_context`), for reloads to renew."""
-        self.server_tls = tls
+        self.runtime.server_tls = tls
 
-    def reload_certificates(self) -> list[str]:
-        """Load renewed certificate files into the live TLS contexts (listener and pools);
-        returns the files that had changed. Raises TLSError, that context left as it was."""
-        renewed = []
-        contexts = [self.server_tls] + [pool.tls for pool in self.generation.pools.values()]
-        for tls in contexts:
-            if tls is not None and tls.reload() and tls.cert_file is not None:
-                renewed.append(tls.cert_file)
-        return renewed
+    @property
+    def server_tls(self) -> ServerTLS | None:
+        return self.runtime.server_tls
 
     def lb_limits(self) -> tuple[int, int, float, float]:
-        """(max header section bytes, max request-target bytes, header timeout, send timeout):
-        what `lb.server` enforces before the app sees a request."""
-        server = self.config.server
-        return (
-            server.max_header_bytes,
-            server.max_target_bytes,
-            server.header_timeout,
-            server.send_timeout,
-        )
+        """What `lb.server` enforces before the app sees a request (`Runtime.limits`)."""
+        return self.runtime.limits()
 
     def lb_full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
-        return self.config.server.error_detail == "full"
+        return self.runtime.full_errors()
 
     def lb_proxy_protocol(self) -> Callable[[str], bool] | None:
         """With `server.proxy_protocol`: which peers may open a connection with a PROXY header
@@ -119,38 +113,19 @@ class LoadBalancer:
     def lb_rejected(
         self, peer: str, method: str, target: bytes, status: int, detail: str, request_id: bytes
     ) -> None:
-        """A request `lb.server` refused before it reached the app (400, 408, 414, 431): logged
-        and counted like any other, so that hostile traffic shows where operators look."""
-        now = time.perf_counter()
-        ctx = RequestContext(request_id, peer, False, method, target, None, now)
-        ctx.status = status
-        ctx.error = detail
-        self.metrics.request("", None, method, status, 0.0, timed=False)
-        self.access_log.write(ctx, now)
+        """A request `lb.server` refused before it reached the app (`Runtime.rejected`)."""
+        self.runtime.rejected(peer, method, target, status, detail, request_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        if self._started:
+        if self.runtime.started:
             return
         if self._starting is not None:
             return await asyncio.shield(self._starting)
         self._starting = asyncio.get_running_loop().create_future()
         try:
-            use_level(self.config.logging.level)
-            if not announced():
-                announce(self.config, ())
-            await self.metrics.start()
-            self.services = list(self.generation.services())
-            for service in self.services:
-                await service.start()
-            await self.control.start()
-            if self.admin_listen is not None:
-                listener = AdminListener(self, self.admin_listen)
-                await listener.start()
-                self._admin_listener = listener
-            self._undo_signal = on_reopen_signal(self.access_log.reopen)
-            self._started = True
+            await self.runtime.start()
             self._starting.set_result(None)
         except BaseException as exc:
             self._starting.set_exception(exc)
@@ -159,20 +134,7 @@ class LoadBalancer:
             raise
 
     async def shutdown(self) -> None:
-        if self._undo_signal is not None:
-            self._undo_signal()
-            self._undo_signal = None
-        if self._admin_listener is not None:
-            await self._admin_listener.stop()
-            self._admin_listener = None
-        await self.control.stop()
-        for service in reversed(self.services):
-            await service.stop()
-        self.services = []
-        await self.metrics.stop()
-        await self.client.aclose()
-        self.access_log.close()
-        self._started = False
+        await self.runtime.stop()
         self._starting = None
 
     async def reload(self, source: ConfigSource | None = None) -> dict[str, Any]:
@@ -181,7 +143,7 @@ class LoadBalancer:
         with the problems, the running config untouched."""
         return await self.control.reload(source)
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -198,13 +160,14 @@ class LoadBalancer:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             return await self._lifespan(receive, send)
-        if not self._started:
+        runtime = self.runtime
+        if not runtime.started:
             await self.startup()
-        gen = self.generation  # one generation for the whole request, even across a reload
+        gen = runtime.generation  # one generation for the whole request, even across a reload
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         root_path = scope.get("root_path")
         if root_path:
@@ -232,7 +195,7 @@ class LoadBalancer:
         if request_id is None or not valid_request_id(request_id):
             request_id = new_request_id()
         peer = scope["client"][0] if scope.get("client") else ""
-        ip, peer_trusted = resolve_client(peer, xff, self.config.trusted_proxies)
+        ip, peer_trusted = resolve_client(peer, xff, gen.config.trusted_proxies)
         query = scope.get("query_string")
         target = raw_path + b"?" + query if query else raw_path
         router = gen.router
@@ -247,7 +210,7 @@ class LoadBalancer:
             target,
             route,
             time.perf_counter(),
-            gen.config.server.error_detail == "full",
+            gen.full_errors,
         )
         ctx.host = host
         ctx.user_agent = user_agent
@@ -268,7 +231,7 @@ class LoadBalancer:
                 await route.handler(scope, receive, send)
         finally:
             end = time.perf_counter()
-            self.metrics.request(
+            runtime.metrics.request(
                 ctx.pool or "",
                 ctx.backend,
                 ctx.method,
@@ -276,11 +239,7 @@ class LoadBalancer:
                 end - ctx.start,
                 timed=kind == "http",
             )
-            self.access_log.write(ctx, end, traceparent)
-
-
-def _max_connect_timeout(config: Config) -> float:
-    return max((p.timeouts.connect for p in config.pools.values()), default=2.0)
+            runtime.access_log.write(ctx, end, traceparent)
 
 
 def create_app(config: ConfigSource) -> LoadBalancer:
@@ -347,7 +306,7 @@ class LazyApp:
         if self._app is not None:
             self._app.lb_rejected(peer, method, target, status, detail, request_id)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" and self._app is None:
             message = await receive()
             try:
@@ -360,14 +319,14 @@ class LazyApp:
                 capture_uncaught()
             replayed = False
 
-            async def replay() -> Any:
+            async def replay() -> Message:
                 nonlocal replayed
                 if not replayed:
                     replayed = True
                     return message
                 return await receive()
 
-            async def started(message: Any) -> None:
+            async def started(message: Message) -> None:
                 if message["type"] == "lifespan.startup.complete":
                     _freeze_startup_objects()
                 await send(message)

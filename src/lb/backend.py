@@ -1,15 +1,18 @@
 """A backend (Envoy: endpoint, HAProxy: server) and the state the balancer keeps about it.
 
 State changes happen in plain synchronous methods, never across an `await`, so no locks are needed
-(the httpcore rule). The pool is told about every change that alters who may be picked, so it can
-keep its list of usable backends cached instead of filtering on every request.
+(the httpcore rule). The owning pool is told about every change that alters who may be picked, so it
+can keep its list of usable backends cached instead of filtering on every request.
+
+A `Backend` lives as long as the process serves it (the runtime's table keys it by pool, id and
+URL): a reload that keeps it hands the same object to the new generation's pool, with its health,
+ejection, slow-start ramp, strategy data and in-flight count.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from lb.config import BackendConfig
@@ -44,6 +47,12 @@ class LatencyWindow:
         return [ordered[min(last, max(0, math.ceil(q * len(ordered)) - 1))] for q in qs]
 
 
+class Owner(Protocol):
+    """The pool a backend reports its changes to (`lb.pool.Pool`)."""
+
+    def invalidate(self) -> None: ...
+
+
 class Backend:
     """One upstream server of a pool, with its health, admin state and load counters."""
 
@@ -65,10 +74,11 @@ class Backend:
         "failures_total",
         "latency",
         "strategy_data",
-        "_on_change",
+        "ramp_started",
+        "owner",
     )
 
-    def __init__(self, config: BackendConfig, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         parts = urlsplit(config.url)
         self.id = config.id
         self.url = config.url
@@ -90,7 +100,12 @@ class Backend:
         self.latency = LatencyWindow()
         # Free slot for a strategy's per-backend bookkeeping (e.g. EWMA, smooth-WRR current weight).
         self.strategy_data: object = None
-        self._on_change = on_change
+        # Slow start: when the running ramp began (monotonic), 0.0 when not ramping. Kept here so
+        # a reload's new pool takes the ramp over where the old one left it.
+        self.ramp_started = 0.0
+        # The pool that serves it now: the only one it reports changes to, and the one whose
+        # passive health may eject it. Set by `Pool.attach`, when a generation goes live.
+        self.owner: Owner | None = None
 
     def __repr__(self) -> str:
         return (
@@ -120,8 +135,8 @@ class Backend:
         )
 
     def changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
+        if self.owner is not None:
+            self.owner.invalidate()
 
     def set_admin_state(self, state: AdminState) -> None:
         if state != self.admin_state:

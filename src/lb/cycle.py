@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
@@ -42,10 +42,12 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-from lb.headers import HOP_BY_HOP
+from lb.proxy.headers import HOP_BY_HOP
+from lb.types import DISCONNECT_EXTENSION, INTERIM_EXTENSION, ASGIApp, Message
 
-DISCONNECT_EXTENSION = "lb.disconnect"
-INTERIM_EXTENSION = "lb.interim"
+if TYPE_CHECKING:
+    from uvicorn._types import HTTPScope  # the scope uvicorn's protocol builds
+
 COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
 
 Callback = Callable[[], None]
@@ -64,7 +66,7 @@ class Cycle(RequestResponseCycle):
     # more than the rest of setting up the cycle.
     def __init__(
         self,
-        scope: Any,
+        scope: HTTPScope,
         transport: asyncio.Transport,
         flow: FlowControl,
         logger: logging.Logger,
@@ -95,7 +97,8 @@ class Cycle(RequestResponseCycle):
         self.head: bytes | None = None  # the response head, not written yet
         self.on_disconnect: Callback | None = None
         self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
-        extensions = scope.setdefault("extensions", {})
+        # uvicorn types the extensions' values as dicts; lb's are functions.
+        extensions: dict[str, Any] = scope.setdefault("extensions", {})
         extensions[DISCONNECT_EXTENSION] = self.watch_disconnect
         # The protocol passes one function per connection that calls the current cycle's
         # send_interim: no bound method made per request for what few requests use.
@@ -135,12 +138,14 @@ class Cycle(RequestResponseCycle):
             if self.task is not None:
                 self.task.cancel()
 
-    async def run_asgi(self, app: Any) -> None:
+    # uvicorn types ASGI messages as TypedDicts and lb as mappings (`lb.types`): this class is where
+    # the two meet, hence the ignores below.
+    async def run_asgi(self, app: ASGIApp) -> None:  # type: ignore[override]
         """uvicorn's `run_asgi`, writing a head still held back before uvicorn's own handling:
         it closes the connection when the app failed after the head, and the client gets the
         head first, as it would have without holding it back."""
         try:
-            result = await app(self.scope, self.receive, self.send)
+            result = await app(self.scope, self.receive, self.send)  # type: ignore[arg-type,func-returns-value]
         except BaseException as exc:
             self.write_head()
             self.logger.error("Exception in ASGI application\n", exc_info=exc)
@@ -170,7 +175,7 @@ class Cycle(RequestResponseCycle):
             if not self.transport.is_closing():
                 self.transport.write(head)
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: Message) -> None:  # type: ignore[override]
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
 
@@ -235,7 +240,7 @@ class Cycle(RequestResponseCycle):
                 "completed."
             )
 
-    def encode_head(self, message: Any) -> bytes:
+    def encode_head(self, message: Message) -> bytes:
         """The status line and header section of `http.response.start`, as uvicorn makes them."""
         status_code = message["status"]
         headers = message.get("headers", ())

@@ -13,12 +13,13 @@ import uvicorn
 from lb.app import LoadBalancer
 from lb.logsetup import log_config
 from lb.server import uvicorn_options
+from lb.types import ASGIApp, Receive, Scope, Send
 
 
-def demo_backend(name: str) -> Any:
+def demo_backend(name: str) -> ASGIApp:
     """A tiny ASGI backend that says who it is; /health answers 200."""
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()

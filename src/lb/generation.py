@@ -1,93 +1,131 @@
 """One configuration made live: pools, router, per-route handler chains and the admin app.
 
-A reload builds a new generation and swaps it in one assignment; requests hold the generation they
-started with. Backends that stay (same pool, same id and URL) are carried over with their health,
-counters and strategy state.
+A generation is immutable once built and builds without touching the live one: `lb.runtime` makes
+it live in one synchronous swap. Requests hold the generation they started with. Backends that stay
+(same pool, same id and URL) are the same long-lived objects, with their health, counters and
+strategy state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from lb.access import ClientFilter
-from lb.admin import build_admin
+import httpx
+
+from lb.admin import AdminView, build_admin
 from lb.backend import Backend
-from lb.bodylimit import BodyLimit
 from lb.cache import Cache
-from lb.config import Config
+from lb.cache.cache import create_store
+from lb.cache.redis_store import RedisStore
+from lb.config import BackendConfig, Config
 from lb.health import HealthChecker
+from lb.metrics import Metrics
 from lb.pool import Pool
-from lb.proxy import Proxy
+from lb.proxy.access import ClientFilter
+from lb.proxy.bodylimit import BodyLimit
+from lb.proxy.handler import Proxy
+from lb.proxy.routing import Route, Router
+from lb.proxy.websocket import proxy_websocket
 from lb.ratelimit import RateLimiting
-from lb.routing import Route, Router
-from lb.websocket import proxy_websocket
+from lb.redis_client import RedisClients
+from lb.transport import Transport
+from lb.types import Handler, Service
 
-if TYPE_CHECKING:
-    from lb.app import LoadBalancer, Service
+
+class Host(AdminView, Protocol):
+    """What a generation is built from (`lb.runtime.Runtime`): the long-lived parts it uses, the
+    live generation whose cache and rate-limit stores it may share, and the backend table."""
+
+    transport: Transport
+    client: httpx.AsyncClient
+    metrics: Metrics
+    redis: RedisClients
+    admin_listen: tuple[str, int] | None
+
+    @property
+    def live(self) -> Generation | None: ...
+
+    def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend: ...
 
 
 class Generation:
-    def __init__(
-        self, config: Config, app: LoadBalancer, previous: Generation | None = None
-    ) -> None:
+    @classmethod
+    def build(cls, config: Config, runtime: Host) -> Generation:
+        """The generation for `config`, built next to the live one without changing it: kept
+        backends are taken from the runtime's table as they are, and what a reload changes about
+        them is applied by `Runtime.swap`. If this raises, there is nothing to undo."""
+        return cls(config, runtime)
+
+    def __init__(self, config: Config, runtime: Host) -> None:
         self.config = config
+        previous = runtime.live
         self.pools: dict[str, Pool] = {}
         for name, pool_config in config.pools.items():
+            checked = pool_config.health_check is not None
+            backends = [runtime.backend(name, b, checked) for b in pool_config.backends]
+            # The same strategy config keeps the strategy (its rotation, its counters).
             old = previous.pools.get(name) if previous is not None else None
-            backends = []
-            for backend_config in pool_config.backends:
-                kept = old.backends.get(backend_config.id) if old is not None else None
-                if kept is not None and kept.url == backend_config.url:
-                    kept.config_weight = backend_config.weight
-                    kept.weight = backend_config.weight
-                    backends.append(kept)
-                else:
-                    backends.append(Backend(backend_config))
-            self.pools[name] = Pool(pool_config, backends, app.metrics)
+            same = old is not None and (old.config.strategy, old.config.strategy_options) == (
+                pool_config.strategy,
+                pool_config.strategy_options,
+            )
+            strategy = old.strategy if same and old is not None else None
+            self.pools[name] = Pool(pool_config, backends, runtime.metrics, strategy=strategy)
         self.router = Router(config.routes, self.pools)
         self.proxies = {
-            name: Proxy(pool, app.transport, metrics=app.metrics)
+            name: Proxy(pool, runtime.transport, metrics=runtime.metrics)
             for name, pool in self.pools.items()
         }
         # A reload that keeps the cache config keeps the cache (entries, store connection).
         old_cache = previous.cache if previous is not None else None
         self.cache: Cache | None = None
         if config.cache is not None:
-            same = old_cache is not None and old_cache.config == config.cache
-            self.cache = old_cache if same else Cache(config.cache, app.metrics)
+            same_cache = old_cache is not None and old_cache.config == config.cache
+            self.cache = (
+                old_cache
+                if same_cache
+                else Cache(
+                    config.cache,
+                    runtime.metrics,
+                    store=create_store(config.cache, runtime.redis.get),
+                )
+            )
         self.rate_limits: RateLimiting = RateLimiting(
             config,
             self.router.all(),
-            app.metrics,
+            runtime.metrics,
             previous.rate_limits if previous is not None else None,
+            runtime.redis.get,
         )
-        # WebSocket upgrades take their own chain: the same rate limit, then the relay.
-        self.websocket_handlers: dict[Route, Any] = {}
+        # WebSocket upgrades take their own chain: the same client filter and rate limit, then
+        # the relay.
+        self.websocket_handlers: dict[Route, Handler] = {}
         for route in self.router.all():
-            route.handler = self._handler(route, app)
+            route.handler = self._handler(route)
             self.websocket_handlers[route] = _guard(
                 route,
                 self.rate_limits.wrap(route, partial(proxy_websocket, pool=self.pools[route.pool])),
             )
+        self.full_errors = config.server.error_detail == "full"  # read on every request
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
-        # With the admin API on its own socket (fixed at start: `app.admin_listen`), the traffic
-        # port answers only the probes itself and proxies the rest of the prefix.
+        # With the admin API on its own socket (fixed at start: `runtime.admin_listen`), the
+        # traffic port answers only the probes itself and proxies the rest of the prefix.
         self.probe_paths: frozenset[bytes] | None = None
-        if app.admin_listen is not None:
+        if runtime.admin_listen is not None:
             self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
-        self.admin = build_admin(app, self)
-        self._client = app.client
+        self.admin = build_admin(runtime, self)
+        self._client = runtime.client
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
 
-    def _handler(self, route: Route, app: LoadBalancer) -> Any:
-        """The ASGI chain for one route: client filter, body limit, rate limit, then cache, then
-        the proxy."""
-        handler: Any = self.proxies[route.pool]
+    def _handler(self, route: Route) -> Handler:
+        """The pipeline of one route: client filter, body limit, rate limit, then cache, then the
+        proxy."""
+        handler: Handler = self.proxies[route.pool]
         if self.cache is not None and route.config.cache:
             handler = self.cache.layer(handler)
         handler = self.rate_limits.wrap(route, handler)
@@ -110,9 +148,18 @@ class Generation:
         return raw_path == self.metrics_path
 
     def services(self) -> Iterator[Service]:
-        """Background services this generation needs running (health checks, ...)."""
+        """Background services this generation needs running (health checks, ...), each once."""
+        seen: set[int] = set()
+        for service in self._services():
+            if id(service) not in seen:  # one Redis client for rate limits and cache: one start
+                seen.add(id(service))
+                yield service
+
+    def _services(self) -> Iterator[Service]:
         yield from self.rate_limits.services()
         if self.cache is not None:
+            if isinstance(self.cache.store, RedisStore):
+                yield self.cache.store.redis
             yield self.cache
         for pool in self.pools.values():
             config = pool.config
@@ -120,7 +167,7 @@ class Generation:
                 yield HealthChecker(pool, self._client)
 
 
-def _guard(route: Route, handler: Any) -> Any:
+def _guard(route: Route, handler: Handler) -> Handler:
     """`handler` behind the route's allow/deny lists, if it has any: refused clients reach
     nothing else (no rate-limit key, no cache lookup, no backend)."""
     config = route.config

@@ -20,8 +20,8 @@ from lb.config import PoolConfig
 from lb.config.tls import client_tls
 from lb.health.monitor import PoolHealth
 from lb.metrics import Metrics
-from lb.sticky import StickySessions
 from lb.strategy import PickRequest, Strategy, create_strategy
+from lb.strategy.sticky import StickySessions
 
 logger = logging.getLogger("lb.health")
 
@@ -32,10 +32,16 @@ class Pool:
         config: PoolConfig,
         backends: Iterable[Backend] | None = None,
         metrics: Metrics | None = None,
+        *,
+        strategy: Strategy | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
-        self.strategy: Strategy = create_strategy(config.strategy, config.strategy_options)
+        self.strategy: Strategy = (
+            strategy
+            if strategy is not None
+            else create_strategy(config.strategy, config.strategy_options)
+        )
         self._on_start: Callable[[Backend], Any] | None = getattr(self.strategy, "on_start", None)
         self._on_done: Callable[[Backend, float, bool], Any] | None = getattr(
             self.strategy, "on_done", None
@@ -57,16 +63,15 @@ class Pool:
         self.panic = False
         self._usable: tuple[Backend, ...] = ()
         self._candidates: tuple[Backend, ...] = ()
-        for backend in backends if backends is not None else map(Backend, config.backends):
-            backend._on_change = self.invalidate
+        for backend in backends if backends is not None else ():
             self.backends[backend.id] = backend
             if self.sticky is not None:
                 self.sticky.add(backend.id)
-        self.invalidate()
-        if not self.panic:
-            # Say so once at start: a pool that left panic mode in a previous generation must
-            # not keep showing it.
-            self.metrics.panic(self.name, False)
+        if backends is None:
+            # A pool of its own (tests, library use): nobody else holds these backends.
+            for backend_config in config.backends:
+                self.add(Backend(backend_config))
+            self.attach()
 
     def __repr__(self) -> str:
         usable = len(self._usable)
@@ -76,8 +81,20 @@ class Pool:
             f"{panic}]>"
         )
 
+    def attach(self) -> None:
+        """Take charge of its backends: from now on they report their changes to this pool (and
+        no longer to the pool of the generation before). The runtime calls it at the swap, so
+        building a pool changes nothing a live generation serves."""
+        for backend in self.backends.values():
+            backend.owner = self
+        self.invalidate()
+        if not self.panic:
+            # Say so once at start: a pool that left panic mode in a previous generation must
+            # not keep showing it.
+            self.metrics.panic(self.name, False)
+
     def add(self, backend: Backend) -> None:
-        backend._on_change = self.invalidate
+        backend.owner = self
         self.backends[backend.id] = backend
         if self.sticky is not None:
             self.sticky.add(backend.id)
@@ -90,7 +107,7 @@ class Pool:
 
     def owns(self, backend: Backend) -> bool:
         """Whether `backend` belongs to this pool now (a reload may have handed it to a new one)."""
-        return self.backends.get(backend.id) is backend and backend._on_change == self.invalidate
+        return backend.owner is self
 
     def invalidate(self) -> None:
         """A backend changed in a way that may alter who can be picked: rebuild the cached tuples.

@@ -16,6 +16,8 @@ import ssl
 from collections.abc import Callable
 from typing import NamedTuple
 
+from lb.exceptions import LBError
+
 logger = logging.getLogger("lb.server")
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -25,7 +27,7 @@ V2_MAX = 16 + 4096  # the v2 length field allows 64 KiB; real headers (a few TLV
 _FIRST_READ = 15  # the shortest header there is: "PROXY UNKNOWN\r\n"
 
 
-class ProxyHeaderError(Exception):
+class ProxyHeaderError(LBError):
     """Not a PROXY protocol header, or a malformed one."""
 
 

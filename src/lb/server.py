@@ -1,4 +1,4 @@
-"""Serving lb with uvicorn: the HTTP protocol lb runs on, and the uvicorn settings `lb serve` uses.
+"""Serving lb with uvicorn: the HTTP protocol lb runs on (its settings: `lb.serving`).
 
 `HttpProtocol` is uvicorn's httptools protocol with the edge rules of SPEC section 3 that must hold
 before any ASGI code runs: 414 for a request target over 8 KiB, 431 for a header section over
@@ -22,11 +22,11 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lb import proxyproto
-from lb.config import ServerTLSConfig
 from lb.cycle import Cycle
-from lb.errors import error_body, error_headers, public_detail
-from lb.headers import new_request_id
-from lb.tls import ALPN, uvicorn_context
+from lb.proxy.errors import error_body, error_headers, public_detail
+from lb.proxy.headers import new_request_id
+from lb.serving import uvicorn_options as uvicorn_options  # its first home, for its importers
+from lb.tls import ALPN
 
 logger = logging.getLogger("lb.server")
 
@@ -52,14 +52,6 @@ class _Reject(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -426,44 +418,3 @@ class HttpProtocol(HttpToolsProtocol):
             method = self.parser.get_method().decode("ascii", "replace") if url else ""
             peer = self.client[0] if self.client else ""
             record(peer, method, url[:MAX_LOGGED_TARGET], status, detail, request_id)
-
-
-def uvicorn_options(
-    *,
-    host: str,
-    port: int,
-    workers: int = 1,
-    graceful_timeout: float = 30.0,
-    keepalive_timeout: float = 5.0,
-    log_level: str = "info",
-    tls: ServerTLSConfig | None = None,
-    proxy_protocol: bool = False,
-) -> dict[str, Any]:
-    """uvicorn.Config keyword arguments for lb: its protocol, no Server/Date/proxy headers, and
-    TLS with lb's context (`lb.tls.uvicorn_context`) when `tls` is given."""
-    options = {
-        "host": host,
-        "port": port,
-        "workers": workers if workers > 1 else None,
-        "http": "lb.server:HttpProtocol",
-        "loop": "uvloop" if _has_uvloop() else "asyncio",
-        "lifespan": "on",
-        "server_header": False,
-        "date_header": False,
-        "proxy_headers": False,
-        "access_log": False,
-        "timeout_graceful_shutdown": graceful_timeout,
-        "timeout_keep_alive": keepalive_timeout,
-        "log_level": log_level,
-    }
-    if tls is not None:
-        options.update(
-            ssl_certfile=tls.cert_file,
-            ssl_keyfile=tls.key_file,
-            ssl_ca_certs=tls.client_ca_file,
-            ssl_context_factory=uvicorn_context,
-        )
-        if proxy_protocol:
-            # The PROXY header comes before the TLS handshake: see lb.control.supervisor.
-            options["tls_after_proxy"] = True
-    return options

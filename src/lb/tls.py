@@ -15,12 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lb.exceptions import LBError
+
 logger = logging.getLogger("lb.tls")
 
 ALPN = ["http/1.1"]
 
 
-class TLSError(Exception):
+class TLSError(LBError):
     """A certificate, key or CA file that cannot be used; the message names the file and why."""
 
 

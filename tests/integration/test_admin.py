@@ -164,6 +164,21 @@ def test_wrong_methods_are_405_and_unknown_admin_paths_404_never_proxied(unchang
     assert sum(app.count() for app, _ in backends) == before
 
 
+def test_admin_errors_are_lbs_json_errors_with_the_request_id(unchanged) -> None:  # type: ignore[no-untyped-def]
+    _, lb = unchanged
+    wrong = httpx.get(lb.url + "/_lb/reload", headers={"x-request-id": "admin-1"})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.headers["cache-control"] == "no-store"
+    data = wrong.json()
+    assert data["error"] == "method_not_allowed" and data["request_id"] == "admin-1"
+    assert wrong.headers["x-request-id"] == "admin-1" and "POST" in data["detail"]
+    missing = httpx.get(lb.url + "/_lb/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert missing.json()["request_id"] == missing.headers["x-request-id"]
+    unknown = httpx.patch(lb.url + "/_lb/pools/web/backends/nope", content=b'{"weight": 1}')
+    assert unknown.status_code == 404 and unknown.json()["request_id"]
+
+
 def test_reload_without_a_file_is_400(unchanged) -> None:  # type: ignore[no-untyped-def]
     backends, lb = unchanged
     response = httpx.post(lb.url + "/_lb/reload")

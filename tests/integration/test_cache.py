@@ -478,15 +478,14 @@ def test_access_log_and_metrics_record_the_result(start_backends, start_balancer
 
 def test_a_new_generation_with_the_same_cache_config_keeps_the_entries(start_backends) -> None:  # type: ignore[no-untyped-def]
     from lb.app import LoadBalancer
-    from lb.generation import Generation
 
     ((backend, server),) = start_backends(1)
     config = pool_config([server.url])
     config["cache"] = {"max_entries": 100}
     app = LoadBalancer(config)
-    kept = Generation(app.config, app, app.generation)
+    kept = app.runtime.build(app.config)
     assert kept.cache is app.generation.cache
     changed = LoadBalancer({**config, "cache": {"max_entries": 50}})
-    replaced = Generation(changed.config, app, app.generation)
+    replaced = app.runtime.build(changed.config)
     assert replaced.cache is not app.generation.cache
     assert list(kept.services()) == [kept.cache]

@@ -15,6 +15,7 @@ from lb.cache.redis_store import RedisStore, entry_key, target_key
 from lb.cache.rules import ResponseInfo
 from lb.cache.store import MAX_VARIANTS, StoreError
 from lb.cache.vary import secondary_key
+from lb.redis_client import RedisClient
 from servers import wait_until
 
 pytestmark = pytest.mark.redis
@@ -40,7 +41,7 @@ def make_entry(target: bytes, host: bytes = b"h", lifetime: float = 60.0, **kw: 
 
 
 async def test_redis_store_keeps_entries_with_a_ttl_and_purges_them(redis_server) -> None:  # type: ignore[no-untyped-def]
-    store = RedisStore(redis_server.url)
+    store = RedisStore(RedisClient(redis_server.url))
     raw = redis.Redis.from_url(redis_server.url)
     try:
         entry = make_entry(b"/a?b=1", body=b"y" * 10000)
@@ -62,11 +63,11 @@ async def test_redis_store_keeps_entries_with_a_ttl_and_purges_them(redis_server
         assert raw.keys(b"lb:cache:*") == []
     finally:
         raw.close()
-        await store.close()
+        await store.redis.stop()
 
 
 async def test_redis_store_variants_and_invalidation(redis_server) -> None:  # type: ignore[no-untyped-def]
-    store = RedisStore(redis_server.url)
+    store = RedisStore(RedisClient(redis_server.url))
     try:
         vary = [(b"vary", b"accept-language")]
         for i in range(MAX_VARIANTS + 3):
@@ -82,12 +83,12 @@ async def test_redis_store_variants_and_invalidation(redis_server) -> None:  # t
         raw.close()
         assert await store.variants(primary, NOW) == []
     finally:
-        await store.close()
+        await store.redis.stop()
 
 
 async def test_redis_store_outage_raises_store_error_fast_then_recovers(redis_server) -> None:  # type: ignore[no-untyped-def]
     clock = [0.0]
-    store = RedisStore(redis_server.url, clock=lambda: clock[0])
+    store = RedisStore(RedisClient(redis_server.url, clock=lambda: clock[0]))
     try:
         entry = make_entry(b"/o")
         await store.put(entry, NOW)
@@ -102,7 +103,7 @@ async def test_redis_store_outage_raises_store_error_fast_then_recovers(redis_se
         await store.put(entry, NOW)
         assert len(await store.variants(entry.primary, NOW)) == 1
     finally:
-        await store.close()
+        await store.redis.stop()
 
 
 @pytest.fixture

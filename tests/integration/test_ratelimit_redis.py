@@ -23,6 +23,7 @@ from conftest import pool_config
 from lb.app import LoadBalancer
 from lb.ratelimit import Limit, MemoryStore, RedisConnection, RedisStore, StoreUnavailable
 from lb.ratelimit.redis import RETRY_INTERVAL, redact
+from lb.redis_client import RedisClient
 from servers import free_port, wait_until
 
 pytestmark = pytest.mark.redis
@@ -46,13 +47,13 @@ def redis_limited(urls: list[str], redis_url: str, **limit: Any) -> dict[str, An
 
 
 async def test_concurrent_decisions_are_exact(redis_server) -> None:  # type: ignore[no-untyped-def]
-    connection = RedisConnection(redis_server.url)
-    await connection.start()
+    connection = RedisConnection(RedisClient(redis_server.url))
+    await connection.redis.start()
     try:
         store = RedisStore(connection, Limit(0.001, 100), "test:")
         results = await asyncio.gather(*(store.decide("k") for _ in range(500)))
     finally:
-        await connection.stop()
+        await connection.redis.stop()
     allowed = [r for r in results if r.allowed]
     assert len(allowed) == 100
     # Every allowed decision saw a different count: nothing interleaved inside a decision.
@@ -62,18 +63,18 @@ async def test_concurrent_decisions_are_exact(redis_server) -> None:  # type: ig
 
 async def test_it_answers_as_the_memory_store_does(redis_server) -> None:  # type: ignore[no-untyped-def]
     limit = Limit(1, 5)
-    connection = RedisConnection(redis_server.url)
+    connection = RedisConnection(RedisClient(redis_server.url))
     try:
         remote = RedisStore(connection, limit, "test:")
         local = MemoryStore(limit, 10, clock=lambda: 0.0)
         for _ in range(7):
             assert await remote.decide("k") == await local.decide("k")
     finally:
-        await connection.stop()
+        await connection.redis.stop()
 
 
 async def test_keys_expire_when_their_bucket_is_full_again(redis_server) -> None:  # type: ignore[no-untyped-def]
-    connection = RedisConnection(redis_server.url)
+    connection = RedisConnection(RedisClient(redis_server.url))
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         store = RedisStore(connection, Limit(2, 10), "test:")
@@ -83,11 +84,11 @@ async def test_keys_expire_when_their_bucket_is_full_again(redis_server) -> None
         assert 0 < ttl <= 1001  # two requests at 2/s: full again within a second
     finally:
         await client.aclose()
-        await connection.stop()
+        await connection.redis.stop()
 
 
 async def test_a_flushed_script_is_sent_again(redis_server) -> None:  # type: ignore[no-untyped-def]
-    connection = RedisConnection(redis_server.url)
+    connection = RedisConnection(RedisClient(redis_server.url))
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         store = RedisStore(connection, Limit(0.01, 3), "test:")
@@ -95,16 +96,16 @@ async def test_a_flushed_script_is_sent_again(redis_server) -> None:  # type: ig
         await client.script_flush()
         assert (await store.decide("k")).remaining == 1  # EVALSHA: NOSCRIPT, then EVAL
         assert (await store.decide("k")).remaining == 0  # and EVALSHA works again
-        assert not connection.failing
+        assert not connection.redis.failing
     finally:
         await client.aclose()
-        await connection.stop()
+        await connection.redis.stop()
 
 
 async def test_an_error_reply_is_an_outage_too(redis_server, caplog) -> None:  # type: ignore[no-untyped-def]
-    caplog.set_level(logging.WARNING, logger="lb.ratelimit")
+    caplog.set_level(logging.WARNING, logger="lb.redis")
     now = [0.0]
-    connection = RedisConnection(redis_server.url, clock=lambda: now[0])
+    connection = RedisConnection(RedisClient(redis_server.url, clock=lambda: now[0]))
     admin = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         store = RedisStore(connection, Limit(0.01, 3), "test:")
@@ -112,35 +113,37 @@ async def test_an_error_reply_is_an_outage_too(redis_server, caplog) -> None:  #
         await admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # read-only now
         with pytest.raises(StoreUnavailable, match="read only replica"):
             await store.decide("k")
-        assert connection.failing
+        assert connection.redis.failing
         await admin.execute_command("REPLICAOF", "NO", "ONE")
         now[0] += RETRY_INTERVAL
         assert (await store.decide("k")).remaining == 1
-        assert not connection.failing
+        assert not connection.redis.failing
     finally:
         await admin.aclose()
-        await connection.stop()
-    logs = [r.getMessage() for r in caplog.records if r.name == "lb.ratelimit"]
+        await connection.redis.stop()
+    logs = [r.getMessage() for r in caplog.records if r.name == "lb.redis"]
     assert len(logs) == 2 and "ReadOnlyError" in logs[0]
 
 
 async def test_the_connection_is_shared_by_reference_count(redis_server) -> None:  # type: ignore[no-untyped-def]
-    connection = RedisConnection(redis_server.url)
+    connection = RedisConnection(RedisClient(redis_server.url))
     store = RedisStore(connection, Limit(0.01, 10), "test:")
-    await connection.start()
-    await connection.start()  # a second generation during a reload
-    await connection.stop()
+    await connection.redis.start()
+    await connection.redis.start()  # a second generation during a reload
+    await connection.redis.stop()
     assert (await store.decide("k")).allowed
-    await connection.stop()
-    assert connection._client is None
+    await connection.redis.stop()
+    assert connection.redis._client is None
     assert (await store.decide("k")).remaining == 8  # connects again when used
-    await connection.stop()
+    await connection.redis.stop()
 
 
 async def test_after_a_failure_one_probe_at_a_time_tries_redis(caplog) -> None:  # type: ignore[no-untyped-def]
-    caplog.set_level(logging.WARNING, logger="lb.ratelimit")
+    caplog.set_level(logging.WARNING, logger="lb.redis")
     now = [0.0]
-    connection = RedisConnection(f"redis://127.0.0.1:{free_port()}/0", clock=lambda: now[0])
+    connection = RedisConnection(
+        RedisClient(f"redis://127.0.0.1:{free_port()}/0", clock=lambda: now[0])
+    )
     store = RedisStore(connection, Limit(1, 1), "test:")
     tried: list[int] = []
     real_run = connection._run
@@ -153,7 +156,7 @@ async def test_after_a_failure_one_probe_at_a_time_tries_redis(caplog) -> None: 
     try:
         with pytest.raises(StoreUnavailable):  # refused
             await store.decide("k")
-        assert connection.failing and tried == [1]
+        assert connection.redis.failing and tried == [1]
         for _ in range(3):  # inside the interval: answered without trying
             with pytest.raises(StoreUnavailable):
                 await store.decide("k")
@@ -165,16 +168,16 @@ async def test_after_a_failure_one_probe_at_a_time_tries_redis(caplog) -> None: 
         assert all(isinstance(r, StoreUnavailable) for r in results)
         assert tried == [1, 1]  # one probe; the other four answered at once
     finally:
-        await connection.stop()
-    assert len([r for r in caplog.records if r.name == "lb.ratelimit"]) == 1
+        await connection.redis.stop()
+    assert len([r for r in caplog.records if r.name == "lb.redis"]) == 1
 
 
 def test_timeouts_and_pool_size_in_the_url_win_over_the_defaults() -> None:
-    defaults = RedisConnection("redis://127.0.0.1:1/0")._connect().connection_pool
+    defaults = RedisClient("redis://127.0.0.1:1/0").client().connection_pool
     assert defaults.connection_kwargs["socket_timeout"] == 0.25
     assert defaults.max_connections == 32
     url = "redis://127.0.0.1:1/0?socket_timeout=2&max_connections=7"
-    tuned = RedisConnection(url)._connect().connection_pool
+    tuned = RedisClient(url).client().connection_pool
     assert tuned.connection_kwargs["socket_timeout"] == 2.0
     assert tuned.connection_kwargs["socket_connect_timeout"] == 0.25
     assert tuned.max_connections == 7
@@ -282,13 +285,13 @@ def balancer_with_recorded_errors(config: dict[str, Any]) -> tuple[LoadBalancer,
 
 
 def outage_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "lb.ratelimit"]
+    return [r.getMessage() for r in caplog.records if r.name == "lb.redis"]
 
 
 def test_redis_away_with_allow_lets_requests_through_and_recovers(
     redis_server, start_backends, start_balancer, caplog
 ) -> None:  # type: ignore[no-untyped-def]
-    caplog.set_level(logging.WARNING, logger="lb.ratelimit")
+    caplog.set_level(logging.WARNING, logger="lb.redis")
     [(backend, server)] = start_backends(1)
     app, errors = balancer_with_recorded_errors(
         redis_limited([server.url], redis_server.url, on_store_error="allow", burst=2)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from conftest import pool_config
 from lb.config import Config, ConfigError, load_config
-from lb.headers import HOP_BY_HOP, downstream_response_headers, upstream_request_headers
+from lb.proxy.headers import HOP_BY_HOP, downstream_response_headers, upstream_request_headers
 from rawbackend import RawBackend, counting
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from lb.cache.directives import (
     parse_cache_control,
     parse_etags,
 )
-from lb.headers import (
+from lb.proxy.headers import (
     HOP_BY_HOP,
     client_ip,
     downstream_response_headers,

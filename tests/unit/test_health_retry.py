@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from lb.config import RetryConfig
-from lb.retry import PerTryTimeout, RetryBudget, RetryPolicy, was_sent
+from lb.proxy.retry import PerTryTimeout, RetryBudget, RetryPolicy, was_sent
 
 
 class FakeClock:
@@ -157,11 +157,15 @@ async def test_per_try_timeout_bounds_the_wait_for_the_response_head() -> None:
     request = httpx.Request("GET", "http://127.0.0.1:1/")
     start = time.monotonic()
     with pytest.raises(PerTryTimeout) as info:
-        await rules.send(SlowTransport(5.0), request)
+        await rules.bounded(SlowTransport(5.0).handle_async_request(request), request)
     assert time.monotonic() - start < 1.0
     assert info.value.request is request
-    assert (await rules.send(SlowTransport(0.0), request)).status_code == 200
-    assert (await policy().send(SlowTransport(0.01), request)).status_code == 200
+    assert (
+        await rules.bounded(SlowTransport(0.0).handle_async_request(request))
+    ).status_code == 200
+    assert (
+        await policy().bounded(SlowTransport(0.01).handle_async_request(request))
+    ).status_code == 200
 
 
 class Receive:
@@ -180,7 +184,7 @@ class Receive:
 
 
 async def test_a_small_body_is_sent_again_whole_after_a_partial_read() -> None:
-    from lb.downstream import RequestBody
+    from lb.proxy.downstream import RequestBody
 
     done: list[bool] = []
     body = RequestBody(Receive(b"ab", b"cd", b"ef"), True, lambda: done.append(True))
@@ -194,7 +198,7 @@ async def test_a_small_body_is_sent_again_whole_after_a_partial_read() -> None:
 
 
 async def test_a_body_over_the_replay_limit_cannot_be_sent_again() -> None:
-    from lb.downstream import REPLAY_LIMIT, RequestBody
+    from lb.proxy.downstream import REPLAY_LIMIT, RequestBody
 
     big = b"x" * (REPLAY_LIMIT // 2 + 1)
     body = RequestBody(Receive(big, big), True, lambda: None)
@@ -205,7 +209,7 @@ async def test_a_body_over_the_replay_limit_cannot_be_sent_again() -> None:
 
 
 async def test_a_first_chunk_over_the_limit_is_kept_until_the_next_one_is_read() -> None:
-    from lb.downstream import REPLAY_LIMIT, RequestBody
+    from lb.proxy.downstream import REPLAY_LIMIT, RequestBody
 
     big = b"x" * (REPLAY_LIMIT + 1)
     body = RequestBody(Receive(big, b"tail"), True, lambda: None)
@@ -217,7 +221,7 @@ async def test_a_first_chunk_over_the_limit_is_kept_until_the_next_one_is_read()
 
 
 async def test_no_body_is_always_replayable() -> None:
-    from lb.downstream import RequestBody
+    from lb.proxy.downstream import RequestBody
 
     receive = Receive()
     body = RequestBody(receive, False, lambda: None)

@@ -99,7 +99,12 @@ def test_ramp_factor_goes_from_ten_percent_to_all_over_the_window() -> None:
 async def test_slow_start_ramps_the_weight_on_a_timer_and_ends_at_the_config_weight() -> None:
     backend = Backend(BackendConfig("http://127.0.0.1:1", "a", weight=4))
     changes: list[float] = []
-    backend._on_change = lambda: changes.append(backend.weight)
+
+    class Owner:
+        def invalidate(self) -> None:
+            changes.append(backend.weight)
+
+    backend.owner = Owner()
     ramp = SlowStart(0.2)
     ramp.begin(backend)
     assert backend.weight == pytest.approx(0.4)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from lb.accesslog import AccessLog, _text, _trace_id
 from lb.config import LoggingConfig
-from lb.context import RequestContext
 from lb.logsetup import JsonFormatter, log_config, use_level
+from lb.proxy.context import RequestContext
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 

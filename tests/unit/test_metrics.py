@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
@@ -22,8 +20,8 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def fake_generation(*pools: Pool) -> Any:
-    return SimpleNamespace(pools={p.name: p for p in pools})
+def fake_pools(*pools: Pool) -> dict[str, Pool]:
+    return {p.name: p for p in pools}
 
 
 def make_pool(name: str, *ids: str) -> Pool:
@@ -181,7 +179,7 @@ def test_two_instances_share_nothing() -> None:
 
 def test_refresh_copies_backend_state() -> None:
     pool = make_pool("web", "a", "b")
-    gen = fake_generation(pool)
+    gen = fake_pools(pool)
     m = Metrics(lambda: gen)
     a, b = pool.backends["a"], pool.backends["b"]
     pool.start(a)
@@ -212,14 +210,14 @@ def test_refresh_copies_backend_state() -> None:
 
 def test_refresh_follows_reloads() -> None:
     pool = make_pool("web", "a", "b")
-    gen = fake_generation(pool)
+    gen = fake_pools(pool)
     m = Metrics(lambda: gen)
     pool.start(pool.backends["a"])
     m.refresh()
     # A reload replaces "a" by a new Backend (new URL) and removes "b".
     replaced = Backend(BackendConfig(url="http://127.0.0.1:9999", id="a"))
     new_pool = Pool(PoolConfig(name="web", backends=()), [replaced])
-    gen = fake_generation(new_pool)
+    gen = fake_pools(new_pool)
     new_pool.start(replaced)
     new_pool.start(replaced)
     m.refresh()
@@ -232,7 +230,7 @@ def test_refresh_follows_reloads() -> None:
 
 def test_render_is_prometheus_text_with_every_family() -> None:
     pool = make_pool("web", "a")
-    m = Metrics(lambda: fake_generation(pool))
+    m = Metrics(lambda: fake_pools(pool))
     m.request("web", "a", "GET", 200, 0.01)
     import asyncio
 

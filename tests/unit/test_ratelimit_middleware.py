@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from lb.config import RateLimitConfig
-from lb.context import SCOPE_KEY, RequestContext
 from lb.metrics import Metrics
+from lb.proxy.context import SCOPE_KEY, RequestContext
 from lb.ratelimit.gcra import Decision, Limit
 from lb.ratelimit.memory import MemoryStore
 from lb.ratelimit.middleware import MAX_KEY_CHARS, RateLimit, key_function

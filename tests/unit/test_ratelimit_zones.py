@@ -55,11 +55,11 @@ def test_without_a_top_level_limit_only_routes_with_their_own_are_limited() -> N
 def test_a_reload_keeps_the_buckets_of_unchanged_zones() -> None:
     app = LoadBalancer(config(rate_limit={"rate": 10, "burst": 20}))
     first = app.generation
-    same = Generation(app.config, app, previous=first)
+    same = app.runtime.build(app.config)
     assert handlers(same)["/a"].store is handlers(first)["/a"].store
     assert handlers(same)["/own"].store is handlers(first)["/own"].store
     changed = LoadBalancer(config(rate_limit={"rate": 10, "burst": 30})).config
-    after = Generation(changed, app, previous=first)
+    after = app.runtime.build(changed)
     assert handlers(after)["/a"].store is not handlers(first)["/a"].store
     assert handlers(after)["/a"].limit.burst == 30
     assert handlers(after)["/own"].store is handlers(first)["/own"].store
@@ -77,11 +77,14 @@ def test_redis_zones_share_one_connection_per_url_across_reloads() -> None:
     # A route's own block takes the keys it lacks from the top level: redis, the same URL.
     own = handlers(gen)["/own"].store
     assert isinstance(own, RedisStore) and own.prefix == "lb:rl:route:*/own:"
-    [connection] = gen.services()
-    assert connection is store.connection is own.connection
+    [client] = gen.services()  # the runtime's one client for the URL
+    assert client is store.connection.redis is own.connection.redis is app.runtime.redis.get(url)
+    connection = store.connection
+    assert connection is own.connection
     changed = LoadBalancer(
         config(rate_limit={"rate": 9, "burst": 5, "store": "redis", "redis_url": url})
     ).config
-    after = Generation(changed, app, previous=gen)
+    after = app.runtime.build(changed)
     assert handlers(after)["/a"].store is not store
-    assert list(after.services()) == [connection]
+    assert list(after.services()) == [client]
+    assert handlers(after)["/a"].store.connection is connection

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lb.retry import RetryBudget
+from lb.proxy.retry import RetryBudget
 
 
 class Clock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lb.config import RouteConfig
-from lb.routing import Router, request_host
+from lb.proxy.routing import Router, request_host
 
 
 def router(*routes: RouteConfig, pools: tuple[str, ...] = ("a", "b")) -> Router:

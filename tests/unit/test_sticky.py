@@ -8,8 +8,8 @@ import pytest
 
 from lb.config import BackendConfig, PoolConfig, StickyConfig, load_config
 from lb.pool import Pool
-from lb.sticky import StickySessions
 from lb.strategy import BUILTINS, PickRequest
+from lb.strategy.sticky import StickySessions
 
 
 def pool_of(strategy: str = "round_robin", sticky: StickyConfig | None = None, **kw: Any) -> Pool:

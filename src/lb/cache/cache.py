@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lb.cache.entry import Entry, select
 from lb.cache.request import DirectivesMemo
 from lb.cache.store import MemoryStore, Store, StoreDown, StoreError
+from lb.redis_client import RedisClient
 
 if TYPE_CHECKING:
     from lb.cache.layer import CacheLayer
@@ -36,11 +37,12 @@ UNCACHEABLE_FOR = 30.0  # how long a key that answered uncacheable is not collap
 _UNCACHEABLE_MAX = 4096
 
 
-def create_store(config: CacheConfig) -> Store:
+def create_store(config: CacheConfig, redis: Callable[[str], RedisClient] = RedisClient) -> Store:
+    """The store `config` names; `redis` gives the runtime's client for a URL."""
     if config.store == "redis":
         from lb.cache.redis_store import RedisStore
 
-        return RedisStore(config.redis_url)
+        return RedisStore(redis(config.redis_url))
     return MemoryStore(config.max_entries, config.max_bytes)
 
 

@@ -23,9 +23,9 @@ from lb.cache.ranges import UNSATISFIABLE, byte_range, content_range, unsatisfie
 from lb.cache.request import CacheRequest, cache_request
 from lb.cache.rules import SAFE_METHODS, Reuse, age_header, reuse
 from lb.cache.store import StoreError
-from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import send_error
-from lb.headers import new_request_id
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import send_error
+from lb.proxy.headers import new_request_id
 
 if TYPE_CHECKING:
     from lb.cache.cache import Cache

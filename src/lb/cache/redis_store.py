@@ -8,28 +8,26 @@ Layout (one primary key = one Redis hash, so a lookup is one HGETALL):
                                        methods), for `purge(target)`; expires with them
 
 Each write is one Lua script, so concurrent workers never leave a half-written entry. When Redis
-cannot be reached every call raises `StoreError` (the cache passes requests through), and for a
-second afterwards calls fail at once instead of waiting on a dead server again.
+cannot be reached every call raises `StoreError` (the cache passes requests through); the client and
+its outage policy (refused at once for a while after a failure, then one probe at a time) are
+`lb.redis_client`'s, shared with the rate limit and the control bus.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
 from lb.cache.entry import Entry
 from lb.cache.keys import target_of
 from lb.cache.store import MAX_VARIANTS, StoreDown, StoreError
+from lb.redis_client import RedisClient, redact
 
 PREFIX = b"lb:cache:"
-RETRY_AFTER = 1.0  # seconds during which a failed Redis is not asked again
 
 _PUT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
@@ -69,44 +67,24 @@ def target_key(target: bytes) -> bytes:
 class RedisStore:
     name = "redis"
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 0.5,
-        max_connections: int = 64,
-        clock: Any = time.monotonic,
-    ) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.max_connections = max_connections
-        self._clock = clock
-        self._client: redis.Redis | None = None
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+        self.url = redis.url
         self._scripts: dict[str, Any] = {}
-        self._down_until = 0.0
+        self._scripts_of: redis_asyncio.Redis | None = None
 
     def __repr__(self) -> str:
-        state = "down" if self._clock() < self._down_until else "up"
-        return f"<RedisStore {self.url} [{state}]>"
+        state = "down" if self.redis.failing else "up"
+        return f"<RedisStore {redact(self.url)} [{state}]>"
 
-    def _redis(self) -> redis.Redis:
-        # Created on first use, in the running loop, so that closing and reusing (a reload that
-        # keeps the store) just reconnects.
-        client = self._client
-        if client is None:
-            pool = redis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self.max_connections,
-                timeout=self.timeout,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-            client = self._client = redis.Redis(connection_pool=pool)
+    def _redis(self) -> redis_asyncio.Redis:
+        client = self.redis.client()
+        if client is not self._scripts_of:  # scripts are bound to a client: a new one after close
             self._scripts = {
                 "put": client.register_script(_PUT),
                 "purge": client.register_script(_PURGE_TARGET),
             }
+            self._scripts_of = client
         return client
 
     def _script(self, name: str) -> Any:
@@ -115,13 +93,15 @@ class RedisStore:
 
     async def _call(self, operation: Any) -> Any:
         """Run `operation()` (a coroutine factory) against Redis, mapping failures to StoreError."""
-        if self._clock() < self._down_until:
+        if self.redis.refused():
             raise StoreDown("redis unavailable (recent failure)")
         try:
-            return await operation()
+            result = await operation()
         except (TimeoutError, RedisError, OSError) as exc:
-            self._down_until = self._clock() + RETRY_AFTER
+            self.redis.failed(exc)
             raise StoreError(f"redis: {exc}") from exc
+        self.redis.succeeded()
+        return result
 
     async def variants(self, primary: bytes, now: float) -> list[Entry]:
         key = entry_key(primary)
@@ -149,7 +129,7 @@ class RedisStore:
 
     async def purge(self, target: bytes | None) -> int:
         # An operator's explicit request: tried even right after a failure.
-        self._down_until = 0.0
+        self.redis.retry_now()
         if target is not None:
             keys = [target_key(target)]
             return int(await self._call(lambda: self._script("purge")(keys=keys)))
@@ -166,10 +146,5 @@ class RedisStore:
                 return removed
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await client.aclose()
-                await client.connection_pool.disconnect()
-            except (RedisError, OSError):
-                pass
+        """Nothing of its own to close: the client is the runtime's (`lb.redis_client`), started
+        and stopped with the generations that use it."""

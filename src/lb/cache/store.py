@@ -14,13 +14,14 @@ from typing import Protocol
 
 from lb.cache.entry import Entry
 from lb.cache.keys import target_of
+from lb.exceptions import LBError
 
 # Bound on the variants of one primary key (a Vary on a high-cardinality field such as
 # User-Agent would otherwise fill the store with one URL).
 MAX_VARIANTS = 32
 
 
-class StoreError(Exception):
+class StoreError(LBError):
     """The store could not be reached or answered nonsense."""
 
 

@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 
 from lb.config.model import Network
 from lb.config.units import parse_duration, parse_size
+from lb.exceptions import LBError
 
 T = TypeVar("T")
 S = TypeVar("S", bound=str)
 
 
-class ConfigError(Exception):
+class ConfigError(LBError):
     """An invalid config; `problems` holds one `key.path: message` line per problem found."""
 
     def __init__(self, problems: str | Iterable[str]) -> None:
@@ -31,7 +32,7 @@ class ConfigError(Exception):
         return "\n".join(self.problems)
 
 
-class Invalid(ValueError):
+class Invalid(LBError, ValueError):
     """Raised by converters; the message follows the key path in the problem line."""
 
 

@@ -35,18 +35,9 @@ from lb.config.model import (
     TimeoutConfig,
 )
 from lb.config.tls import read_pool_tls
-from lb.strategy import check_options
+from lb.registry import BUILTINS, check_options
 
-BUILTIN_STRATEGIES = (
-    "round_robin",
-    "weighted_round_robin",
-    "least_connections",
-    "random",
-    "power_of_two_choices",
-    "least_latency",
-    "ip_hash",
-    "consistent_hash",
-)
+BUILTIN_STRATEGIES = tuple(BUILTINS)  # the names the config accepts: the one registry's
 
 POOL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # RFC 9110 token: header names, and RFC 6265 cookie names.

@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from lb.control.overrides import PatchError, find_backend, parse_patch
 from lb.control.reload import ReloadError, log_reload, log_reload_failure
+from lb.proxy.errors import admin_error, json_response
 
 if TYPE_CHECKING:
-    from lb.app import LoadBalancer
+    from lb.control.runtime import Control
 
 MAX_BODY = 64 * 1024
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return JSONResponse(data, status, headers={"cache-control": "no-store"})
-
-
-def admin_error(
-    status: int,
-    code: str,
-    detail: str,
-    problems: list[str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """An admin endpoint's error: JSON `{"error", "detail"}` (operators' words, no cause of a
-    failure inside: that goes to the log), never cached."""
-    body: dict[str, Any] = {"error": code, "detail": detail}
-    if problems is not None:
-        body["problems"] = problems
-    return JSONResponse(body, status, headers={"cache-control": "no-store", **(headers or {})})
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -46,23 +28,29 @@ async def _read_body(request: Request) -> bytes | None:
     return body
 
 
-def control_routes(app: LoadBalancer, prefix: str) -> list[Route]:
+def _no_backend(request: Request, pool: str, backend_id: str) -> Response:
+    detail = f"no backend {backend_id!r} in pool {pool!r}"
+    return admin_error(request.scope, 404, "not_found", detail)
+
+
+def control_routes(control: Control, prefix: str) -> list[Route]:
     async def patch_backend(request: Request) -> Response:
         pool, backend_id = request.path_params["pool"], request.path_params["backend_id"]
-        if find_backend(app.generation, pool, backend_id) is None:
-            return admin_error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
+        if find_backend(control.runtime.generation, pool, backend_id) is None:
+            return _no_backend(request, pool, backend_id)
         body = await _read_body(request)
         if body is None:
-            return admin_error(400, "bad_request", f"body larger than {MAX_BODY} bytes")
+            detail = f"body larger than {MAX_BODY} bytes"
+            return admin_error(request.scope, 400, "bad_request", detail)
         try:
             state, weight = parse_patch(body)
         except PatchError as exc:
-            return admin_error(400, "bad_request", str(exc), exc.problems)
+            return admin_error(request.scope, 400, "bad_request", str(exc), problems=exc.problems)
         try:
-            backend = await app.control.set_backend(pool, backend_id, state, weight)
+            backend = await control.set_backend(pool, backend_id, state, weight)
         except KeyError:  # removed by a reload while the body was read
-            return admin_error(404, "not_found", f"no backend {backend_id!r} in pool {pool!r}")
-        return _json(
+            return _no_backend(request, pool, backend_id)
+        return json_response(
             {
                 "pool": pool,
                 "id": backend.id,
@@ -76,13 +64,13 @@ def control_routes(app: LoadBalancer, prefix: str) -> list[Route]:
     async def reload(request: Request) -> Response:
         trigger = f"POST {request.url.path} from {request.client.host if request.client else '?'}"
         try:
-            report = await app.control.reload(share=True)
+            report = await control.reload(share=True)
         except ReloadError as exc:
             log_reload_failure(trigger, exc.problems)
             detail = "the config has problems; the running config is unchanged"
-            return admin_error(400, "invalid_config", detail, exc.problems)
+            return admin_error(request.scope, 400, "invalid_config", detail, problems=exc.problems)
         log_reload(trigger, report)
-        return _json(report)
+        return json_response(report)
 
     return [
         Route(f"{prefix}/pools/{{pool}}/backends/{{backend_id}}", patch_backend, methods=["PATCH"]),

@@ -4,6 +4,9 @@ Every worker of every instance subscribes to one channel. A message is JSON
 `{"origin": ..., "kind": ..., "data": {...}}`; a worker ignores its own. Delivery is at most once:
 a worker that is disconnected when a message goes out misses it (Redis pub/sub keeps nothing), so
 the bus carries changes, and the durable state stays in each instance's config file.
+
+It uses the runtime's `RedisClient` for the URL (the one the rate limit and cache use): publishing
+goes through its pool and outage policy, the subscription has a connection of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from lb.redis_client import RedisClient, redact
 
 logger = logging.getLogger("lb.control")
 
@@ -27,8 +32,9 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 class RedisBus:
     """One subscription to `CHANNEL` on `url`, re-established with backoff when Redis goes away."""
 
-    def __init__(self, url: str, origin: str, on_message: Handler) -> None:
-        self.url = url
+    def __init__(self, redis: RedisClient, origin: str, on_message: Handler) -> None:
+        self.redis = redis
+        self.url = redis.url
         self.origin = origin
         self._on_message = on_message
         self._client: Any = None
@@ -37,18 +43,13 @@ class RedisBus:
 
     def __repr__(self) -> str:
         state = "subscribed" if self.subscribed.is_set() else "not subscribed"
-        return f"<RedisBus {self.url} {CHANNEL} [{state}]>"
+        return f"<RedisBus {redact(self.url)} {CHANNEL} [{state}]>"
 
     async def start(self) -> None:
-        import redis.asyncio as redis
-
         if self._task is not None:
             return
-        # Keepalive and periodic PINGs, so a connection that silently died is noticed on an idle
-        # subscription too, not only when Redis closes it.
-        self._client = redis.Redis.from_url(
-            self.url, socket_connect_timeout=2.0, socket_keepalive=True, health_check_interval=15
-        )
+        await self.redis.start()
+        self._client = self.redis.subscriber()
         self._task = asyncio.get_running_loop().create_task(self._listen(), name="lb control bus")
 
     async def stop(self) -> None:
@@ -60,19 +61,26 @@ class RedisBus:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+            await self.redis.stop()
         self.subscribed.clear()
 
     async def publish(self, kind: str, data: dict[str, Any]) -> bool:
         """Send a message to every other subscriber; False (and a log line) when Redis is away."""
         if self._client is None:
             return False
+        if self.redis.refused():
+            logger.warning("cannot publish %s to %s: it is down", kind, redact(self.url))
+            return False
         message = json.dumps({"origin": self.origin, "kind": kind, "data": data})
         try:
             async with asyncio.timeout(_PUBLISH_TIMEOUT):
-                await self._client.publish(CHANNEL, message)
+                await self.redis.client().publish(CHANNEL, message)
         except Exception as exc:  # noqa: BLE001 - redis errors, timeouts: reported, not raised
-            logger.warning("cannot publish %s to %s: %s", kind, self.url, exc or type(exc).__name__)
+            self.redis.failed(exc)
+            cause = exc or type(exc).__name__
+            logger.warning("cannot publish %s to %s: %s", kind, redact(self.url), cause)
             return False
+        self.redis.succeeded()
         return True
 
     async def _listen(self) -> None:

@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from lb.backend import AdminState
+from lb.config import Config
+from lb.exceptions import LBError
 
 if TYPE_CHECKING:
     from lb.backend import Backend
-    from lb.generation import Generation
+    from lb.pool import Pool
 
 ADMIN_STATES: tuple[AdminState, ...] = ("active", "draining", "disabled")
 MAX_WEIGHT = 1_000_000
 BackendKey = tuple[str, str]  # (pool name, backend id)
 
 
-class PatchError(ValueError):
+class Live(Protocol):
+    """What control reads of a generation (`lb.generation.Generation`): its config and pools."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def pools(self) -> Mapping[str, Pool]: ...
+
+
+class PatchError(LBError, ValueError):
     """A PATCH body that cannot be applied; `problems` name each mistake."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -125,12 +138,12 @@ def parse_patch(body: bytes) -> tuple[AdminState | None, int | None]:
     return cast(AdminState | None, state), weight
 
 
-def find_backend(gen: Generation, pool: str, backend_id: str) -> Backend | None:
+def find_backend(gen: Live, pool: str, backend_id: str) -> Backend | None:
     found = gen.pools.get(pool)
     return found.backends.get(backend_id) if found is not None else None
 
 
-def configured_weight(gen: Generation, pool: str, backend_id: str) -> int | None:
+def configured_weight(gen: Live, pool: str, backend_id: str) -> int | None:
     """The weight `gen`'s config gives the backend (what a reload resets it to)."""
     pool_config = gen.config.pools.get(pool)
     if pool_config is None:
@@ -141,7 +154,7 @@ def configured_weight(gen: Generation, pool: str, backend_id: str) -> int | None
     return None
 
 
-def apply(override: Override, gen: Generation) -> bool:
+def apply(override: Override, gen: Live) -> bool:
     """Lay `override` over the live backend it was made for; False when `gen` has no such backend.
 
     Synchronous on purpose: no request sees a half-applied override.

@@ -17,34 +17,27 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from lb.backend import AdminState, Backend
 from lb.config import Config, ConfigError, RateLimitConfig, load_config
 from lb.control.bus import RedisBus
 from lb.control.overrides import (
     BackendKey,
+    Live,
     Override,
     apply,
     configured_weight,
     find_backend,
 )
 from lb.control.periodic import Periodic
-from lb.control.reload import (
-    GenerationSwap,
-    ReloadError,
-    describe,
-    log_purge,
-    log_reload,
-    log_reload_failure,
-)
+from lb.control.reload import ReloadError, describe, log_purge, log_reload, log_reload_failure
 from lb.control.shared import ENV_DIR, ControlFile, Signature, add_event, put_override
+from lb.redis_client import RedisClients
 from lb.tls import TLSError
 
-if TYPE_CHECKING:
-    from lb.app import ConfigSource, LoadBalancer
-    from lb.generation import Generation
+ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
 logger = logging.getLogger("lb.control")
 
@@ -73,9 +66,26 @@ def _file_signature(path: str) -> Signature | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+class Host(Protocol):
+    """What control changes (`lb.runtime.Runtime`): the live generation, and making a new one."""
+
+    @property
+    def generation(self) -> Live: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def redis(self) -> RedisClients: ...
+
+    def reload_certificates(self) -> list[str]: ...
+
+    async def replace(self, config: Config) -> None: ...
+
+
 class Control:
-    def __init__(self, app: LoadBalancer) -> None:
-        self.app = app
+    def __init__(self, runtime: Host) -> None:
+        self.runtime = runtime
         self.origin = ""  # host:pid:nonce, set at start (a worker may be forked after __init__)
         self.overrides: dict[BackendKey, Override] = {}
         self.reloads = 0
@@ -115,13 +125,13 @@ class Control:
             self._take_overrides(document)
             self._seen_seq = document["seq"]
             self._services.append(Periodic("lb control file", self.poll_interval, self._poll_file))
-        if self.app.config.source is not None:
-            self._watched = _file_signature(self.app.config.source)
+        if self.runtime.config.source is not None:
+            self._watched = _file_signature(self.runtime.config.source)
             watch = Periodic("lb config watch", self.watch_interval, self._watch_tick)
             self._services.append(watch)
         for service in self._services:
             await service.start()
-        await self._start_bus(bus_url(self.app.config))
+        await self._start_bus(bus_url(self.runtime.config))
         self._install_sighup()
 
     async def stop(self) -> None:
@@ -149,7 +159,7 @@ class Control:
             self.bus = None
         if url is None:
             return
-        self.bus = RedisBus(url, self.origin, self._bus_message)
+        self.bus = RedisBus(self.runtime.redis.get(url), self.origin, self._bus_message)
         await self.bus.start()
         # Subscribed before the app serves, so a change made right after start-up is not missed;
         # with Redis away the app starts anyway and the bus keeps trying.
@@ -184,7 +194,7 @@ class Control:
 
         Raises KeyError when the live generation has no such backend.
         """
-        gen = self.app.generation
+        gen = self.runtime.generation
         backend = find_backend(gen, pool, backend_id)
         if backend is None:
             raise KeyError((pool, backend_id))
@@ -213,7 +223,7 @@ class Control:
         current = self.overrides.get(override.key)
         if current is None or override.at > current.at:
             self.overrides[override.key] = override
-            apply(override, self.app.generation)
+            apply(override, self.runtime.generation)
 
     def _take_overrides(self, document: dict[str, Any]) -> None:
         for item in document["overrides"]:
@@ -221,7 +231,7 @@ class Control:
             if override is not None:
                 self._take(override)
 
-    def apply_overrides(self, gen: Generation) -> None:
+    def apply_overrides(self, gen: Live) -> None:
         """Lay every known override over `gen` (a reload's new generation)."""
         for override in self.overrides.values():
             apply(override, gen)
@@ -296,7 +306,7 @@ class Control:
 
     async def _purge_event(self, data: dict[str, Any]) -> None:
         # The cache layer's purge(target: bytes | None) when the generation has a cache.
-        purge = getattr(getattr(self.app.generation, "cache", None), "purge", None)
+        purge = getattr(getattr(self.runtime.generation, "cache", None), "purge", None)
         if purge is not None:
             path = data.get("path")
             removed = await purge(path.encode("latin-1") if isinstance(path, str) else None)
@@ -321,7 +331,7 @@ class Control:
         return report
 
     async def _reload(self, source: ConfigSource | None) -> dict[str, Any]:
-        app = self.app
+        app = self.runtime
         if source is None:
             source = app.config.source
         if source is None:
@@ -344,9 +354,7 @@ class Control:
         report.update(describe(app.config, config))
         if config == app.config:
             return report
-        swap = GenerationSwap(app, config)
-        self.apply_overrides(swap.new)  # before its services start: health checks see them
-        await swap.commit(self.apply_overrides)
+        await app.replace(config)  # lays the overrides over the new generation in the swap
         self.reloads += 1
         report["status"] = "reloaded"
         await self._start_bus(bus_url(config))
@@ -361,7 +369,7 @@ class Control:
         log_reload(trigger, report)
 
     async def _watch_tick(self) -> None:
-        config = self.app.config
+        config = self.runtime.config
         if not config.server.watch_config or config.source is None:
             self._watched = None
             return

@@ -10,7 +10,7 @@ Vocabulary (Envoy/HAProxy words, one meaning each):
   (`lb.pool.Pool`);
 - slow start: a backend that comes back ramps its weight up (`slowstart.SlowStart`).
 
-`monitor.PoolHealth` ties them together for one pool. Retries live in `lb.retry`.
+`monitor.PoolHealth` ties them together for one pool. Retries live in `lb.proxy.retry`.
 """
 
 from lb.health.checker import HealthChecker

@@ -12,20 +12,25 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 
 from lb.backend import Backend
 from lb.config import HealthCheckConfig
+from lb.health.monitor import Members, PoolHealth
 from lb.health.thresholds import CheckState, check_delay
-
-if TYPE_CHECKING:
-    from lb.pool import Pool
 
 SUCCESS, FAILURE, TIMEOUT, ERROR = "success", "failure", "timeout", "error"
 _BODY_LIMIT = 64 * 1024  # read this much of a check's answer so the connection can be reused
 _USER_AGENT = b"lb-health-check"
+
+
+class Checked(Members, Protocol):
+    """A pool with its health (`lb.pool.Pool`): what the checker probes and reports to."""
+
+    @property
+    def health(self) -> PoolHealth: ...
 
 
 class HealthChecker:
@@ -34,7 +39,7 @@ class HealthChecker:
 
     def __init__(
         self,
-        pool: Pool,
+        pool: Checked,
         client: httpx.AsyncClient,
         *,
         clock: Callable[[], float] = time.monotonic,

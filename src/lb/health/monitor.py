@@ -11,23 +11,37 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from lb.backend import Backend
+from lb.config import PoolConfig
 from lb.health.outlier import OutlierDetector
 from lb.health.slowstart import SlowStart
 from lb.metrics import Metrics
 
-if TYPE_CHECKING:
-    from lb.pool import Pool
-
 logger = logging.getLogger("lb.health")
+
+
+class Members(Protocol):
+    """What health reads of a pool (`lb.pool.Pool`): its name and config, its backends, and
+    whether it still owns one (a reload may have handed it to a newer pool)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> PoolConfig: ...
+
+    @property
+    def backends(self) -> Mapping[str, Backend]: ...
+
+    def owns(self, backend: Backend) -> bool: ...
 
 
 class PoolHealth:
     def __init__(
-        self, pool: Pool, metrics: Metrics, clock: Callable[[], float] = time.monotonic
+        self, pool: Members, metrics: Metrics, clock: Callable[[], float] = time.monotonic
     ) -> None:
         config = pool.config
         self.pool = pool
@@ -54,6 +68,7 @@ class PoolHealth:
         for backend in self.pool.backends.values():
             if backend.ejected and backend.id not in self._returns:
                 self._schedule_return(backend, max(0.0, backend.ejected_until - now))
+            self.slow_start.resume(backend)
 
     def stop(self) -> None:
         """Cancel every timer; nothing is ejected after this (requests still finishing on this
@@ -62,7 +77,9 @@ class PoolHealth:
         returns, self._returns = self._returns, {}
         for handle in returns.values():
             handle.cancel()
-        self.slow_start.stop()
+        # A backend a newer pool took over keeps ramping there.
+        owns = self.pool.owns
+        self.slow_start.stop(lambda backend: backend.owner is not None and not owns(backend))
 
     # -- passive health ------------------------------------------------------------------------
 

@@ -84,9 +84,6 @@ class OutlierDetector:
         backend.set_ejected_until(now + duration)
         return duration
 
-    def success(self, backend: Backend) -> None:
-        backend.consecutive_failures = 0
-
     def returned(self, backend: Backend) -> None:
         """The ejection of `backend` is over: it may receive requests again."""
         backend.consecutive_failures = 0

@@ -48,19 +48,25 @@ class SlowStart:
         if self.window <= 0.0:
             return
         self._cancel(backend.id)
-        self._step(backend, self._clock())
+        backend.ramp_started = self._clock()
+        self._step(backend)
 
-    def _step(self, backend: Backend, started: float) -> None:
-        factor = ramp_factor(self._clock() - started, self.window)
+    def resume(self, backend: Backend) -> None:
+        """Carry on the ramp `backend` is in (one a previous generation's pool began)."""
+        if backend.ramp_started and backend.id not in self._ramps:
+            self._step(backend)
+
+    def _step(self, backend: Backend) -> None:
+        started = backend.ramp_started
+        factor = ramp_factor(self._clock() - started, self.window) if started else 1.0
         if factor >= 1.0:
             self._ramps.pop(backend.id, None)
+            backend.ramp_started = 0.0
             backend.set_weight(backend.config_weight)
             return
         # Re-read config_weight on every step: an operator may change it during the ramp.
         backend.set_weight(round(backend.config_weight * factor, 3))
-        handle = asyncio.get_running_loop().call_later(
-            self.window / STEPS, self._step, backend, started
-        )
+        handle = asyncio.get_running_loop().call_later(self.window / STEPS, self._step, backend)
         self._ramps[backend.id] = (backend, handle)
 
     def _cancel(self, backend_id: str) -> None:
@@ -68,9 +74,12 @@ class SlowStart:
         if ramp is not None:
             ramp[1].cancel()
 
-    def stop(self) -> None:
-        """Cancel every ramp and give the backends their full weight (nothing is left half-way)."""
+    def stop(self, handed_over: Callable[[Backend], bool] = lambda backend: False) -> None:
+        """Cancel every ramp and give the backends their full weight (nothing is left half-way),
+        except those `handed_over` to a newer pool, which carries their ramp on."""
         ramps, self._ramps = self._ramps, {}
         for backend, handle in ramps.values():
             handle.cancel()
-            backend.set_weight(backend.config_weight)
+            if not handed_over(backend):
+                backend.ramp_started = 0.0
+                backend.set_weight(backend.config_weight)

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from lb.config import RateLimitConfig
-from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import log_cause, send_error
 from lb.metrics import Metrics
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import refuse_websocket, send_error
 from lb.ratelimit.gcra import Decision, rate_limit_headers
 from lb.ratelimit.store import Store, StoreUnavailable
+from lb.types import Handler, Message, Receive, Scope, Send
 
 _OURS = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"})
 # Longer key values (header keys are the client's to choose) are stored as a digest, so a table
@@ -32,7 +33,7 @@ def key_function(spec: str) -> KeyOf:
     """`client_ip` or `header:NAME` (NAME lower-case); a missing or empty header: the client IP."""
     if spec == "client_ip":
 
-        def by_client_ip(scope: Any, ctx: RequestContext) -> str:
+        def by_client_ip(scope: Scope, ctx: RequestContext) -> str:
             return ctx.client_ip
 
         return by_client_ip
@@ -41,7 +42,7 @@ def key_function(spec: str) -> KeyOf:
         raise ValueError(f"unknown rate limit key {spec!r}")
     wanted = name.encode("latin-1")
 
-    def by_header(scope: Any, ctx: RequestContext) -> str:
+    def by_header(scope: Scope, ctx: RequestContext) -> str:
         value: bytes
         for header, value in scope["headers"]:
             if header == wanted:
@@ -59,7 +60,9 @@ def key_function(spec: str) -> KeyOf:
 class RateLimit:
     """Wraps `app` (the rest of a route's chain) with the limit kept in `store`."""
 
-    def __init__(self, app: Any, store: Store, config: RateLimitConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, app: Handler, store: Store, config: RateLimitConfig, metrics: Metrics
+    ) -> None:
         self.app = app
         self.store = store
         # An in-process store decides synchronously: no coroutine per request for it.
@@ -73,7 +76,7 @@ class RateLimit:
     def __repr__(self) -> str:
         return f"<RateLimit {self.store!r} -> {self.app!r}>"
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         decide_now = self._decide_now
         try:
@@ -107,8 +110,8 @@ class RateLimit:
             )
 
 
-def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
-    async def send_with_headers(message: Any) -> None:
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def send_with_headers(message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start" or kind == "websocket.accept":
             # The backend's own RateLimit-* headers would contradict ours: the balancer's limit
@@ -122,9 +125,9 @@ def _with_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
 
 
 async def _reject(
-    scope: Any,
-    receive: Any,
-    send: Any,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
     ctx: RequestContext,
     code: str,
     detail: str,
@@ -138,9 +141,9 @@ async def _reject(
 
 
 async def _reject_websocket(
-    scope: Any,
-    receive: Any,
-    send: Any,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
     ctx: RequestContext,
     code: str,
     detail: str,
@@ -151,20 +154,6 @@ async def _reject_websocket(
     if message["type"] != "websocket.connect":
         return
     status = 429 if code == "rate_limited" else 503
-    ctx.error = code
-    if "websocket.http.response" not in scope.get("extensions", {}):
-        # No way to send a status: close before accepting, "try again later".
-        ctx.status = status
-        log_cause(status, code, detail, ctx.request_id, ctx.backend)
-        await send({"type": "websocket.close", "code": 1013})
-        return
-    await send_error(
-        send,
-        ctx,
-        code,
-        detail,
-        status=status,
-        retry_after=retry_after,
-        headers=headers,
-        kind="websocket.http",
+    await refuse_websocket(
+        send, scope, ctx, code, detail, status=status, retry_after=retry_after, headers=headers
     )

@@ -6,33 +6,25 @@ two decisions interleave and no process clock matters. Decisions made in the sam
 go out as one pipeline (EVALSHA, falling back to EVAL when Redis has lost the script), over a
 bounded connection pool with short timeouts.
 
-When Redis is down or slow the store raises `StoreUnavailable` at once for `RETRY_INTERVAL` seconds
-after a failure instead of waiting on every request, logs once per outage, and then lets one
-decision probe Redis (the rest still answered at once) until one succeeds, so it recovers by
-itself.
+When Redis is down or slow the store raises `StoreUnavailable` at once, under the outage policy of
+`lb.redis_client` (refused for a while after a failure, then one probe at a time, logged once per
+outage), so it recovers by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from lb.ratelimit.gcra import Decision, Limit, decision
 from lb.ratelimit.store import StoreUnavailable
+from lb.redis_client import RETRY_INTERVAL, RedisClient, redact
 
-logger = logging.getLogger("lb.ratelimit")
+__all__ = ["RETRY_INTERVAL", "RedisConnection", "RedisStore", "redact"]
 
-# Seconds; a `?socket_timeout=` or `?socket_connect_timeout=` in the URL overrides them.
-TIMEOUT = 0.25
-MAX_CONNECTIONS = 32
-RETRY_INTERVAL = 0.5  # after a failure, answer "unavailable" without trying for this long
 MAX_BATCH = 256  # decisions per pipeline
 
 # KEYS[1]: the key's TAT in microseconds of Redis's clock.
@@ -61,88 +53,20 @@ return string.format('1 %.17g 0', new_tat - now)
 _Pending = tuple[str, tuple[bytes, bytes, bytes], "asyncio.Future[Any]"]
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
-
-
 class RedisConnection:
-    """One Redis client (with its connection pool) per URL, shared by every zone that uses it.
+    """The rate limit's side of one `RedisClient`: its script, and the batching of the decisions
+    made in one loop turn into one pipeline. Shared by every zone on that URL; the client's
+    lifetime and outage policy are `lb.redis_client`'s."""
 
-    Started and stopped as an app service; reference-counted, so generations that share it across
-    a reload can start and stop it in any order. It connects lazily, in the loop that uses it.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = TIMEOUT,
-        max_connections: int = MAX_CONNECTIONS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.url = url
-        self._timeout = timeout
-        self._max_connections = max_connections
-        self._clock = clock
-        self._client: Redis | None = None
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+        self.url = redis.url
         self._sha: str | None = None
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refs = 0
-        self._down_until = 0.0
-        self.failing = False  # inside an outage (logged once when it starts, once when it ends)
 
     def __repr__(self) -> str:
-        state = "failing" if self.failing else "ok"
-        return f"<RedisConnection {redact(self.url)} [{state}, {len(self._tasks)} in flight]>"
-
-    # -- lifetime ----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._refs += 1
-        if self._refs == 1:
-            # Load the script now so the first requests need no fallback; an unreachable Redis
-            # is logged here, once, and does not stop the app (on_store_error covers it).
-            try:
-                await self._load_script(self._connect())
-                self._succeeded()
-            except (RedisError, OSError) as exc:
-                self._failed(exc)
-
-    async def stop(self) -> None:
-        self._refs -= 1
-        if self._refs > 0:
-            return
-        self._refs = 0
-        pending, self._pending = self._pending, []
-        for _, _, future in pending:  # queued for a flush that will now find nothing to send
-            if not future.done():
-                future.set_exception(StoreUnavailable("redis store closed"))
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _connect(self) -> Redis:
-        if self._client is None:
-            pool = BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self._max_connections,
-                timeout=self._timeout,  # waiting for a free pooled connection
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-            )
-            self._client = Redis.from_pool(pool)
-        return self._client
+        return f"<RedisConnection {self.redis!r} [{len(self._tasks)} in flight]>"
 
     async def _load_script(self, client: Redis) -> str:
         sha = await client.script_load(SCRIPT)
@@ -153,13 +77,8 @@ class RedisConnection:
 
     async def evaluate(self, key: str, args: tuple[bytes, bytes, bytes]) -> Any:
         """Run the script for `key`, batched with the other calls of this loop turn."""
-        if self.failing:
-            now = self._clock()
-            if now < self._down_until:
-                raise StoreUnavailable(f"redis {redact(self.url)} unavailable (retrying shortly)")
-            # This decision probes; the others keep answering at once until it has succeeded,
-            # so a hung Redis costs one timeout per interval, not one per request.
-            self._down_until = now + RETRY_INTERVAL
+        if self.redis.refused():
+            raise StoreUnavailable(f"redis {redact(self.url)} unavailable (retrying shortly)")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((key, args, future))
@@ -181,7 +100,7 @@ class RedisConnection:
             try:
                 results = await self._run(batch)
             except (RedisError, OSError, TimeoutError) as exc:
-                self._failed(exc)
+                self.redis.failed(exc)
                 for _, _, future in batch:
                     if not future.done():
                         future.set_exception(StoreUnavailable(f"redis: {exc}"))
@@ -189,9 +108,9 @@ class RedisConnection:
             # An error reply (READONLY replica, OOM, ...) is an outage like a refused connection.
             error = next((r for r in results if isinstance(r, Exception)), None)
             if error is None:
-                self._succeeded()
+                self.redis.succeeded()
             else:
-                self._failed(error)
+                self.redis.failed(error)
             for (_, _, future), result in zip(batch, results, strict=True):
                 if future.done():  # the request went away meanwhile
                     continue
@@ -200,12 +119,12 @@ class RedisConnection:
                 else:
                     future.set_result(result)
         finally:
-            for _, _, future in batch:  # cancelled by stop(): nobody is left waiting unanswered
+            for _, _, future in batch:  # cancelled: nobody is left waiting unanswered
                 if not future.done():
                     future.set_exception(StoreUnavailable("redis store closed"))
 
     async def _run(self, batch: list[_Pending]) -> list[Any]:
-        client = self._connect()
+        client = self.redis.client()
         sha = self._sha
         if sha is None:
             sha = await self._load_script(client)
@@ -223,23 +142,6 @@ class RedisConnection:
             for i, result in zip(lost, again, strict=True):
                 results[i] = result
         return results
-
-    def _failed(self, exc: BaseException) -> None:
-        self._down_until = self._clock() + RETRY_INTERVAL
-        if not self.failing:
-            self.failing = True
-            logger.warning(
-                "rate limit store redis %s unavailable: %s: %s; on_store_error applies until it "
-                "is back",
-                redact(self.url),
-                type(exc).__name__,
-                exc,
-            )
-
-    def _succeeded(self) -> None:
-        if self.failing:
-            self.failing = False
-            logger.warning("rate limit store redis %s is available again", redact(self.url))
 
 
 class RedisStore:

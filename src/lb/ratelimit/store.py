@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from lb.exceptions import LBError
 from lb.ratelimit.gcra import Decision, Limit
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(LBError):
     """The store could not decide (Redis down, slow or refusing); the cause is chained."""
 
 

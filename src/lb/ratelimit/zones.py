@@ -8,8 +8,8 @@ unchanged, and Redis connections are shared by URL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from lb.config import Config, RateLimitConfig
 from lb.metrics import Metrics
@@ -18,9 +18,11 @@ from lb.ratelimit.memory import MemoryStore
 from lb.ratelimit.middleware import RateLimit
 from lb.ratelimit.redis import RedisConnection, RedisStore
 from lb.ratelimit.store import Store
+from lb.redis_client import RedisClient
+from lb.types import Handler
 
 if TYPE_CHECKING:
-    from lb.routing import Route
+    from lb.proxy.routing import Route
 
 GLOBAL_ZONE = "global"
 REDIS_PREFIX = "lb:rl:"
@@ -39,7 +41,8 @@ def zone_of(route: Route, top: RateLimitConfig | None) -> tuple[str, RateLimitCo
 
 
 class RateLimiting:
-    """The zones of one generation. `previous` (the generation before a reload) lends its stores."""
+    """The zones of one generation. `previous` (the generation before a reload) lends its stores;
+    `redis` gives the runtime's client for a URL."""
 
     def __init__(
         self,
@@ -47,8 +50,10 @@ class RateLimiting:
         routes: Iterable[Route],
         metrics: Metrics,
         previous: RateLimiting | None = None,
+        redis: Callable[[str], RedisClient] = RedisClient,
     ) -> None:
         self.metrics = metrics
+        self._redis = redis
         self.stores: dict[ZoneKey, Store] = {}
         self.connections: dict[str, RedisConnection] = {}
         self._zones: dict[Route, ZoneKey] = {}
@@ -79,17 +84,17 @@ class RateLimiting:
         url = config.redis_url
         connection = self.connections.get(url) or old_connections.get(url)
         if connection is None:
-            connection = RedisConnection(url)
+            connection = RedisConnection(self._redis(url))
         self.connections[url] = connection
         return RedisStore(connection, limit, f"{REDIS_PREFIX}{name}:")
 
-    def wrap(self, route: Route, app: Any) -> Any:
+    def wrap(self, route: Route, app: Handler) -> Handler:
         """`app` behind the route's rate limit, or `app` itself when the route is not limited."""
         zone = self._zones.get(route)
         if zone is None:
             return app
         return RateLimit(app, self.stores[zone], zone[1], self.metrics)
 
-    def services(self) -> Iterator[RedisConnection]:
-        """The Redis connections this generation uses, to start and stop with the app."""
-        return iter(self.connections.values())
+    def services(self) -> Iterator[RedisClient]:
+        """The Redis clients this generation uses, to start and stop with the app."""
+        return (connection.redis for connection in self.connections.values())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
+
+from lb.types import Scope
 
 if TYPE_CHECKING:
     from lb.backend import Backend
@@ -20,7 +22,7 @@ class PickRequest:
 
     __slots__ = ("scope", "client_ip", "hash_key", "_key", "_cookies")
 
-    def __init__(self, scope: Any, client_ip: str, hash_key: str = "client_ip") -> None:
+    def __init__(self, scope: Scope, client_ip: str, hash_key: str = "client_ip") -> None:
         self.scope = scope
         self.client_ip = client_ip
         self.hash_key = hash_key

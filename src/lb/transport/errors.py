@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import httpx
 
+from lb.exceptions import LBError
+
 E = TypeVar("E", bound=BaseException)
 
 
@@ -29,7 +31,7 @@ def request_sent(exc: BaseException) -> bool:
     return bool(getattr(exc, "request_sent", True))
 
 
-class StaleConnection(Exception):
+class StaleConnection(LBError):
     """A connection lost before any byte of the response arrived (internal).
 
     The transport turns it into a retry (a reused connection, an empty request body) or into

@@ -155,7 +155,7 @@ class Transport(httpx.AsyncBaseTransport):
         A request that meets a reused connection the backend has closed (no byte of the
         response came) is sent once more on a new connection, whatever its method: with its
         whole body when that was bytes or fitted the first write, else by iterating `body` again
-        if it says it can (a true `replayable` attribute, as `lb.downstream.RequestBody` has
+        if it says it can (a true `replayable` attribute, as `lb.proxy.downstream.RequestBody` has
         while it holds all it has read); otherwise the failure is raised.
         """
         if self._closed:

@@ -3,7 +3,7 @@
 Each event method is called synchronously on the hot path and must be cheap: label children are
 bound once and kept in dicts, so an event is a dict lookup and an increment. The per-request events
 (requests and their duration, rate-limit decisions, cache results) go further: they add to plain
-numbers (`_Tally`, `_DurationTally`), and `flush()` hands prometheus-client the differences, so a
+numbers (`Tally`, `DurationTally`), and `flush()` hands prometheus-client the differences, so a
 request costs a few additions instead of some ten calls through prometheus-client's locks. A flush
 runs before every read: a collector registered ahead of the metrics does it whenever the registry
 is collected, and `refresh()` (scrapes, and every second per worker in multiprocess mode). Labels
@@ -29,25 +29,19 @@ import logging
 import os
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from lb import multiprocess as mp
+from lb.metrics.tally import BUCKETS, DurationTally, Flusher, Tally
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge
 
     from lb.backend import Backend
-    from lb.generation import Generation
 
 logger = logging.getLogger("lb.metrics")
 
-# Proxy latencies: a cache hit or a loopback backend answers well under a millisecond, a slow
-# upstream or a long poll takes tens of seconds.
-BUCKETS = (
-    *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
-    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
-)
 METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 )
@@ -89,73 +83,22 @@ class _BackendSeries:
         self.sent_failures = 0
 
 
-class _Tally:
-    """A counter child's count, kept on the hot path; `sent` is what prometheus-client has."""
+class PoolView(Protocol):
+    """What `refresh()` reads of a pool (`lb.pool.Pool`)."""
 
-    __slots__ = ("counter", "count", "sent")
+    @property
+    def backends(self) -> Mapping[str, Backend]: ...
 
-    def __init__(self, counter: Counter) -> None:
-        self.counter = counter
-        self.count = 0
-        self.sent = 0
-
-    def flush(self) -> None:
-        count = self.count  # read once: the event loop may add to it meanwhile
-        if count != self.sent:
-            self.counter.inc(count - self.sent)
-            self.sent = count
-
-
-class _DurationTally:
-    """A histogram child's observations: the sum and one count per bucket (the last is +Inf)."""
-
-    __slots__ = ("histogram", "sum", "buckets", "sent_sum", "sent_buckets")
-
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
-        self.sum = 0.0
-        self.buckets = [0] * (len(BUCKETS) + 1)
-        self.sent_sum = 0.0
-        self.sent_buckets = [0] * (len(BUCKETS) + 1)
-
-    def flush(self) -> None:
-        # prometheus-client has no public way to add several observations at once: its own
-        # Histogram.observe adds to `_sum` and to the first bucket whose bound holds the value,
-        # which is what this does with the counts gathered since the last flush.
-        histogram = self.histogram
-        total = self.sum
-        if total != self.sent_sum:
-            histogram._sum.inc(total - self.sent_sum)
-            self.sent_sum = total
-        sent = self.sent_buckets
-        for i, count in enumerate(list(self.buckets)):
-            if count != sent[i]:
-                histogram._buckets[i].inc(count - sent[i])
-                sent[i] = count
-
-
-class _Flusher:
-    """Registered first in the registry: collecting it flushes the tallies into the metrics
-    collected after it, so every read of the registry sees every event."""
-
-    def __init__(self, flush: Callable[[], None]) -> None:
-        self._flush = flush
-
-    def describe(self) -> list[object]:
-        return []
-
-    def collect(self) -> Iterator[object]:
-        self._flush()
-        return iter(())
+    def usable(self) -> tuple[Backend, ...]: ...
 
 
 class Metrics:
-    """One per app. `generation` returns the app's live generation, read by `refresh()`."""
+    """One per app. `pools` returns the live generation's pools, read by `refresh()`."""
 
-    def __init__(self, generation: Callable[[], Generation] | None = None) -> None:
+    def __init__(self, pools: Callable[[], Mapping[str, PoolView]] | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        self._generation = generation
+        self._pools = pools
         active = mp.multiprocess_active()
         # Multiprocess mode: the directory every worker's values are summed from; None otherwise.
         self.directory = mp.multiprocess_dir() if active else None
@@ -169,9 +112,9 @@ class Metrics:
         self.registry: CollectorRegistry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._flush_lock = threading.Lock()  # reads may come from other threads (tests, tools)
-        self._tallies: list[_Tally] = []
-        self._durations: list[_DurationTally] = []
-        r.register(_Flusher(self.flush))  # type: ignore[arg-type]
+        self._tallies: list[Tally] = []
+        self._durations: list[DurationTally] = []
+        r.register(Flusher(self.flush))  # type: ignore[arg-type]
         pb = ("pool", "backend")
         self.requests = Counter(
             "lb_requests_total",
@@ -266,15 +209,15 @@ class Metrics:
         )
         # Bound children, filled on first use.
         self._request_children: dict[
-            tuple[str, str | None, str, int], tuple[_Tally, _DurationTally]
+            tuple[str, str | None, str, int], tuple[Tally, DurationTally]
         ] = {}
-        self._duration_children: dict[tuple[str, str], _DurationTally] = {}
+        self._duration_children: dict[tuple[str, str], DurationTally] = {}
         self._error_children: dict[tuple[str, str, str], Counter] = {}
         self._pool_children: dict[str, tuple[Counter, Gauge, Gauge]] = {}
         self._health_children: dict[tuple[str, str, str], Counter] = {}
         self._ejection_children: dict[tuple[str, str], Counter] = {}
         self._store_children: dict[str, Counter] = {}
-        self._cache_children: dict[str, _Tally] = {}
+        self._cache_children: dict[str, Tally] = {}
         self._allowed = self._tally(self.rate_limit_decisions.labels("allowed"))
         self._limited = self._tally(self.rate_limit_decisions.labels("limited"))
         self._series: dict[tuple[str, str], _BackendSeries] = {}
@@ -315,11 +258,11 @@ class Metrics:
 
     def _bind_request(
         self, pool: str, backend: str | None, method: str, status: int
-    ) -> tuple[_Tally, _DurationTally]:
+    ) -> tuple[Tally, DurationTally]:
         backend_label = backend or ""
         duration = self._duration_children.get((pool, backend_label))
         if duration is None:
-            duration = _DurationTally(self.duration.labels(pool, backend_label))
+            duration = DurationTally(self.duration.labels(pool, backend_label))
             self._duration_children[(pool, backend_label)] = duration
             self._durations.append(duration)
         # Statuses of one class share the counter child; each keeps its own tally of it.
@@ -328,8 +271,8 @@ class Metrics:
         self._request_children[(pool, backend, method, status)] = children
         return children
 
-    def _tally(self, counter: Counter) -> _Tally:
-        tally = _Tally(counter)
+    def _tally(self, counter: Counter) -> Tally:
+        tally = Tally(counter)
         self._tallies.append(tally)
         return tally
 
@@ -414,11 +357,11 @@ class Metrics:
         """Flush the per-request tallies, and copy backend state (up, in flight, attempt and
         failure counts) into the metrics."""
         self.flush()
-        if self._generation is None:
+        if self._pools is None:
             return
         series = self._series
         current = set()
-        for name, pool in self._generation().pools.items():
+        for name, pool in self._pools().items():
             self._pool(name)[2].set(len(pool.usable()))
             for backend in pool.backends.values():
                 key = (name, backend.id)

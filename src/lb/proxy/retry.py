@@ -2,7 +2,7 @@
 
 A request may be retried on another backend, up to `attempts` tries in all, only when nothing has
 reached the client yet and its body can be sent again (bodies stream, never buffered whole: the
-proxy keeps a small body, or the first chunk, for this; see `lb.proxy.RequestBody`). Which
+proxy keeps a small body, or the first chunk, for this; see `downstream.RequestBody`). Which
 failures qualify (SPEC 5, `retries.retry_on`):
 
     provably never sent (connect error, DNS, refused,  -> any method, with connect_error
@@ -28,6 +28,7 @@ from typing import TypeVar
 import httpx
 
 from lb.config import RetryConfig
+from lb.exceptions import LBError
 
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ _MIN_PER_SECOND = 3
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-class PerTryTimeout(httpx.TimeoutException):
+class PerTryTimeout(httpx.TimeoutException, LBError):
     """`retries.per_try_timeout` passed before the backend's response head arrived."""
 
 
@@ -124,12 +125,6 @@ class RetryPolicy:
     def take(self) -> bool:
         """Spend one retry from the budget; False when it is used up."""
         return self.budget.try_acquire()
-
-    async def send(
-        self, transport: httpx.AsyncBaseTransport, request: httpx.Request
-    ) -> httpx.Response:
-        """Send one try through an httpx transport, bounded as `bounded` says."""
-        return await self.bounded(transport.handle_async_request(request), request)
 
     async def bounded(self, sending: Awaitable[T], request: httpx.Request | None = None) -> T:
         """Await one try, bounded by `per_try_timeout` up to the response head (streaming after

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
 
 from lb.config.model import Network
-from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import send_error
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import send_error
+from lb.types import Handler, Receive, Scope, Send
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -21,7 +21,7 @@ class ClientFilter:
 
     __slots__ = ("app", "_allow", "_deny")
 
-    def __init__(self, app: Any, allow: Sequence[Network], deny: Sequence[Network]) -> None:
+    def __init__(self, app: Handler, allow: Sequence[Network], deny: Sequence[Network]) -> None:
         self.app = app
         # Split by IP version once, so a check never compares across versions.
         self._allow = _by_version(allow)
@@ -44,7 +44,7 @@ class ClientFilter:
             return False
         return not any(self._allow) or any(ip in net for net in self._allow[index])
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         if self.permits(ctx.client_ip):
             await self.app(scope, receive, send)

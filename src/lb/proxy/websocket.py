@@ -13,11 +13,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
-from lb.context import SCOPE_KEY, RequestContext
-from lb.errors import log_cause, send_error
-from lb.headers import HOP_BY_HOP
 from lb.pool import Pool
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.errors import refuse_websocket
+from lb.proxy.headers import HOP_BY_HOP
 from lb.strategy import PickRequest
+from lb.types import Receive, Scope, Send
 
 logger = logging.getLogger("lb.websocket")
 
@@ -41,18 +42,12 @@ _RESERVED_CLOSE = frozenset({1005, 1006, 1015})
 
 
 async def _reject(
-    send: Any, scope: Any, ctx: RequestContext, status: int, code: str, cause: str
+    send: Send, scope: Scope, ctx: RequestContext, status: int, code: str, cause: str
 ) -> None:
-    ctx.error = code
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send_error(send, ctx, code, cause, status=status, kind="websocket.http")
-    else:
-        ctx.status = status
-        log_cause(status, code, cause, ctx.request_id, ctx.backend)
-        await send({"type": "websocket.close", "code": 1013})
+    await refuse_websocket(send, scope, ctx, code, cause, status=status)
 
 
-async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> None:
+async def proxy_websocket(scope: Scope, receive: Receive, send: Send, pool: Pool) -> None:
     ctx: RequestContext = scope[SCOPE_KEY]
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -152,7 +147,9 @@ async def proxy_websocket(scope: Any, receive: Any, send: Any, pool: Pool) -> No
         pool.done(backend, time.perf_counter() - start, ok, response_time=handshake)
 
 
-async def _relay(receive: Any, send: Any, upstream: ClientConnection, ctx: RequestContext) -> bool:
+async def _relay(
+    receive: Receive, send: Send, upstream: ClientConnection, ctx: RequestContext
+) -> bool:
     async def client_to_upstream() -> None:
         while True:
             message = await receive()

@@ -1,7 +1,7 @@
 """The proxy handler: one ASGI callable that forwards a request to a backend of its pool.
 
 It builds the upstream request, streams both ways, retries what may be retried (the rules and the
-budget are in `lb.retry`), and maps upstream failures to the balancer's own error responses:
+budget are in `lb.proxy.retry`), and maps upstream failures to the balancer's own error responses:
 
     connect error / refused / DNS   -> 502 (after retries)
     connect/read/per-try timeout    -> 504 (after retries)
@@ -23,22 +23,22 @@ from typing import Any, Protocol
 import httpx
 
 from lb.backend import Backend
-from lb.context import SCOPE_KEY, RequestContext
-from lb.cycle import INTERIM_EXTENSION
-from lb.downstream import (
+from lb.metrics import Metrics
+from lb.pool import Pool
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.downstream import (
     ClientDisconnected,
     RequestBody,
     Watcher,
     has_body,
     watch_client,
 )
-from lb.errors import send_error
-from lb.headers import downstream_response_headers, upstream_request_headers
-from lb.metrics import Metrics
-from lb.pool import Pool
-from lb.retry import RetryBudget, RetryPolicy
+from lb.proxy.errors import send_error
+from lb.proxy.headers import downstream_response_headers, upstream_request_headers
+from lb.proxy.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
 from lb.transport import Origin, Timeouts, origin_of
+from lb.types import INTERIM_EXTENSION, Message, Receive, Scope, Send
 
 logger = logging.getLogger("lb.proxy")
 
@@ -88,6 +88,10 @@ SendRaw = Callable[
 ]
 
 
+async def _nothing_to_read() -> Message:
+    raise AssertionError("a request without a body has nothing to receive")
+
+
 class Proxy:
     """Forwards requests to `pool` through `transport`.
 
@@ -118,19 +122,14 @@ class Proxy:
         # Parsing a URL costs more than the rest of the request set-up: once per backend.
         self._origins: dict[Backend, Origin] = {}
         self._urls: dict[Backend, httpx.URL] = {}
-        self._no_body = RequestBody(None, False, None)  # never read: one for every bodiless request
-        set_tls = getattr(transport, "set_tls", None)
-        if set_tls is not None:
-            # Health checks and library users go through the same transport: one place says
-            # how each https backend is reached.
-            for backend in pool.backends.values():
-                if backend.scheme == "https":
-                    set_tls(origin_of(backend.url), pool.tls)
+        self._no_body = RequestBody(
+            _nothing_to_read, False, None
+        )  # never read: one for every bodiless request
 
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
         watcher, send = watch_client(scope, receive, send)
@@ -169,8 +168,8 @@ class Proxy:
 
     async def _forward(
         self,
-        scope: Any,
-        send: Any,
+        scope: Scope,
+        send: Send,
         ctx: RequestContext,
         body: RequestBody,
         watcher: Watcher,
@@ -259,7 +258,7 @@ class Proxy:
         )
 
     def _send(
-        self, scope: Any, ctx: RequestContext, backend: Backend, body: RequestBody
+        self, scope: Scope, ctx: RequestContext, backend: Backend, body: RequestBody
     ) -> Awaitable[Upstream]:
         """The upstream request for one try, ready to be awaited."""
         peer = scope["client"][0] if scope.get("client") else ""
@@ -319,7 +318,7 @@ class Proxy:
         return HttpxUpstream(response)
 
     async def _answer_failure(
-        self, send: Any, ctx: RequestContext, exc: httpx.HTTPError | None = None
+        self, send: Send, ctx: RequestContext, exc: httpx.HTTPError | None = None
     ) -> None:
         detail = f"backend {ctx.backend}: {ctx.error}"
         if isinstance(exc, httpx.PoolTimeout):
@@ -331,7 +330,7 @@ class Proxy:
 
     async def _stream_response(
         self,
-        send: Any,
+        send: Send,
         ctx: RequestContext,
         backend: Backend,
         response: Upstream,

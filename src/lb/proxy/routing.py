@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from lb.config import RouteConfig
+from lb.types import Handler, Receive, Scope, Send
+
+
+async def _unassigned(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("a route's pipeline is set when its generation is built")
 
 
 class Route:
-    """A compiled route; `handler` is the ASGI chain (rate limit, cache, proxy) set by the app."""
+    """A compiled route; `handler` is its pipeline (rate limit, cache, proxy), which the
+    generation that compiled it sets once (`lb.generation.Generation._handler`)."""
 
     __slots__ = ("config", "pool", "host", "prefix", "strip_prefix", "handler")
 
@@ -21,7 +26,7 @@ class Route:
         self.host = host  # exact host, or ".suffix" for "*.suffix"
         self.prefix = prefix  # b"" matches every path
         self.strip_prefix = strip_prefix
-        self.handler: Any = None
+        self.handler: Handler = _unassigned
 
     def __repr__(self) -> str:
         return f"<Route host={self.host} prefix={self.prefix!r} pool={self.pool}>"

@@ -4,6 +4,11 @@ The body's `detail` is a fixed sentence per code (SPEC 3): an error body goes to
 internet, so it never names a backend, an address, a port, an exception or an errno. The cause
 goes to the `lb.errors` log with the request id and the backend; `server.error_detail: full`
 puts it in the body too, for debugging.
+
+The one builder of lb's error responses: `error_body` and `error_headers` make the body and head,
+`send_error` answers a proxied request (or a WebSocket handshake), `refuse_websocket` a handshake
+whatever the server supports, and `admin_error` the admin app's refusals (401, 403, 404, 405, ...);
+`lb.server` writes the same body and head for the requests it refuses before the app sees them.
 """
 
 from __future__ import annotations
@@ -11,9 +16,14 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from lb.context import SCOPE_KEY, RequestContext
+from starlette.responses import JSONResponse, Response
+
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.headers import new_request_id, valid_request_id
+from lb.types import Scope, Send
 
 logger = logging.getLogger("lb.errors")
 
@@ -99,7 +109,7 @@ def log_cause(status: int, code: str, cause: str, request_id: bytes, backend: st
 
 
 async def send_error(
-    send: Any,
+    send: Send,
     ctx: RequestContext,
     code: str,
     cause: str,
@@ -121,6 +131,74 @@ async def send_error(
     await send({"type": f"{kind}.response.body", "body": body})
 
 
-def context_of(scope: Any) -> RequestContext:
+def context_of(scope: Scope) -> RequestContext:
     ctx: RequestContext = scope[SCOPE_KEY]
     return ctx
+
+
+async def refuse_websocket(
+    send: Send,
+    scope: Scope,
+    ctx: RequestContext,
+    code: str,
+    cause: str,
+    *,
+    status: int,
+    retry_after: int | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Refuse a WebSocket handshake: with lb's error response where the server can send one
+    (the ASGI `websocket.http.response` extension), else by closing before accepting with 1013,
+    "try again later" (the cause logged either way)."""
+    ctx.error = code
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send_error(
+            send,
+            ctx,
+            code,
+            cause,
+            status=status,
+            retry_after=retry_after,
+            headers=headers,
+            kind="websocket.http",
+        )
+        return
+    ctx.status = status
+    log_cause(status, code, cause, ctx.request_id, ctx.backend)
+    await send({"type": "websocket.close", "code": 1013})
+
+
+def admin_error(
+    scope: Scope,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    problems: list[str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An admin endpoint's error: lb's JSON body in operators' words (no cause of a failure
+    inside: that goes to the log), plus `problems` when given, never cached.
+
+    Admin requests have no request context: the id is the client's `X-Request-ID` when valid,
+    else a new one, as for proxied requests."""
+    request_id = admin_request_id(scope).decode("ascii")
+    data: dict[str, Any] = {"error": code, "detail": detail, "request_id": request_id}
+    if problems is not None:
+        data["problems"] = problems
+    return json_response(data, status, {"x-request-id": request_id, **(headers or {})})
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON answer of the admin app: never cached."""
+    return JSONResponse(data, status, headers={"cache-control": "no-store", **(headers or {})})
+
+
+def admin_request_id(scope: Scope) -> bytes:
+    """The id of an admin request: the client's `X-Request-ID` when valid, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id" and valid_request_id(value):
+            return bytes(value)
+    return new_request_id()

@@ -3,7 +3,7 @@
 `RequestBody` reads the body from ASGI `receive` as the transport asks for it, keeping a small one
 so a retry can send it again. `watch_client` returns the cheapest watcher the server allows for
 cancelling the request's task when the client leaves (so the upstream request stops too): under
-lb's own protocol a callback from its connection_lost (`lb.cycle.DISCONNECT_EXTENSION`), under
+lb's own protocol a callback from its connection_lost (`lb.types.DISCONNECT_EXTENSION`), under
 any other server a task listening on `receive` once the body is read.
 """
 
@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from lb.cycle import DISCONNECT_EXTENSION
+from lb.exceptions import LBError
+from lb.types import DISCONNECT_EXTENSION, Message, Receive, Scope, Send
 
 REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
 
@@ -32,7 +33,7 @@ class Watcher(Protocol):
     def stop(self) -> None: ...
 
 
-def watch_client(scope: Any, receive: Any, send: Any) -> tuple[Watcher, Any]:
+def watch_client(scope: Scope, receive: Receive, send: Send) -> tuple[Watcher, Any]:
     """A watcher for the current task, and the `send` to use with it."""
     extensions = scope.get("extensions")
     register = extensions.get(DISCONNECT_EXTENSION) if extensions else None
@@ -63,13 +64,13 @@ class CallbackWatcher:
         self.disconnected = True
 
 
-class ClientDisconnected(Exception):
-    pass
+class ClientDisconnected(LBError):
+    """The client went away (http.disconnect) while the request was under way."""
 
 
 class BodyTooLarge(ClientDisconnected):
-    """The client sent more body than the route allows (`lb.bodylimit`). Like a disconnect, it
-    ends the request where it is, and it is no failure of the backend's."""
+    """The client sent more body than the route allows (`lb.proxy.bodylimit`). Like a
+    disconnect, it ends the request where it is, and it is no failure of the backend's."""
 
 
 class RequestBody(httpx.AsyncByteStream):
@@ -81,7 +82,7 @@ class RequestBody(httpx.AsyncByteStream):
     cannot be sent again.
     """
 
-    def __init__(self, receive: Any, expected: bool, on_done: Any) -> None:
+    def __init__(self, receive: Receive, expected: bool, on_done: Any) -> None:
         self._receive = receive
         self.expected = expected
         self.started = False  # some of it was read from the client
@@ -133,7 +134,7 @@ class DisconnectWatcher:
 
     __slots__ = ("_receive", "_send", "_task", "_watch", "disconnected")
 
-    def __init__(self, receive: Any, send: Any) -> None:
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._task = asyncio.current_task()
@@ -156,7 +157,7 @@ class DisconnectWatcher:
         if self._watch is not None:
             self._watch.cancel()
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: Message) -> None:
         """`send`, standing down once the response is whole: the server reports a disconnect to
         every `receive` after that, which must not cancel the request's clean-up (closing the
         upstream response) nor count a delivered response as failed."""

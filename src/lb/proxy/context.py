@@ -1,11 +1,32 @@
-"""The per-request record every layer reads and fills in; the access log is written from it."""
+"""The per-request record every layer reads and fills in; the access log is written from it.
+
+Who writes which field (everyone else only reads it):
+
+    request_id, client_ip, peer_trusted, method, target, route, start, full_errors, pool,
+    host, user_agent
+                    lb.app, once, when the request arrives (lb.app.lb_rejected for the requests
+                    lb.server refuses before the app)
+    backend, attempts
+                    the layer that picks a backend: lb.proxy (each try), lb.websocket
+    bytes_received, upstream
+                    lb.proxy (the request body it read, the time to the backend's response head)
+    status, bytes_sent
+                    the layer that answers the client, as it sends: lb.proxy (a backend's
+                    response), lb.cache.layer (a hit, a 304, or a response it took over: it then
+                    resets the proxy's count), lb.websocket (101 and the relayed bytes),
+                    lb.errors (every answer lb makes itself); lb.app only for a WebSocket with no
+                    route (closed with 1008)
+    error           the layer that gave up, with its reason: lb.proxy, lb.websocket, lb.errors
+                    (the code, when nothing said why before)
+    cache           lb.cache.layer (HIT, MISS, STALE, BYPASS, ...)
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lb.routing import Route
+    from lb.proxy.routing import Route
 
 SCOPE_KEY = "lb.context"
 
@@ -28,7 +49,6 @@ class RequestContext:
         "attempts",
         "cache",
         "error",
-        "trace_id",
         "host",
         "user_agent",
         "bytes_received",
@@ -62,7 +82,6 @@ class RequestContext:
         self.attempts = 0
         self.cache: str | None = None
         self.error: str | None = None  # why the balancer answered itself or aborted
-        self.trace_id: str | None = None
         self.host: bytes | None = None  # as the client sent it (app)
         self.user_agent: bytes | None = None  # (app)
         self.bytes_received = 0  # request body bytes read from the client (proxy)

@@ -4,11 +4,10 @@ chunked body cut (its upstream request aborted, never completed) once it grows p
 
 from __future__ import annotations
 
-from typing import Any
-
-from lb.context import SCOPE_KEY, RequestContext
-from lb.downstream import BodyTooLarge
-from lb.errors import send_error
+from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.downstream import BodyTooLarge
+from lb.proxy.errors import send_error
+from lb.types import Handler, Message, Receive, Scope, Send
 
 
 class BodyLimit:
@@ -18,14 +17,14 @@ class BodyLimit:
 
     __slots__ = ("app", "limit")
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Handler, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     def __repr__(self) -> str:
         return f"<BodyLimit {self.limit} bytes -> {self.app!r}>"
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -46,7 +45,7 @@ class BodyLimit:
         received = 0
         over = False
 
-        async def counted() -> Any:
+        async def counted() -> Message:
             nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
@@ -64,7 +63,7 @@ class BodyLimit:
             await _refuse(send, ctx, limit)
 
 
-async def _refuse(send: Any, ctx: RequestContext, limit: int) -> None:
+async def _refuse(send: Send, ctx: RequestContext, limit: int) -> None:
     await send_error(
         send, ctx, "payload_too_large", f"the request body is larger than {limit} bytes"
     )

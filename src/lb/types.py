@@ -1,0 +1,35 @@
+"""The types every layer of lb speaks: ASGI's (`Scope`, `Receive`, `Send`, `ASGIApp`), the
+`Handler` of one step of a route's pipeline, and the `Service` a runtime starts and stops.
+
+A leaf module: it imports nothing of lb, so any layer may use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Scope extensions lb's own protocol (`lb.server`, `lb.cycle`) offers the app: a function to
+# register a callback run when the client disconnects, and one to send an interim (1xx) response.
+DISCONNECT_EXTENSION = "lb.disconnect"
+INTERIM_EXTENSION = "lb.interim"
+
+
+class Handler(Protocol):
+    """One step of a route's pipeline (rate limit, cache, proxy): an ASGI callable."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+class Service(Protocol):
+    """A background part of the app (health checker, watcher, ...) started and stopped with it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
