@@ -1,0 +1,49 @@
+"""The pure side of discovery: endpoint ids, re-lookup delays, membership changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from lb.discovery import Membership, endpoint_id, next_delay
+from lb.discovery.resolver import nameserver
+
+
+def test_endpoint_ids_bracket_ipv6() -> None:
+    assert endpoint_id("web", ("10.0.0.7", 8000)) == "web@10.0.0.7:8000"
+    assert endpoint_id("web", ("fd00::7", 8000)) == "web@[fd00::7]:8000"
+
+
+@pytest.mark.parametrize(
+    ("interval", "ttl", "delay"),
+    [(5.0, 30.0, 5.0), (5.0, 2.0, 2.0), (5.0, 0.0, 1.0), (5.0, None, 5.0), (0.5, 0.0, 1.0)],
+)
+def test_short_ttls_are_honoured_down_to_a_floor(
+    interval: float, ttl: float | None, delay: float
+) -> None:
+    assert next_delay(interval, ttl) == delay
+
+
+def test_an_empty_answer_keeps_the_last_good_set() -> None:
+    members = Membership()
+    first = members.answered(frozenset({("10.0.0.1", 80)}))
+    assert first.added == {("10.0.0.1", 80)} and bool(first)
+    change = members.answered(frozenset())
+    assert not change and members.failing
+    assert members.endpoints == {("10.0.0.1", 80)}
+    again = members.answered(frozenset({("10.0.0.1", 80)}))
+    assert not again and again.kept == {("10.0.0.1", 80)} and not members.failing
+
+
+@pytest.mark.parametrize(
+    ("entry", "address", "port"),
+    [("10.0.0.2", "10.0.0.2", 53), ("127.0.0.1:5353", "127.0.0.1", 5353),
+     ("[::1]:5353", "::1", 5353), ("::1", "::1", 53)],
+)  # fmt: skip
+def test_resolver_entries(entry: str, address: str, port: int) -> None:
+    server = nameserver(entry)
+    assert (server.address, server.port) == (address, port)
+
+
+def test_a_resolver_must_be_an_address() -> None:
+    with pytest.raises(ValueError):
+        nameserver("dns.example:53")
