@@ -29,6 +29,7 @@ from lb.cache.rules import (
     updated_headers,
 )
 from lb.cache.vary import secondary_key
+from lb.types import Send
 
 if TYPE_CHECKING:
     from lb.cache.cache import Cache
@@ -75,7 +76,7 @@ class Tee:
         self,
         cache: Cache,
         request: CacheRequest,
-        send: Any,
+        send: Send | None,
         *,
         stale: Entry | None,
         request_time: float,
@@ -259,6 +260,7 @@ class Tee:
         if mode == _FORWARD:
             if not more:
                 self.finished = True
+            assert self.send is not None  # a refresh without a client is always _CAPTURE
             await self.send(message)
         elif mode == _NOT_MODIFIED and not more:
             await self.finish()
@@ -303,6 +305,7 @@ class Tee:
         stored, or when its upstream body broke off (nothing to abort: the 304 has none)."""
         if self._mode == _NOT_MODIFIED and not self.finished:
             self.finished = True
+            assert self.send is not None  # a refresh without a client is always _CAPTURE
             await self.send({"type": "http.response.start", "status": 304, "headers": self._held})
             await self.send({"type": "http.response.body", "body": b""})
 

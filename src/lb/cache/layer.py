@@ -26,6 +26,7 @@ from lb.cache.store import StoreError
 from lb.proxy.context import SCOPE_KEY, RequestContext
 from lb.proxy.errors import send_error
 from lb.proxy.headers import new_request_id
+from lb.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from lb.cache.cache import Cache
@@ -52,7 +53,7 @@ class CacheLayer:
     def __repr__(self) -> str:
         return f"<CacheLayer {self.cache!r} -> {self.inner!r}>"
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         method = ctx.method
         if method == "GET" or method == "HEAD":
@@ -71,9 +72,9 @@ class CacheLayer:
 
     async def _cached(
         self,
-        scope: Any,
-        receive: Any,
-        send: Any,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
         ctx: RequestContext,
         request: CacheRequest,
         collapse: bool,
@@ -129,9 +130,9 @@ class CacheLayer:
 
     async def _fetch(
         self,
-        scope: Any,
-        receive: Any,
-        send: Any,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
         ctx: RequestContext,
         request: CacheRequest,
         stale: Entry | None,
@@ -176,9 +177,9 @@ class CacheLayer:
 
     async def _refetch(
         self,
-        scope: Any,
-        receive: Any,
-        send: Any,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
         ctx: RequestContext,
         request: CacheRequest,
         release: Any,
@@ -207,7 +208,7 @@ class CacheLayer:
 
     async def _serve(
         self,
-        send: Any,
+        send: Send,
         ctx: RequestContext,
         request: CacheRequest,
         entry: Entry,
@@ -238,7 +239,7 @@ class CacheLayer:
         await send({"type": "http.response.body", "body": body})
 
     def _refresh_later(
-        self, scope: Any, ctx: RequestContext, request: CacheRequest, entry: Entry
+        self, scope: Scope, ctx: RequestContext, request: CacheRequest, entry: Entry
     ) -> None:
         """stale-while-revalidate: revalidate `entry` in the background, once per entry."""
         cache = self.cache
@@ -281,7 +282,9 @@ class CacheLayer:
 
         cache.refresh_in_background(entry.primary + b"\n" + entry.secondary, refresh)
 
-    async def _bypass(self, scope: Any, receive: Any, send: Any, ctx: RequestContext) -> None:
+    async def _bypass(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
         self._result(ctx, "BYPASS")
 
         async def tagged(message: Any) -> None:
@@ -291,7 +294,9 @@ class CacheLayer:
 
         await self.inner(scope, receive, tagged)
 
-    async def _unsafe(self, scope: Any, receive: Any, send: Any, ctx: RequestContext) -> None:
+    async def _unsafe(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
         """Unsafe methods pass through; a non-error answer invalidates the target URI and the
         same-origin Location / Content-Location (RFC 9111 §4.4) before it reaches the client."""
         self._result(ctx, "BYPASS")

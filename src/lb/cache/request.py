@@ -3,11 +3,10 @@ over its headers."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from lb.cache.conditional import CLIENT_CONDITIONALS, PASS_THROUGH, Conditions
 from lb.cache.keys import normalize_host, primary_key
 from lb.cache.rules import RequestDirectives
+from lb.types import Scope
 
 _NO_DIRECTIVES = RequestDirectives({})  # never mutated: shared by requests without Cache-Control
 # Clients send few distinct Cache-Control/Pragma values ("no-cache", "max-age=0"): each cache keeps
@@ -90,7 +89,7 @@ class CacheRequest:
 
 
 def cache_request(
-    scope: Any, method: str, target: bytes, memo: DirectivesMemo | None = None
+    scope: Scope, method: str, target: bytes, memo: DirectivesMemo | None = None
 ) -> CacheRequest | None:
     """The request's cache view, or None when the cache must pass it through untouched: origin
     preconditions (If-Match, If-Unmodified-Since, If-Range), and a Host that cannot be part of a
