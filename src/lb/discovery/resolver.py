@@ -15,10 +15,12 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from lb.exceptions import LBError
+
 Endpoint = tuple[str, int]  # (IP address as text, port)
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(LBError):
     """A lookup that gave no usable answer: timeout, SERVFAIL, no such name, no records."""
 
 
