@@ -50,7 +50,7 @@ def read_pool_tls(value: Any, path: str, problems: Problems) -> PoolTLSConfig | 
     )
     if config.key_file is not None and config.cert_file is None:
         s.error("key_file", "needs cert_file (the client certificate it belongs to)")
-    if problems.paths & {s.key_path(k) for k in PoolTLSConfig.__dataclass_fields__}:
+    if not s.valid(*PoolTLSConfig.__dataclass_fields__):
         return None
     try:
         client_tls(config)
