@@ -146,10 +146,9 @@ def answer_each(responses: Callable[[int, int], bytes | None]) -> Script:
     return script
 
 
-def counting(conn: socket.socket, backend: RawBackend) -> None:
-    """A strict HTTP/1.1 keep-alive server: every request llhttp parses is recorded and answered
-    200 with its sequence number and target (`request 3 /x`), so a test can count exactly what
-    reached the backend and tell whose answer a client got."""
+def request_parser() -> tuple[httptools.HttpRequestParser, list[dict[str, Any]]]:
+    """A strict llhttp request parser that appends each complete request to the list it returns
+    with it, as {"method", "url", "headers" (names lower-case), "body"}."""
     request: dict[str, Any] = {}
     done: list[dict[str, Any]] = []
 
@@ -172,6 +171,14 @@ def counting(conn: socket.socket, backend: RawBackend) -> None:
             done.append(dict(request))
 
     parser = httptools.HttpRequestParser(Callbacks())
+    return parser, done
+
+
+def counting(conn: socket.socket, backend: RawBackend) -> None:
+    """A strict HTTP/1.1 keep-alive server: every request llhttp parses is recorded and answered
+    200 with its sequence number and target (`request 3 /x`), so a test can count exactly what
+    reached the backend and tell whose answer a client got."""
+    parser, done = request_parser()
     while True:
         data = conn.recv(65536)
         if not data:
@@ -203,25 +210,7 @@ def closes_when_reused(conn: socket.socket, backend: RawBackend) -> None:
     """Answer the first request on each connection (recorded as `counting` does), then close the
     connection, unread, as soon as the next one starts: a backend whose keep-alive timeout ran
     out just as lb sent a request on the connection."""
-    done: list[dict[str, Any]] = []
-    request: dict[str, Any] = {}
-
-    class Callbacks:
-        def on_message_begin(self) -> None:
-            request.clear()
-            request.update(body=b"")
-
-        def on_url(self, url: bytes) -> None:
-            request["url"] = request.get("url", b"") + url
-
-        def on_body(self, body: bytes) -> None:
-            request["body"] += body
-
-        def on_message_complete(self) -> None:
-            request["method"] = parser.get_method()
-            done.append(dict(request))
-
-    parser = httptools.HttpRequestParser(Callbacks())
+    parser, done = request_parser()
     while not done:
         data = conn.recv(65536)
         if not data:
