@@ -20,18 +20,11 @@ from lb.cache.rules import (
     storable,
 )
 from lb.cache.targeted import parse_targeted, select_directives
+from unit.test_cache_rules import H
 
 NOW = 1_700_000_000.0
 CDN = ("cdn-cache-control",)
 FAR_EXPIRES = "expires: Thu, 18 Aug 2050 02:01:18 GMT"
-
-
-def H(*pairs: str) -> list[tuple[bytes, bytes]]:
-    out = []
-    for pair in pairs:
-        name, _, value = pair.partition(":")
-        out.append((name.strip().lower().encode(), value.strip().encode()))
-    return out
 
 
 def cases(table: Sequence[tuple[object, ...]]) -> list[object]:
