@@ -19,6 +19,7 @@ from lb.backend import Backend
 from lb.cache import Cache
 from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
+from lb.compress import Compress, Compression, Negotiate
 from lb.config import BackendConfig, Config
 from lb.health import HealthChecker
 from lb.metrics import Metrics
@@ -102,6 +103,7 @@ class Generation:
         # WebSocket upgrades take their own chain: the same client filter and rate limit, then
         # the relay.
         self.websocket_handlers: dict[Route, Handler] = {}
+        self._metrics = runtime.metrics
         for route in self.router.all():
             route.handler = self._handler(route)
             self.websocket_handlers[route] = _guard(
@@ -124,10 +126,16 @@ class Generation:
 
     def _handler(self, route: Route) -> Handler:
         """The pipeline of one route: client filter, body limit, rate limit, then cache, then the
-        proxy."""
+        proxy; compression on either side of the cache (`lb.compress.layer`)."""
         handler: Handler = self.proxies[route.pool]
+        compression = None
+        if route.config.compress is not None:
+            compression = Compression(route.config.compress, self._metrics)
+            handler = Compress(handler, compression)
         if self.cache is not None and route.config.cache:
             handler = self.cache.layer(handler)
+        if compression is not None:
+            handler = Negotiate(handler, compression)
         handler = self.rate_limits.wrap(route, handler)
         limit = route.config.max_body_bytes
         if limit is None:
