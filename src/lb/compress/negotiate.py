@@ -58,7 +58,9 @@ def choose(values: Sequence[bytes], offered: Sequence[str]) -> str | None:
             best, best_weight = coding, weight
     if best is None:
         return None
-    identity = accepted.get("identity", star if star is not None else 1.0)
+    # Identity weighs in only when the field gives it a weight: a client that lists codings
+    # without one wants them, though identity stays acceptable to it (RFC 9110 §12.5.3).
+    identity = accepted.get("identity", star if star is not None else 0.0)
     return best if best_weight >= identity else None
 
 
