@@ -11,13 +11,16 @@ import gzip
 import subprocess
 import threading
 import zlib
+from email.utils import formatdate
 
 import httpx
 import pytest
+from httplint.note import levels
 
 from apps import cache_url
 from conftest import pool_config
 from programs import program
+from servers import raw_request
 
 TEXT = "content-type: text/plain; charset=utf-8"
 BIG = 5000  # over the default min_bytes (1024)
@@ -275,3 +278,27 @@ def test_gzip_decodes_with_the_standard_library(compressing) -> None:  # type: i
     ) as response:
         raw = b"".join(response.iter_raw())
     assert gzip.decompress(raw) == b"x" * BIG
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_compressed_responses_pass_httplint(compressing, coding: str) -> None:  # type: ignore[no-untyped-def]
+    from integration.test_httplint import lint
+
+    _, _, lb = compressing(cache={})
+    date = f"date: {formatdate(usegmt=True)}"  # a backend without one is linted for it
+    target = cache_url("lint", TEXT, date, 'etag: "l1"', "cache-control: max-age=60", size=str(BIG))
+    port = lb.url.rsplit(":", 1)[1]
+    for result in ("MISS", "HIT"):
+        data = (
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: {coding}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        response = raw_request(int(port), data)
+        assert response.header("x-cache") == result
+        assert response.header("content-encoding") == coding
+        bad = [
+            f"{type(note).__name__}: {note.summary}"
+            for note in lint(response)
+            if note.level in (levels.BAD, levels.WARN)
+        ]
+        assert not bad, (result, bad)
