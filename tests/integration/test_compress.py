@@ -302,3 +302,29 @@ def test_compressed_responses_pass_httplint(compressing, coding: str) -> None:  
             if note.level in (levels.BAD, levels.WARN)
         ]
         assert not bad, (result, bad)
+
+
+def test_stale_compressed_entry_is_revalidated_with_a_304(compressing) -> None:  # type: ignore[no-untyped-def]
+    backend, client, _ = compressing(cache={})
+    target = cache_url("reval", TEXT, 'etag: "r1"', "cache-control: max-age=0", size=str(BIG))
+    gz = {"accept-encoding": "gzip"}
+    assert client.get(target, headers=gz).headers["x-cache"] == "MISS"
+    again = client.get(target, headers=gz)
+    # The backend's 304 refreshed the stored gzip variant: lb answered from it.
+    assert again.headers["x-cache"] == "HIT"
+    assert again.headers["content-encoding"] == "gzip" and again.content == b"x" * BIG
+    assert again.headers["etag"] == 'W/"r1"'
+    seen = backend.seen_headers("/cache/reval")
+    assert len(seen) == 2 and seen[1]["if-none-match"] == 'W/"r1"'
+
+
+def test_backend_304_carries_the_coded_validator(compressing) -> None:  # type: ignore[no-untyped-def]
+    _, client, _ = compressing()
+    target = cache_url("nm", TEXT, 'etag: "n1"', size=str(BIG))
+    first = client.get(target, headers={"accept-encoding": "br"})
+    again = client.get(
+        target, headers={"accept-encoding": "br", "if-none-match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert again.headers["etag"] == 'W/"n1"'
+    assert again.headers["vary"] == "Accept-Encoding"
