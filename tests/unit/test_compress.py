@@ -10,7 +10,7 @@ import brotli  # type: ignore[import-untyped]
 import pytest
 import zstandard
 
-from lb.compress.coders import ENCODERS
+from lb.compress.coders import ENCODERS, window_bits
 from lb.compress.layer import Compression, _marked
 from lb.compress.negotiate import Negotiator, choose, weights
 from lb.config import ConfigError, load_config
@@ -69,16 +69,26 @@ def test_negotiator_memo_is_bounded() -> None:
         ("zstd", lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)),
     ],
 )
-def test_encoders_stream_and_flush(coding: str, decode: Any) -> None:
-    encoder = ENCODERS[coding]()
+@pytest.mark.parametrize("sized", [False, True])
+def test_encoders_stream_and_flush(coding: str, decode: Any, sized: bool) -> None:
+    chunks = [b"%d " % i * 50 for i in range(200)]
+    size = len(b"data: first\n\n" + b"".join(chunks)) if sized else None
+    encoder = ENCODERS[coding](size)
     out = encoder.compress(b"data: first\n\n") + encoder.flush()
     if coding == "gzip":  # a sync flush makes what came so far decodable at once
         assert zlib.decompressobj(31).decompress(out) == b"data: first\n\n"
-    chunks = [b"%d " % i * 50 for i in range(200)]
     for chunk in chunks:
         out += encoder.compress(chunk)
     out += encoder.finish()
     assert decode(out) == b"data: first\n\n" + b"".join(chunks)
+
+
+def test_window_bits_follow_the_size() -> None:
+    assert window_bits(None, 15) == 15
+    assert window_bits(10_761, 15) == 14
+    assert window_bits(100, 15) == 9
+    assert window_bits(10**9, 15) == 15
+    assert window_bits(1 << 20, 22) == 21
 
 
 def test_compressible_types() -> None:

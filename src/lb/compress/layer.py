@@ -168,16 +168,17 @@ class _Response:
                 return message  # RFC 9110 §7.7: no intermediary may change the content
         compression = self.compression
         if encoded or (content_type is not None and compression.compressible(content_type)):
+            size = int(length) if length is not None and length.isdigit() else None
             if (
                 self.coding is None
                 or encoded
                 or self.ranged
                 or content_type is None
-                or (length is not None and length.isdigit() and int(length) < compression.min_bytes)
+                or (size is not None and size < compression.min_bytes)
             ):
                 return {**message, "headers": _marked(headers, None, weaken=False)}
             if not self.head:
-                self.encoder = ENCODERS[self.coding]()
+                self.encoder = ENCODERS[self.coding](size)
                 self.stream = content_type.startswith(b"text/event-stream")
             return {**message, "headers": _marked(headers, self.coding.encode("ascii"))}
         return message
