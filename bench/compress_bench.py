@@ -142,7 +142,7 @@ def run(variant: str, backend: int, workdir: str, requests: int, warmup: int) ->
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for_port(port, 180)
+        wait_for_port(port, 600)  # python and lb start slowly under valgrind on a busy box
         accept = {"proxy": "gzip", "identity": "identity"}.get(variant, variant)
         data = request(port, accept)
         with socket.create_connection(("127.0.0.1", port), 60) as sock:

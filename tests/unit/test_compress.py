@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from lb.compress.coders import ENCODERS, window_bits
-from lb.compress.layer import Compression, _marked
+from lb.compress.layer import Compression, _marked, _Response
 from lb.compress.negotiate import Negotiator, choose, weights
 from lb.config import ConfigError, load_config
 from lb.config.model import CompressConfig
@@ -173,3 +173,26 @@ def test_compress_section() -> None:
 def test_compress_problems(compress: Any, expected: str) -> None:
     found = problems_of(route(compress))
     assert any(line.startswith(expected) for line in found), found
+
+
+async def test_a_streamed_response_goes_out_chunk_by_chunk() -> None:
+    """Unknown length: each chunk is flushed, decodable on arrival; a known length is not."""
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    compression = Compression(CompressConfig(encodings=("gzip",)), Metrics())
+    for length, flushed in ((None, True), (b"4096", False)):
+        sent.clear()
+        response = _Response(send, compression, "gzip", False, False)
+        headers = [(b"content-type", b"application/json")]
+        if length is not None:
+            headers.append((b"content-length", length))
+        await response.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await response.send(
+            {"type": "http.response.body", "body": b"[1," * 1024, "more_body": True}
+        )
+        decoder = zlib.decompressobj(31)
+        got = b"".join(decoder.decompress(m["body"]) for m in sent[1:])
+        assert (got == b"[1," * 1024) is flushed

@@ -132,7 +132,7 @@ class _Response:
         self.ranged = ranged
         self.head = head
         self.encoder: Encoder | None = None
-        self.stream = False  # text/event-stream: every chunk goes out decodable at once
+        self.stream = False  # every chunk goes out decodable at once
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -179,7 +179,11 @@ class _Response:
                 return {**message, "headers": _marked(headers, None, weaken=False)}
             if not self.head:
                 self.encoder = ENCODERS[self.coding](size)
-                self.stream = content_type.startswith(b"text/event-stream")
+                # A response of unknown length is one the backend streams (SSE, a feed, a long
+                # poll): each chunk goes out decodable as it comes, as the backend sent it. The
+                # proxy's chunks are what one read brought, so a fast backend's are large and
+                # the flushes few.
+                self.stream = size is None
             return {**message, "headers": _marked(headers, self.coding.encode("ascii"))}
         return message
 
