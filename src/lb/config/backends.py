@@ -133,7 +133,9 @@ def read_backend(
     return config, s.has("id")
 
 
-def _read_discover(value: Mapping[Any, Any], path: str, problems: Problems) -> DiscoverConfig | None:
+def _read_discover(
+    value: Mapping[Any, Any], path: str, problems: Problems
+) -> DiscoverConfig | None:
     """`{url: http://web:8000, discover: dns}` or `{srv: _http._tcp.web, discover: srv}`."""
     kind = value.get("discover")
     if kind == "srv":

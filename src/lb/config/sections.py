@@ -215,7 +215,8 @@ def to_resolver(value: Any) -> str:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise Invalid(f"expected an IP address with an optional :port, got {describe(value)}")
+        message = f"expected an IP address with an optional :port, got {describe(value)}"
+        raise Invalid(message) from None
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise Invalid(f"invalid port in {describe(value)}")
     return text
