@@ -280,10 +280,19 @@ class Runtime:
             backend_id = endpoint_id(target.name, endpoint)
             url = f"{target.scheme}://{host}:{port}"
             wanted[backend_id] = BackendConfig(url, backend_id, target.weight, origin="dns")
-        for config in list(self.dynamic.of(pool, "dns", target.name)):
+        current = {c.id: c for c in self.dynamic.of(pool, "dns", target.name)}
+        for config in current.values():
             if config.id not in wanted:
                 self.remove_backend(pool, config.id)
+        live = self.generation.pools.get(pool)
         for config in wanted.values():
+            old = current.get(config.id)
+            backend = live.backends.get(config.id) if live is not None else None
+            if old is not None and old.weight != config.weight and backend is not None:
+                # The entry's weight changed in a reload: its backends take it, as the file's do.
+                self.dynamic.put(pool, config)
+                backend.config_weight = config.weight
+                backend.set_weight(config.weight)
             self.add_backend(pool, config)
 
     async def _reap(self) -> None:
