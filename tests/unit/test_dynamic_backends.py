@@ -4,6 +4,8 @@ add/drain/remove, and the control-file state. No sockets."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,7 @@ from lb.config import BackendConfig, ConfigError, load_config
 from lb.config.model import DiscoverConfig
 from lb.control.members import BackendChange, parse_backend, put_backend
 from lb.control.overrides import PatchError
+from lb.discovery import Answer, Discovery, DiscoveryError, Endpoint
 from lb.dynamic import DRAIN_BOUND, DynamicBackends
 
 A = {"url": "http://127.0.0.1:9001", "id": "a"}
@@ -181,3 +184,42 @@ async def test_discovered_addresses_keep_their_backend_and_vanished_ones_drain()
     finally:
         await app.shutdown()
     await asyncio.sleep(0)
+
+
+class _Resolver:
+    """Answers from a script: a set of endpoints, or an exception to raise."""
+
+    def __init__(self) -> None:
+        self.answer: Any = frozenset({("10.0.0.1", 80)})
+
+    async def lookup(self, target: Any) -> Answer:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return Answer(self.answer, 2.0)
+
+
+async def test_failed_lookups_keep_the_set_and_are_logged_once(caplog: Any) -> None:
+    answers: list[frozenset[Endpoint]] = []
+    counted: list[tuple[str, str]] = []
+    discovery = Discovery(lambda pool, target, endpoints: answers.append(endpoints))
+    discovery.count = lambda name, result: counted.append((name, result))
+    discovery.configure(load_config({**_config(WEB), "discovery": {"interval": "10s"}}))
+    resolver = _Resolver()
+    discovery.resolver = resolver  # type: ignore[assignment]
+    key = ("web", DiscoverConfig("dns", "web.test", 8000))
+    assert await discovery.lookup(key) == 2.0  # the TTL, shorter than the interval
+    resolver.answer = DiscoveryError("web.test: no resolver answered in time")
+    with caplog.at_level(logging.INFO, "lb.discovery"):
+        for _ in range(3):
+            assert await discovery.lookup(key) == 10.0
+        resolver.answer = frozenset()  # empty: no better
+        await discovery.lookup(key)
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1 and "keeping the last 1 address(es)" in failures[0].getMessage()
+    assert answers == [frozenset({("10.0.0.1", 80)})]  # nothing handed on while failing
+    assert counted == [("web.test", "ok")] + [("web.test", "failed")] * 4
+    resolver.answer = frozenset({("10.0.0.2", 80)})
+    with caplog.at_level(logging.INFO, "lb.discovery"):
+        await discovery.lookup(key)
+    assert "answers again" in caplog.records[-2].getMessage()
+    assert answers[-1] == {("10.0.0.2", 80)}

@@ -101,6 +101,9 @@ class Discovery:
         except Exception as exc:  # noqa: BLE001 - whatever dnspython raises: keep the last set
             self._failed(key, members, f"{target.name}: {type(exc).__name__}: {exc}")
             return next_delay(interval, None)
+        if not answer.endpoints:  # "scale to zero" from DNS is far likelier a broken zone
+            self._failed(key, members, f"{target.name}: an empty answer")
+            return next_delay(interval, None)
         if members.failing:
             logger.warning(
                 "discovery of %s for pool %s answers again: %d address(es)",
