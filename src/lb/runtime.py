@@ -161,12 +161,16 @@ class Runtime:
             weights.update((b.id, b.weight) for b in self.dynamic.for_pool(config))
             checked = config.health_check is not None
             monitored = checked or config.passive_health is not None
+            for added in self.dynamic.for_pool(config):
+                if added.id not in pool.backends:  # added while `new` was being built
+                    pool.add(self.backend(pool.name, added, checked))
             for backend in pool.backends.values():
                 key = (pool.name, backend.id, backend.url)
                 table[key] = backend
                 if key not in old:
                     continue
-                weight = weights[backend.id]
+                # A backend removed while `new` was being built is draining: its weight stays.
+                weight = weights.get(backend.id, backend.config_weight)
                 if backend.config_weight != weight:
                     backend.config_weight = weight
                     if not backend.ramp_started:  # a ramp takes the new weight at its next step

@@ -223,3 +223,24 @@ async def test_failed_lookups_keep_the_set_and_are_logged_once(caplog: Any) -> N
         await discovery.lookup(key)
     assert "answers again" in caplog.records[-2].getMessage()
     assert answers[-1] == {("10.0.0.2", 80)}
+
+
+async def test_backends_added_or_removed_while_a_reload_builds_are_not_lost() -> None:
+    app = LoadBalancer(_config(A))
+    await app.startup()
+    try:
+        runtime = app.runtime
+        leaving = runtime.add_backend("web", BackendConfig("http://127.0.0.1:9004", "y"))
+        assert leaving is not None
+        new = runtime.build(load_config(_config(A, strategy="random")))
+        # While the new generation's services start, the API adds one backend and removes one.
+        added = runtime.add_backend("web", BackendConfig("http://127.0.0.1:9005", "x"))
+        runtime.remove_backend("web", "y")
+        await runtime.commit(new)
+        pool = app.generation.pools["web"]
+        assert pool is new.pools["web"] and pool.backends["x"] is added
+        assert pool.backends["y"] is leaving and leaving.state == "draining"
+        await runtime._reap()
+        assert sorted(pool.backends) == ["a", "x"]
+    finally:
+        await app.shutdown()
