@@ -49,7 +49,9 @@ def test_discover_entries_are_names_not_backends() -> None:
 
 
 def test_a_pool_may_have_only_discovered_backends() -> None:
-    assert load_config(_config(WEB)).pools["web"].backends == ()
+    config = load_config(_config(WEB))
+    assert config.pools["web"].backends == ()
+    assert config.summary() == "1 pool(s), 0 backend(s) + 1 discovered name(s), 0 route(s)"
 
 
 def test_discovery_mistakes_are_reported_with_key_paths() -> None:

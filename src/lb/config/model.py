@@ -241,8 +241,11 @@ class Config:
 
     def summary(self) -> str:
         backends = sum(len(p.backends) for p in self.pools.values())
+        names = sum(len(p.discover) for p in self.pools.values())
+        discovered = f" + {names} discovered name(s)" if names else ""
         features = [n for n in ("rate_limit", "cache") if getattr(self, n) is not None]
         extra = f", {', '.join(features)} on" if features else ""
         return (
-            f"{len(self.pools)} pool(s), {backends} backend(s), {len(self.routes)} route(s){extra}"
+            f"{len(self.pools)} pool(s), {backends} backend(s){discovered}, "
+            f"{len(self.routes)} route(s){extra}"
         )
