@@ -149,3 +149,23 @@ def test_srv_records_carry_ports_and_new_backends_are_checked_first(  # type: ig
     assert b2.count() == 0
     metrics = httpx.get(lb.url + "/_lb/metrics").text
     assert f'lb_backend_info{{backend="{good}",origin="dns",pool="web"}} 1.0' in metrics
+
+
+def test_a_short_ttl_is_honoured_and_aaaa_records_count(
+    start_balancer, start_server, dns_server
+) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    v4, v6 = Backend("v4"), Backend("v6")
+    start_server(v4, port=port, host="127.0.0.1")
+    start_server(v6, port=port, host="::1")
+    dns_server.set("web.test", a=["127.0.0.1"], ttl=1)
+    config = _config(dns_server, {"url": f"http://web.test:{port}", "discover": "dns"})
+    config["discovery"]["interval"] = "1h"  # type: ignore[index]
+    lb = start_balancer(config)
+    wait_until(lambda: set(_backends(lb.url)) == {f"web.test@127.0.0.1:{port}"})
+    # The interval is an hour, but the records live a second: lb asks again within seconds.
+    dns_server.set("web.test", a=["127.0.0.1"], aaaa=["::1"], ttl=1)
+    ids = {f"web.test@127.0.0.1:{port}", f"web.test@[::1]:{port}"}
+    wait_until(lambda: set(_backends(lb.url)) == ids, timeout=10)
+    assert _backends(lb.url)[f"web.test@[::1]:{port}"]["url"] == f"http://[::1]:{port}"
+    wait_until(lambda: _served(lb.url) == {"v4", "v6"})
