@@ -44,8 +44,8 @@ def _config(dns: DnsServer, *backends: object, **pool: object) -> dict[str, obje
     }
 
 
-def _backends(url: str) -> dict[str, dict[str, Any]]:
-    status = httpx.get(url + "/_lb/status").json()
+def _backends(url: str, client: httpx.Client | None = None) -> dict[str, dict[str, Any]]:
+    status = (client or httpx).get(url + "/_lb/status").json()
     return {b["id"]: b for b in status["pools"]["web"]["backends"]}
 
 
@@ -169,3 +169,21 @@ def test_a_short_ttl_is_honoured_and_aaaa_records_count(
     wait_until(lambda: set(_backends(lb.url)) == ids, timeout=10)
     assert _backends(lb.url)[f"web.test@[::1]:{port}"]["url"] == f"http://[::1]:{port}"
     wait_until(lambda: _served(lb.url) == {"v4", "v6"})
+
+
+def test_every_worker_of_lb_serve_follows_the_name(lb_process, dns_server, aliased) -> None:  # type: ignore[no-untyped-def]
+    # Each worker resolves the name itself today (one resolver per instance comes with the
+    # instance leader); every answer, whichever worker gives it, must agree.
+    port, _ = aliased
+    dns_server.set("web.test", a=["127.0.0.1", "127.0.0.2"], ttl=30)
+    lb = lb_process(_config(dns_server, {"url": f"http://web.test:{port}", "discover": "dns"}), 2)
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(limits=limits, timeout=30) as fresh:
+
+        def everywhere(ids: set[str]) -> bool:
+            return all(set(_backends(lb.url, fresh)) == ids for _ in range(20))
+
+        wait_until(lambda: everywhere({f"web.test@127.0.0.{n}:{port}" for n in (1, 2)}), 30)
+        dns_server.set("web.test", a=["127.0.0.3"], ttl=30)
+        wait_until(lambda: everywhere({f"web.test@127.0.0.3:{port}"}), 30)
+    assert lb.stop() == 0
