@@ -2,10 +2,10 @@
 
 Four kinds of change reach a running app: admin overrides of backends (PATCH), backends the admin
 API adds and removes (POST, DELETE: `members.py`), reloads (POST reload, SIGHUP, the file watch)
-and cache purges. Each is applied in this process at once, then
-shared: with the other workers of the instance through the control file (`shared.py`, polled every
-`POLL_INTERVAL`), and, for overrides and purges, with other instances through Redis pub/sub
-(`bus.py`) when the config uses a Redis store. Overrides and added backends are state; reloads and
+and cache purges. Each is applied in this process at once, then shared: with the other workers of
+the instance through the control file (`shared.py`, polled every `POLL_INTERVAL`), and, for
+overrides, added backends and purges, with other instances through Redis pub/sub (`bus.py`) when
+the config uses a Redis store. Overrides and added backends are state; reloads and
 purges are events. Everything here runs on the app's event loop.
 """
 
