@@ -12,6 +12,7 @@ its backends. A build that fails therefore leaves nothing to undo.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -22,9 +23,13 @@ from lb.adminlisten import AdminListener
 from lb.announce import announce, announced
 from lb.backend import Backend
 from lb.config import BackendConfig, Config
+from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError
 from lb.control.runtime import Control
+from lb.control.shared import ENV_DIR
 from lb.generation import Generation
+from lb.health.shared import POLL_INTERVAL, SharedHealth
+from lb.instance import Leader
 from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
 from lb.proxy.context import RequestContext
@@ -59,6 +64,12 @@ class Runtime:
         self.backends: dict[BackendKey, Backend] = {}
         self.services: list[Service] = []
         self.started = False
+        # With several workers (a control directory), one of them leads: it alone runs what must
+        # run once per instance (active health checks), and shares the health it sees.
+        directory = os.environ.get(ENV_DIR) or None
+        self.leader = Leader(directory)
+        self.shared_health = SharedHealth(directory) if directory else None
+        self._instance_services: list[Service] = []
         self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
         # Where the admin API listens is fixed for the process: a reload cannot move a socket.
         self.admin_listen = config.admin.listen
@@ -220,9 +231,18 @@ class Runtime:
 
     async def start(self) -> None:
         use_level(self.config.logging.level)
+        self.access_log.worker = os.getpid()
         if not announced():  # `lb serve` announced before forking; any other host did not
             announce(self.config, ())
         await self.metrics.start()
+        # Before the generation's services: the health checkers ask who leads and what the
+        # instance knows already (a worker restarted after a crash catches up here).
+        self._instance_services = [self.leader]
+        if self.shared_health is not None:
+            poll = Periodic("lb shared health", POLL_INTERVAL, self.shared_health.tick)
+            self._instance_services += [self.shared_health, poll]
+        for service in self._instance_services:
+            await service.start()
         self.services = list(self.generation.services())
         for service in self.services:
             await service.start()
@@ -244,6 +264,9 @@ class Runtime:
         await self.control.stop()
         services, self.services = self.services, []
         for service in reversed(services):
+            await service.stop()
+        instance, self._instance_services = self._instance_services, []
+        for service in reversed(instance):
             await service.stop()
         await self.metrics.stop()
         await self.client.aclose()
