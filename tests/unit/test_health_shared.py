@@ -159,3 +159,18 @@ async def test_an_ejection_in_one_worker_ejects_the_backend_in_the_other(
     assert sum("back from ejection" in m for m in messages) == 1
     await first.stop()
     await second.stop()
+
+
+async def test_adopting_keeps_the_ejection_cap_and_ignores_verdicts_of_unchecked_pools() -> None:
+    passive = PassiveHealthConfig(max_failures=1, ejection_time=10.0, max_ejection_percent=50.0)
+    pool = Pool(pool_config(passive_health=passive))
+    pool.health.start()
+    b0, b1 = pool.backends["b0"], pool.backends["b1"]
+    until = time.monotonic() + 10.0
+    pool.health.adopt(b0, False, until)  # no active checks here: the verdict means nothing
+    assert b0.healthy and b0.ejected
+    pool.health.adopt(b1, None, until)  # another worker ejected b1 meanwhile: 50% of 2 is 1
+    assert not b1.ejected and b1.usable
+    pool.health.adopt(b0, None, until - 5.0)  # an older, shorter ejection changes nothing
+    assert b0.ejected_until == until
+    pool.health.stop()

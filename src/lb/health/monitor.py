@@ -20,7 +20,7 @@ from typing import Protocol
 
 from lb.backend import Backend
 from lb.config import PoolConfig
-from lb.health.outlier import OutlierDetector
+from lb.health.outlier import OutlierDetector, max_ejected
 from lb.health.slowstart import SlowStart
 from lb.metrics import Metrics
 
@@ -178,28 +178,33 @@ class PoolHealth:
         """What another worker of the instance saw (`health.shared`): the leader's verdict of
         active checks (`healthy`, None when this worker runs the checks itself) and an ejection
         until `ejected_until` (monotonic). Applied without a log line."""
-        if healthy is not None and healthy != backend.healthy:
-            if self.pool.config.health_check is not None:
-                if healthy:
-                    self.slow_start.begin(backend)
-                backend.set_healthy(healthy)
-                logger.debug(
-                    "backend %s in pool %s is %s (another worker's checks)",
-                    backend.id,
-                    self.pool.name,
-                    "healthy" if healthy else "unhealthy",
-                )
-        now = self._clock()
-        if self.outlier is None or self._stopped:
-            return
-        if ejected_until > now and ejected_until > backend.ejected_until:
-            backend.consecutive_failures = 0
-            backend.set_ejected_until(ejected_until)
-            self._adopted.add(backend.id)
-            self._schedule_return(backend, ejected_until - now)
+        checked = self.pool.config.health_check is not None
+        if checked and healthy is not None and healthy != backend.healthy:
+            if healthy:
+                self.slow_start.begin(backend)
+            backend.set_healthy(healthy)
+            state = "healthy" if healthy else "unhealthy"
             logger.debug(
-                "backend %s in pool %s ejected by another worker", backend.id, self.pool.name
+                "backend %s in pool %s is %s by the leader's checks",
+                backend.id,
+                self.pool.name,
+                state,
             )
+        outlier = self.outlier
+        if outlier is None or self._stopped:
+            return
+        now = self._clock()
+        if ejected_until <= max(now, backend.ejected_until):
+            return  # over already, or this worker knows of a longer one
+        backends = self.pool.backends.values()
+        ejected = sum(1 for b in backends if b.ejected)
+        if not backend.ejected and ejected + 1 > max_ejected(len(backends), outlier.max_percent):
+            return  # two workers ejected two backends at once: the cap still holds here
+        backend.consecutive_failures = 0
+        backend.set_ejected_until(ejected_until)
+        self._adopted.add(backend.id)
+        self._schedule_return(backend, ejected_until - now)
+        logger.debug("backend %s in pool %s ejected by another worker", backend.id, self.pool.name)
 
     # -- answers -------------------------------------------------------------------------------
 
