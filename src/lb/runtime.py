@@ -230,28 +230,35 @@ class Runtime:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; if a part cannot start, stop what did and raise its error, so a
+        host that fails at startup leaves no health checks, Redis connections or sockets behind."""
         use_level(self.config.logging.level)
         self.access_log.worker = os.getpid()
         if not announced():  # `lb serve` announced before forking; any other host did not
             announce(self.config, ())
-        await self.metrics.start()
-        # Before the generation's services: the health checkers ask who leads and what the
-        # instance knows already (a worker restarted after a crash catches up here).
-        self._instance_services = [self.leader]
-        if self.shared_health is not None:
-            poll = Periodic("lb shared health", POLL_INTERVAL, self.shared_health.tick)
-            self._instance_services += [self.shared_health, poll]
-        for service in self._instance_services:
-            await service.start()
-        self.services = list(self.generation.services())
-        for service in self.services:
-            await service.start()
-        await self.control.start()
-        if self.admin_listen is not None:
-            listener = AdminListener(self, self.admin_listen)
-            await listener.start()
-            self._admin_listener = listener
-        self._undo_signal = on_reopen_signal(self.access_log.reopen)
+        try:
+            await self.metrics.start()
+            # Before the generation's services: the health checkers ask who leads and what the
+            # instance knows already (a worker restarted after a crash catches up here).
+            instance: list[Service] = [self.leader]
+            if self.shared_health is not None:
+                poll = Periodic("lb shared health", POLL_INTERVAL, self.shared_health.tick)
+                instance += [self.shared_health, poll]
+            for service in instance:
+                await service.start()
+                self._instance_services.append(service)
+            for service in self.generation.services():
+                await service.start()
+                self.services.append(service)
+            await self.control.start()
+            if self.admin_listen is not None:
+                listener = AdminListener(self, self.admin_listen)
+                await listener.start()
+                self._admin_listener = listener
+            self._undo_signal = on_reopen_signal(self.access_log.reopen)
+        except BaseException:
+            await self.stop()
+            raise
         self.started = True
 
     async def stop(self) -> None:
@@ -263,11 +270,9 @@ class Runtime:
             self._admin_listener = None
         await self.control.stop()
         services, self.services = self.services, []
-        for service in reversed(services):
-            await service.stop()
+        await _stop_all(reversed(services), "at shutdown")
         instance, self._instance_services = self._instance_services, []
-        for service in reversed(instance):
-            await service.stop()
+        await _stop_all(reversed(instance), "at shutdown")
         await self.metrics.stop()
         await self.client.aclose()
         self.access_log.close()
