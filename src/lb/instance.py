@@ -156,9 +156,15 @@ class LeaderOnly:
         await self._follow()
 
     def _changed(self, leading: bool) -> None:
-        task = asyncio.get_running_loop().create_task(self._follow())
+        task = asyncio.get_running_loop().create_task(self._follow_logged())
         self._tasks.add(task)  # referenced until done: an unreferenced task may be collected
         task.add_done_callback(self._tasks.discard)
+
+    async def _follow_logged(self) -> None:
+        try:
+            await self._follow()
+        except Exception:  # noqa: BLE001 - nobody awaits a takeover: say what went wrong
+            logger.exception("starting or stopping %r on a change of leader failed", self.service)
 
     async def _follow(self) -> None:
         """Run the service if this process leads and this wrapper is started, else stop it."""
