@@ -146,6 +146,24 @@ def test_workers_check_once_per_interval_share_health_and_say_who_they_are(  # t
     time.sleep(2 * INTERVAL)  # more checks fail meanwhile: still one line per instance
     assert len(messages(lb, "backend b2 in pool web is unhealthy")) == 1
 
+    # A worker that crashes is replaced; the new one knows b2 is down before it serves.
+    before = started_workers(lb, metrics)
+    os.kill(min(before - {second}), signal.SIGKILL)
+
+    def replaced() -> set[int] | None:
+        now = started_workers(lb, metrics)
+        return now - before if len(now) == WORKERS and now - before else None
+
+    (replacement,) = wait_until(replaced, 30, 0.1)
+    marked = len(b2.seen)
+
+    def served_by_replacement() -> bool:
+        assert spread_requests(lb.url, 20) == ["b1"] * 20
+        return replacement in wait_until(lambda: access_workers(lb, 20), 10)
+
+    wait_until(served_by_replacement, 30, 0)
+    assert len(b2.seen) == marked  # not one request to b2 from any worker, the new one included
+
 
 def access_workers(lb: LbProcess, last: int, since_backend: str | None = None) -> set[int] | None:
     """The workers that served the last `last` requests (access-log lines), once all are
