@@ -40,6 +40,8 @@ class Checked(Members, Protocol):
     @property
     def health(self) -> PoolHealth: ...
 
+    on_members: Callable[[], None] | None
+
 
 class HealthChecker:
     """The health service of one pool: its active checks, when configured, and its health timers
@@ -61,11 +63,10 @@ class HealthChecker:
         self.shared = shared
         self._clock = clock
         self._rng = rng or random.Random()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._active = _ActiveChecks(self)
-        self._checks: Service = (
-            LeaderOnly(leader, self._active) if leader is not None else self._active
-        )
+        self._tasks: dict[Backend, asyncio.Task[None]] = {}
+        self._checking = False  # this worker runs the active checks (it leads, or is alone)
+        active = _ActiveChecks(self)
+        self._checks: Service = LeaderOnly(leader, active) if leader is not None else active
         self._unsubscribe: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
@@ -77,10 +78,38 @@ class HealthChecker:
         if shared is not None and self._unsubscribe is None:
             self._unsubscribe = shared.subscribe(self._adopt)
             self._adopt(shared.entries())  # what the instance knows, before this worker serves
-        if self.config is not None:
-            await self._checks.start()
+        if self.config is None:
+            return
+        self.pool.on_members = self.sync
+        await self._checks.start()
+
+    def sync(self) -> None:
+        """Check every backend the pool has now: backends added and removed at run time (admin
+        API, discovery) gain or lose their checks (on the worker that runs them; the others
+        adopt what the instance knows of a backend they gained)."""
+        config = self.config
+        if config is None:
+            return
+        shared = self.shared
+        if not self._checking:
+            if shared is not None:
+                self._adopt(shared.entries())
+            return
+        members = set(self.pool.backends.values())
+        for backend in [b for b in self._tasks if b not in members]:
+            self._tasks.pop(backend).cancel()
+        loop = asyncio.get_running_loop()
+        for backend in members - self._tasks.keys():
+            if shared is not None:
+                # The state its checks start from, for the other workers: a stale entry (a
+                # backend removed and added again) must not outlive them there.
+                shared.publish(self.pool.name, backend.id, backend.url, healthy=backend.healthy)
+            name = f"lb health check {self.pool.name}/{backend.id}"
+            self._tasks[backend] = loop.create_task(self._run(backend, config), name=name)
 
     async def stop(self) -> None:
+        if self.pool.on_members == self.sync:
+            self.pool.on_members = None
         await self._checks.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -88,24 +117,17 @@ class HealthChecker:
         self.pool.health.stop()
 
     def start_checks(self) -> None:
-        """Start the active checks here (this worker leads, or is alone)."""
-        config = self.config
-        if config is None or self._tasks:
+        """Run the active checks in this worker (it leads, or is alone)."""
+        if self._checking:
             return
-        shared = self.shared
-        if shared is not None:
-            shared.refresh()  # a new leader starts from the latest verdicts, not a stale copy
-            for backend in self.pool.backends.values():
-                # The state the checks start from: a stale entry (a backend removed and added
-                # again) must not outlive them in the other workers.
-                shared.publish(self.pool.name, backend.id, backend.url, healthy=backend.healthy)
-        loop = asyncio.get_running_loop()
-        for backend in self.pool.backends.values():
-            name = f"lb health check {self.pool.name}/{backend.id}"
-            self._tasks.append(loop.create_task(self._run(backend, config), name=name))
+        if self.shared is not None:
+            self.shared.refresh()  # a new leader starts from the latest verdicts, not a stale copy
+        self._checking = True
+        self.sync()
 
     async def stop_checks(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        self._checking = False
+        tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
         if tasks:
@@ -117,7 +139,7 @@ class HealthChecker:
 
     def _adopt(self, entries: list[Entry]) -> None:
         pool = self.pool
-        checking = bool(self._tasks)  # then this worker's own checks are the verdict
+        checking = self._checking  # then this worker's own checks are the verdict
         for entry in entries:
             if entry.get("pool") != pool.name:
                 continue
