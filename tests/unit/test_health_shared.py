@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lb.backend import Backend
 from lb.config import BackendConfig, HealthCheckConfig, PassiveHealthConfig, PoolConfig
 from lb.health import HealthChecker
 from lb.health.shared import SharedHealth, merge
@@ -174,3 +175,21 @@ async def test_adopting_keeps_the_ejection_cap_and_ignores_verdicts_of_unchecked
     pool.health.adopt(b0, None, until - 5.0)  # an older, shorter ejection changes nothing
     assert b0.ejected_until == until
     pool.health.stop()
+
+
+async def test_a_backend_added_at_run_time_is_checked_by_the_leader_only(tmp_path: Path) -> None:
+    check = HealthCheckConfig(
+        interval=0.02, timeout=1.0, healthy_threshold=1, unhealthy_threshold=1, jitter=0.0
+    )
+    status = {"127.0.0.1:9000": 200, "127.0.0.1:9001": 200, "127.0.0.1:9002": 200}
+    first = await Worker(str(tmp_path), pool_config(health_check=check), status).start()
+    second = await Worker(str(tmp_path), pool_config(health_check=check), status).start()
+    for worker in (first, second):  # the admin API or discovery adds it in every worker
+        added = Backend(BackendConfig("http://127.0.0.1:9002", "b2"))
+        added.healthy = False  # a backend added to a checked pool waits for its checks
+        worker.pool.add(added)
+    await until(lambda: first.state("b2") == "healthy")
+    await until(lambda: second.shared.refresh() and second.state("b2") == "healthy")
+    assert second.checks == 0
+    await first.stop()
+    await second.stop()
