@@ -28,10 +28,12 @@ from lb.control.reload import ReloadError
 from lb.control.runtime import Control
 from lb.control.shared import ENV_DIR
 from lb.discovery import Discovery, Endpoint, endpoint_id
+from lb.discovery.shared import POLL_INTERVAL as ANSWERS_POLL
+from lb.discovery.shared import SharedAnswers
 from lb.dynamic import DynamicBackends
 from lb.generation import Generation
 from lb.health.shared import POLL_INTERVAL, SharedHealth
-from lb.instance import Leader
+from lb.instance import Leader, LeaderOnly
 from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
 from lb.proxy.context import RequestContext
@@ -67,9 +69,9 @@ class Runtime:
         self.backends: dict[BackendKey, Backend] = {}
         # Backends the admin API and DNS discovery added: kept across reloads of the file.
         self.dynamic = DynamicBackends()
-        # One resolver loop per name; each worker runs its own for now (the seam for running it
-        # on an instance leader only is `Discovery`'s docstring).
-        self.discovery = Discovery(self.discovered, self.metrics.discovery_lookup)
+        # One resolver loop per name, in the instance's leader only; the others take its answers
+        # from the control directory (`lb.discovery.shared`).
+        self.discovery = Discovery(self._answered, self.metrics.discovery_lookup)
         self._reaper = Periodic("lb backend reaper", REAP_INTERVAL, self._reap)
         self.services: list[Service] = []
         self.started = False
@@ -78,7 +80,13 @@ class Runtime:
         directory = os.environ.get(ENV_DIR) or None
         self.leader = Leader(directory)
         self.shared_health = SharedHealth(directory) if directory else None
+        self.shared_answers = (
+            SharedAnswers(directory, self.discovered, lambda: self.config, self._leading)
+            if directory
+            else None
+        )
         self._instance_services: list[Service] = []
+        self._discovery = LeaderOnly(self.leader, self.discovery)
         self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
         # Where the admin API listens is fixed for the process: a reload cannot move a socket.
         self.admin_listen = config.admin.listen
@@ -309,6 +317,15 @@ class Runtime:
                 backend.set_weight(config.weight)
             self.add_backend(pool, config)
 
+    def _answered(self, pool: str, target: DiscoverConfig, endpoints: frozenset[Endpoint]) -> None:
+        """The leader's resolver answered: apply it here, and tell the other workers."""
+        self.discovered(pool, target, endpoints)
+        if self.shared_answers is not None:
+            self.shared_answers.publish(pool, target, endpoints)
+
+    def _leading(self) -> bool:
+        return self.leader.is_leader
+
     async def _reap(self) -> None:
         for leaving in self.dynamic.gone():
             backend = leaving.backend
@@ -336,6 +353,9 @@ class Runtime:
             if self.shared_health is not None:
                 poll = Periodic("lb shared health", POLL_INTERVAL, self.shared_health.tick)
                 instance += [self.shared_health, poll]
+            if self.shared_answers is not None:
+                answers = self.shared_answers
+                instance += [answers, Periodic("lb shared discovery", ANSWERS_POLL, answers.tick)]
             for service in instance:
                 await service.start()
                 self._instance_services.append(service)
@@ -343,7 +363,7 @@ class Runtime:
                 await service.start()
                 self.services.append(service)
             await self.control.start()
-            await self.discovery.start()
+            await self._discovery.start()
             await self._reaper.start()
             if self.admin_listen is not None:
                 listener = AdminListener(self, self.admin_listen)
@@ -363,7 +383,7 @@ class Runtime:
             await self._admin_listener.stop()
             self._admin_listener = None
         await self._reaper.stop()
-        await self.discovery.stop()
+        await self._discovery.stop()
         await self.control.stop()
         services, self.services = self.services, []
         await _stop_all(reversed(services), "at shutdown")
