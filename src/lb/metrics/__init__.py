@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from lb import multiprocess as mp
 from lb.metrics.tally import BUCKETS, DurationTally, Flusher, Tally
+from lb.metrics.traffic import TrafficMetrics
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -132,7 +133,7 @@ class Metrics:
         self.upstream_errors = Counter(
             "lb_upstream_errors_total",
             "Failed upstream attempts by kind: connect_error, connect_timeout, timeout, "
-            "pool_timeout, bad_response, aborted.",
+            "pool_timeout, overflow, bad_response, aborted.",
             (*pb, "kind"),
             registry=r,
         )
@@ -207,6 +208,7 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.traffic = TrafficMetrics(r)  # mirror copies, pool overflows
         # Bound children, filled on first use.
         self._request_children: dict[
             tuple[str, str | None, str, int], tuple[Tally, DurationTally]
