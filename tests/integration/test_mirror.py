@@ -37,7 +37,9 @@ def counts(lb_url: str) -> dict[str, float]:
     return out
 
 
-def test_copies_arrive_with_the_same_body_and_x_mirrored_from(start_server, start_balancer) -> None:  # type: ignore[no-untyped-def]
+def test_copies_arrive_with_the_same_body_and_x_mirrored_from(  # type: ignore[no-untyped-def]
+    start_server, start_balancer
+) -> None:
     primary, shadow = Backend("primary"), Backend("shadow")
     p, s = start_server(primary), start_server(shadow)
     lb = start_balancer(mirrored(s.url, p.url))
@@ -63,9 +65,9 @@ def test_copies_arrive_with_the_same_body_and_x_mirrored_from(start_server, star
     wait_until(lambda: counts(lb.url).get("sent") == 2, 5)
 
 
-def test_a_slow_then_erroring_then_down_mirror_never_touches_the_client(
+def test_a_slow_then_erroring_then_down_mirror_never_touches_the_client(  # type: ignore[no-untyped-def]
     start_server, start_balancer
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     primary, shadow = Backend("primary"), Backend("shadow")
     p, s = start_server(primary), start_server(shadow)
     lb = start_balancer(mirrored(s.url, p.url))
@@ -96,7 +98,9 @@ def test_a_slow_then_erroring_then_down_mirror_never_touches_the_client(
     assert primary.count("/x") == 11
 
 
-def test_percent_is_applied_exactly(start_server, start_balancer) -> None:  # type: ignore[no-untyped-def]
+def test_percent_is_applied_exactly(  # type: ignore[no-untyped-def]
+    start_server, start_balancer
+) -> None:
     primary, shadow = Backend("primary"), Backend("shadow")
     p, s = start_server(primary), start_server(shadow)
     config = mirrored(s.url, p.url)
@@ -117,7 +121,9 @@ def test_percent_is_applied_exactly(start_server, start_balancer) -> None:  # ty
     assert [shadow.count(f"/p{percent}") for percent in (0, 10, 50, 100)] == [0, 2, 10, 20]
 
 
-def test_copies_over_the_bounds_are_dropped_and_counted(start_server, start_balancer) -> None:  # type: ignore[no-untyped-def]
+def test_copies_over_the_bounds_are_dropped_and_counted(  # type: ignore[no-untyped-def]
+    start_server, start_balancer
+) -> None:
     primary, shadow = Backend("primary"), Backend("shadow")
     p, s = start_server(primary), start_server(shadow)
     lb = start_balancer(mirrored(s.url, p.url, max_in_flight=1, max_body_bytes=16))
@@ -144,7 +150,9 @@ def test_copies_over_the_bounds_are_dropped_and_counted(start_server, start_bala
     assert shadow.count("/big-length") == shadow.count("/big-chunked") == 0
 
 
-def test_a_mirror_pool_without_a_backend_drops_its_copies(start_server, start_balancer) -> None:  # type: ignore[no-untyped-def]
+def test_a_mirror_pool_without_a_backend_drops_its_copies(  # type: ignore[no-untyped-def]
+    start_server, start_balancer
+) -> None:
     primary = Backend("primary")
     p = start_server(primary)
     config = mirrored("http://127.0.0.1:9", p.url)
@@ -154,7 +162,9 @@ def test_a_mirror_pool_without_a_backend_drops_its_copies(start_server, start_ba
     assert counts(lb.url) == {"dropped": 1}
 
 
-def test_shutdown_cancels_the_copies_under_way(start_server, start_balancer, raw_backend) -> None:  # type: ignore[no-untyped-def]
+def test_shutdown_cancels_the_copies_under_way(  # type: ignore[no-untyped-def]
+    start_server, start_balancer, raw_backend
+) -> None:
     primary = Backend("primary")
     p = start_server(primary)
     silent = raw_backend(answer_each(lambda connection, request: None))  # never answers
@@ -169,9 +179,9 @@ def test_shutdown_cancels_the_copies_under_way(start_server, start_balancer, raw
     wait_until(lambda: silent.closed_by_peer == 1, 5)  # its connection was closed
 
 
-def test_a_reload_stops_the_old_mirror_and_the_new_one_copies(
+def test_a_reload_stops_the_old_mirror_and_the_new_one_copies(  # type: ignore[no-untyped-def]
     start_server, start_balancer, raw_backend, config_file
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     primary, shadow = Backend("primary"), Backend("shadow")
     p, s = start_server(primary), start_server(shadow)
     silent = raw_backend(answer_each(lambda connection, request: None))
