@@ -275,3 +275,14 @@ async def test_transport_refuses_at_once_beyond_max_pending() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     await transport.aclose()
+
+
+def test_lowering_the_cap_closes_idle_connections_above_it() -> None:
+    pool = make_pool(FakeClock())
+    a, b, c = open_conns(pool, "a", "b", "c")
+    pool.release(a)
+    pool.release(b)  # c stays busy
+    pool.limit(Limits(max_connections=2))
+    assert a.closed and not b.closed and list(pool.idle) == [b] and pool.size == 2
+    pool.limit(Limits(max_connections=1))
+    assert b.closed and not pool.idle and pool.size == 1 and not c.closed

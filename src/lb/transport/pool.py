@@ -96,12 +96,18 @@ class OriginPool(Generic[C]):
 
     def limit(self, limits: Limits | None) -> None:
         """Apply `limits` (None: lift them). Raising max_connections gives the new slots to
-        waiters at once; lowering it lets the connections above it finish and close."""
+        waiters at once; lowering it closes idle connections above it at once, and the busy
+        ones above it stay open until they close (the cap only refuses new ones)."""
         limits = limits or Limits()
         cap = limits.max_connections
         self.max_connections = self.default_max_connections if cap is None else cap
         self.max_pending = limits.max_pending
         self.max_requests = limits.max_requests or _UNLIMITED
+        idle = self.idle
+        while idle and self.size > self.max_connections:
+            oldest = idle.popleft()
+            oldest.pooled = False
+            oldest.close()  # frees its slot (discard)
         waiters = self.waiters
         while waiters and self.size < self.max_connections:
             waiter = waiters.popleft()
