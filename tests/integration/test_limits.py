@@ -13,7 +13,7 @@ from conftest import pool_config
 from rawbackend import counting
 from servers import wait_until
 
-SLOW = 1.5  # seconds the slow backend takes per request
+SLOW = 2.5  # seconds the slow backend takes per request: far longer than a refusal
 
 
 def timed_get(url: str) -> tuple[httpx.Response, float]:
@@ -41,7 +41,8 @@ def test_beyond_max_pending_requests_get_503_at_once(start_server, start_balance
     slow.delay = SLOW
     server = start_server(slow)
     limits = {"max_connections": 1, "max_pending": 2}
-    lb = start_balancer(pool_config([server.url], limits=limits))
+    # The last queued request waits two slow answers: within timeouts.pool.
+    lb = start_balancer(pool_config([server.url], limits=limits, timeouts={"pool": "30s"}))
     status = httpx.get(lb.url + "/_lb/status").json()["pools"]["web"]
     assert status["limits"] == {**limits, "max_requests_per_connection": None}
 
@@ -61,7 +62,7 @@ def test_beyond_max_pending_requests_get_503_at_once(start_server, start_balance
             assert response.status_code == 503
             assert response.json()["error"] == "unavailable"
             assert response.headers["retry-after"] == "1"
-            assert seconds < SLOW / 2  # at once: well before the slow backend answers anything
+            assert seconds < SLOW / 2, seconds  # at once: well before the slow backend answers
         assert overflows(lb.url) == 3
         # The queued ones are served in turn on the one connection, never refused.
         assert first.result()[0].status_code == 200
