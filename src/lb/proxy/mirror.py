@@ -96,7 +96,7 @@ class Mirror:
         length, streamed = _body_size(scope["headers"])
         if not streamed and length == 0:
             self.in_flight += 1
-            self._launch(scope, b"")
+            self.launch(scope, b"")
             return await self.app(scope, receive, send)
         limit = self.config.max_body_bytes
         if length > limit:
@@ -109,7 +109,7 @@ class Mirror:
         finally:
             if not tee.settled:  # the primary did not read the whole body: no copy
                 tee.settled = True
-                self._give_up()
+                self.give_up()
 
     def _sampled(self) -> bool:
         percent = self.config.percent
@@ -125,20 +125,21 @@ class Mirror:
     def _count(self, result: str) -> None:
         self.metrics.traffic.mirror(self.source, self.pool.name, result)
 
-    def _give_up(self) -> None:
+    def give_up(self) -> None:
+        """Release a reserved slot whose copy will not be made."""
         self.in_flight -= 1
         self._count("dropped")
 
-    def _launch(self, scope: Scope, body: bytes) -> None:
+    def launch(self, scope: Scope, body: bytes) -> None:
         """Start the copy in a slot already reserved (`in_flight`)."""
         if self.stopped:
-            self._give_up()
+            self.give_up()
             return
         ctx: RequestContext = scope[SCOPE_KEY]
         request = PickRequest(scope, ctx.client_ip, self.pool.config.hash_key)
         backend = self.pool.pick(request)
         if backend is None:
-            self._give_up()
+            self.give_up()
             return
         peer = scope["client"][0] if scope.get("client") else ""
         headers = upstream_request_headers(
@@ -221,20 +222,20 @@ class _Tee:
             return message
         if message["type"] != "http.request":  # the client left
             self.settled = True
-            self.mirror._give_up()
+            self.mirror.give_up()
             return message
         chunk: bytes = message.get("body", b"")
         self.size += len(chunk)
         if self.size > self.limit:
             self.settled = True
             self.chunks = []
-            self.mirror._give_up()
+            self.mirror.give_up()
             return message
         if chunk:
             self.chunks.append(chunk)
         if not message.get("more_body", False):
             self.settled = True
-            self.mirror._launch(self.scope, b"".join(self.chunks))
+            self.mirror.launch(self.scope, b"".join(self.chunks))
         return message
 
 
