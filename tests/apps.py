@@ -18,6 +18,7 @@ class Backend:
         self.name = name
         self.seen: list[dict[str, Any]] = []
         self.health_status = 200
+        self.health_checks = 0  # requests to /health, answered with health_status
         self.status = 200
         self.delay = 0.0
         self.lock = threading.Lock()
@@ -51,6 +52,7 @@ class Backend:
         path = scope["path"]
         query = parse_qs(scope["query_string"].decode())
         if path == "/health":
+            self.health_checks += 1
             return await self.reply(send, self.health_status, b"ok")
         record = {
             "method": scope["method"],

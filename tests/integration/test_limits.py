@@ -135,3 +135,27 @@ def test_a_reload_applies_new_limits(start_server, start_balancer, config_file) 
     with ThreadPoolExecutor(2) as pool:
         answers = [pool.submit(timed_get, lb.url + f"/r{i}") for i in range(2)]
         assert [a.result()[0].status_code for a in answers] == [200, 200]
+
+
+def test_health_checks_are_not_held_by_limits(start_server, start_balancer) -> None:  # type: ignore[no-untyped-def]
+    slow = Backend("slow")
+    slow.delay = SLOW
+    server = start_server(slow)
+    check = {"interval": "100ms", "timeout": "300ms", "unhealthy_threshold": 1}
+    limits = {"max_connections": 1}
+    lb = start_balancer(pool_config([server.url], limits=limits, health_check=check))
+
+    def state() -> str:
+        status = httpx.get(lb.url + "/_lb/status").json()
+        return str(status["pools"]["web"]["backends"][0]["state"])
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(timed_get, lb.url + f"/r{i}") for i in range(2)]
+        wait_until(lambda: slow.in_flight == 1, 5)  # one on the connection, one queued
+        checks = slow.health_checks
+        # The one connection is busy for SLOW seconds, yet checks reach the backend within
+        # their timeout, on a connection of their own: they do not queue behind traffic.
+        wait_until(lambda: slow.health_checks >= checks + 3, SLOW / 2)
+        assert state() == "healthy" and answers[1].running()
+        assert [a.result()[0].status_code for a in answers] == [200, 200]
+    assert state() == "healthy"

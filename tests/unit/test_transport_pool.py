@@ -286,3 +286,19 @@ def test_lowering_the_cap_closes_idle_connections_above_it() -> None:
     assert a.closed and not b.closed and list(pool.idle) == [b] and pool.size == 2
     pool.limit(Limits(max_connections=1))
     assert b.closed and not pool.idle and pool.size == 1 and not c.closed
+
+
+async def test_a_check_may_go_past_the_cap_and_its_connection_then_closes() -> None:
+    loop = asyncio.get_running_loop()
+    pool = make_pool(FakeClock())
+    pool.limit(Limits(max_connections=1))
+    (busy,) = open_conns(pool, "busy")
+    assert not pool.reserve() and pool.reserve(limited=False)  # a health check's own slot
+    check = FakeConn(pool, "check")
+    pool.connections.add(check)
+    waiter: asyncio.Future[FakeConn | None] = loop.create_future()
+    pool.waiters.append(waiter)
+    pool.release(check)  # one too many: closed, and its slot is not passed on
+    assert check.closed and not waiter.done() and pool.size == 1
+    pool.release(busy)  # within the cap: straight to the waiter
+    assert waiter.result() is busy and not busy.closed

@@ -20,6 +20,7 @@ from lb.backend import Backend
 from lb.config import HealthCheckConfig
 from lb.health.monitor import Members, PoolHealth
 from lb.health.thresholds import CheckState, check_delay
+from lb.transport import UNLIMITED
 
 SUCCESS, FAILURE, TIMEOUT, ERROR = "success", "failure", "timeout", "error"
 _BODY_LIMIT = 64 * 1024  # read this much of a check's answer so the connection can be reused
@@ -110,7 +111,10 @@ class HealthChecker:
             backend.url + config.path,
             headers=headers,
             extensions={
-                "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+                "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+                # A pool's `limits` hold traffic, not checks (as in Envoy): a backend whose
+                # queue is full is still checked, on a connection of the check's own if need be.
+                UNLIMITED: True,
             },
         )
         try:

@@ -43,11 +43,12 @@ unchanged. A `timeout` value of None means no limit.
 """
 
 from lb.transport.errors import PoolOverflow, request_sent
-from lb.transport.http11 import Origin, Timeouts, Transport, origin_of
+from lb.transport.http11 import UNLIMITED, Origin, Timeouts, Transport, origin_of
 from lb.transport.pool import Limits
 from lb.transport.stream import ResponseStream
 
 __all__ = [
+    "UNLIMITED",
     "Limits",
     "Origin",
     "PoolOverflow",

@@ -45,6 +45,8 @@ class Timeouts(NamedTuple):
 
 
 _DEFAULT_PORTS: Final = MappingProxyType({b"http": 80, b"https": 443})
+# An httpx request extension: a true value sends the request past the origin's `limits`.
+UNLIMITED: Final = "lb.unlimited"
 
 
 class Transport(httpx.AsyncBaseTransport):
@@ -119,6 +121,7 @@ class Transport(httpx.AsyncBaseTransport):
             None if timeout is None else Timeouts.of(timeout),
             None,
             request=request,
+            limited=not request.extensions.get(UNLIMITED),
         )
         return httpx.Response(
             response.status,
@@ -139,6 +142,7 @@ class Transport(httpx.AsyncBaseTransport):
         interim: Interim | None = None,
         *,
         request: httpx.Request | None = None,
+        limited: bool = True,
     ) -> ResponseStream:
         """Send one request; return its response once the head has arrived (the body streams).
 
@@ -151,7 +155,10 @@ class Transport(httpx.AsyncBaseTransport):
         the transport's connect_timeout and keepalive_expiry, and no other limit). `interim`
         is called with (status, raw headers) of each interim response but 100 Continue.
         Failures are the httpx exceptions of the module docstring, with `request` attached
-        only when given.
+        only when given. `limited=False` (httpx: the UNLIMITED extension, which health checks
+        set) is not held by the origin's `limits`, as Envoy's health checks are not by its circuit
+        breakers: it never overflows and may open a connection past `max_connections`, closed
+        once its exchange is done.
 
         A request that meets a reused connection the backend has closed (no byte of the
         response came) is sent once more on a new connection, whatever its method: with its
@@ -194,7 +201,9 @@ class Transport(httpx.AsyncBaseTransport):
             conn = None if fresh else pool.take_idle()
             reused = conn is not None
             if conn is None:
-                conn, reused = await self._acquire(pool, origin, request, pool_t, connect_t)
+                conn, reused = await self._acquire(
+                    pool, origin, request, pool_t, connect_t, limited
+                )
             conn.keepalive = idle_t
             try:
                 return await conn.exchange(
@@ -301,14 +310,16 @@ class Transport(httpx.AsyncBaseTransport):
         request: httpx.Request | None,
         pool_timeout: float | None,
         connect_timeout: float | None,
+        limited: bool = True,
     ) -> tuple[Connection, bool]:
-        """A connection and whether it was reused: a new one if a slot is free, else wait."""
+        """A connection and whether it was reused: a new one if a slot is free, else wait
+        (`limited=False`: past `limits`, see `send_raw`)."""
         while True:
             if pool.closed:
                 raise _closed_error(request)
-            if pool.reserve():
+            if pool.reserve(limited):
                 return await self._connect(pool, origin, request, connect_timeout), False
-            if pool.overflows():
+            if limited and pool.overflows():
                 message = (
                     f"{pool.max_pending} requests already wait for a connection to {pool.origin}"
                 )

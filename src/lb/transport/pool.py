@@ -148,17 +148,20 @@ class OriginPool(Generic[C]):
             conn.close()
         return None
 
-    def reserve(self) -> bool:
-        """Take a slot for a new connection, if the origin has one free."""
-        if self.size < self.max_connections:
+    def reserve(self, limited: bool = True) -> bool:
+        """Take a slot for a new connection, if the origin has one free; `limited=False` (a
+        health check) may go beyond `limits.max_connections`, up to the transport's cap."""
+        if self.size < (self.max_connections if limited else self.default_max_connections):
             self.size += 1
             return True
         return False
 
     def release(self, conn: C) -> None:
         """Take back a healthy connection whose exchange is complete."""
-        if conn.exchanges >= self.max_requests:
-            conn.close()  # retired (max_requests): its slot goes to a waiter, if any
+        if conn.exchanges >= self.max_requests or self.size > self.max_connections:
+            # Retired (max_requests): its slot goes to a waiter, if any. Or one too many (a
+            # lowered cap, a health check's connection beyond it): the slot goes for good.
+            conn.close()
             return
         waiters = self.waiters
         while waiters:
@@ -196,9 +199,10 @@ class OriginPool(Generic[C]):
         self.free_slot()
 
     def free_slot(self) -> None:
-        """Give up a slot: to the oldest waiter (it will open a connection), else for good."""
+        """Give up a slot: to the oldest waiter (it will open a connection), else for good
+        (also when the origin holds more than `max_connections`)."""
         waiters = self.waiters
-        while waiters:
+        while waiters and self.size <= self.max_connections:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
