@@ -93,6 +93,7 @@ def status_document(
                 {
                     "id": backend.id,
                     "url": backend.url,
+                    "origin": backend.origin,
                     "state": backend.state,
                     "weight": backend.weight,
                     "active_requests": active,

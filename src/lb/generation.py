@@ -19,7 +19,7 @@ from lb.backend import Backend
 from lb.cache import Cache
 from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
-from lb.config import BackendConfig, Config
+from lb.config import BackendConfig, Config, PoolConfig
 from lb.health import HealthChecker
 from lb.metrics import Metrics
 from lb.pool import Pool
@@ -50,6 +50,8 @@ class Host(AdminView, Protocol):
 
     def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend: ...
 
+    def added_backends(self, pool: PoolConfig) -> list[BackendConfig]: ...
+
 
 class Generation:
     @classmethod
@@ -65,7 +67,8 @@ class Generation:
         self.pools: dict[str, Pool] = {}
         for name, pool_config in config.pools.items():
             checked = pool_config.health_check is not None
-            backends = [runtime.backend(name, b, checked) for b in pool_config.backends]
+            configs = [*pool_config.backends, *runtime.added_backends(pool_config)]
+            backends = [runtime.backend(name, b, checked) for b in configs]
             # The same strategy config keeps the strategy (its rotation, its counters).
             old = previous.pools.get(name) if previous is not None else None
             same = old is not None and (old.config.strategy, old.config.strategy_options) == (

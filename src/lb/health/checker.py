@@ -33,6 +33,8 @@ class Checked(Members, Protocol):
     @property
     def health(self) -> PoolHealth: ...
 
+    on_members: Callable[[], None] | None
+
 
 class HealthChecker:
     """The health service of one pool: its active checks, when configured, and its health timers
@@ -51,23 +53,36 @@ class HealthChecker:
         self.config = pool.config.health_check
         self._clock = clock
         self._rng = rng or random.Random()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[Backend, asyncio.Task[None]] = {}
 
     def __repr__(self) -> str:
         return f"<HealthChecker {self.pool.name} [{len(self._tasks)} checking]>"
 
     async def start(self) -> None:
         self.pool.health.start()
-        config = self.config
-        if config is None or self._tasks:
+        if self.config is None or self._tasks:
             return
+        self.pool.on_members = self.sync
+        self.sync()
+
+    def sync(self) -> None:
+        """Check every backend the pool has now: backends added and removed at run time (admin
+        API, discovery) gain or lose their checks."""
+        config = self.config
+        if config is None:
+            return
+        members = set(self.pool.backends.values())
+        for backend in [b for b in self._tasks if b not in members]:
+            self._tasks.pop(backend).cancel()
         loop = asyncio.get_running_loop()
-        for backend in self.pool.backends.values():
+        for backend in members - self._tasks.keys():
             name = f"lb health check {self.pool.name}/{backend.id}"
-            self._tasks.append(loop.create_task(self._run(backend, config), name=name))
+            self._tasks[backend] = loop.create_task(self._run(backend, config), name=name)
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        if self.pool.on_members == self.sync:
+            self.pool.on_members = None
+        tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
         if tasks:
