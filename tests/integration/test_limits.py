@@ -159,3 +159,19 @@ def test_health_checks_are_not_held_by_limits(start_server, start_balancer) -> N
         assert state() == "healthy" and answers[1].running()
         assert [a.result()[0].status_code for a in answers] == [200, 200]
     assert state() == "healthy"
+
+
+def test_a_backend_added_at_run_time_takes_its_pools_limits(start_server, start_balancer) -> None:  # type: ignore[no-untyped-def]
+    slow = Backend("slow")
+    slow.delay = SLOW
+    server = start_server(slow)
+    idle = {"url": "http://127.0.0.1:9", "weight": 0}  # takes no traffic: only the added one does
+    lb = start_balancer(pool_config([idle], limits={"max_connections": 1, "max_pending": 0}))
+    added = httpx.post(lb.url + "/_lb/pools/web/backends", json={"url": server.url, "id": "slow"})
+    assert added.status_code == 201, added.text
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(timed_get, lb.url + "/first")
+        wait_until(lambda: slow.in_flight == 1, 5)
+        response, seconds = timed_get(lb.url + "/second")
+        assert response.status_code == 503 and seconds < SLOW / 2
+        assert first.result()[0].status_code == 200
