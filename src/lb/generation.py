@@ -21,6 +21,8 @@ from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
 from lb.config import BackendConfig, Config, PoolConfig
 from lb.health import HealthChecker
+from lb.health.shared import SharedHealth
+from lb.instance import Leader
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.proxy.access import ClientFilter
@@ -44,6 +46,8 @@ class Host(AdminView, Protocol):
     metrics: Metrics
     redis: RedisClients
     admin_listen: tuple[str, int] | None
+    leader: Leader
+    shared_health: SharedHealth | None
 
     @property
     def live(self) -> Generation | None: ...
@@ -125,6 +129,8 @@ class Generation:
             self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
         self.admin = build_admin(runtime, self)
         self._client = runtime.client
+        self._leader = runtime.leader
+        self._shared_health = runtime.shared_health
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
@@ -177,7 +183,9 @@ class Generation:
         for pool in self.pools.values():
             config = pool.config
             if config.health_check is not None or config.passive_health is not None:
-                yield HealthChecker(pool, self._client)
+                yield HealthChecker(
+                    pool, self._client, leader=self._leader, shared=self._shared_health
+                )
 
 
 def _guard(route: Route, handler: Handler) -> Handler:

@@ -12,6 +12,7 @@ its backends. A build that fails therefore leaves nothing to undo.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -25,9 +26,12 @@ from lb.config import BackendConfig, Config, DiscoverConfig, PoolConfig
 from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError
 from lb.control.runtime import Control
+from lb.control.shared import ENV_DIR
 from lb.discovery import Discovery, Endpoint, endpoint_id
 from lb.dynamic import DynamicBackends
 from lb.generation import Generation
+from lb.health.shared import POLL_INTERVAL, SharedHealth
+from lb.instance import Leader
 from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
 from lb.pool import Pool
@@ -70,6 +74,12 @@ class Runtime:
         self._reaper = Periodic("lb backend reaper", REAP_INTERVAL, self._reap)
         self.services: list[Service] = []
         self.started = False
+        # With several workers (a control directory), one of them leads: it alone runs what must
+        # run once per instance (active health checks), and shares the health it sees.
+        directory = os.environ.get(ENV_DIR) or None
+        self.leader = Leader(directory)
+        self.shared_health = SharedHealth(directory) if directory else None
+        self._instance_services: list[Service] = []
         self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
         # Where the admin API listens is fixed for the process: a reload cannot move a socket.
         self.admin_listen = config.admin.listen
@@ -326,10 +336,20 @@ class Runtime:
         """Start everything; if a part cannot start, stop what did and raise its error, so a
         host that fails at startup leaves no health checks, Redis connections or sockets behind."""
         use_level(self.config.logging.level)
+        self.access_log.worker = os.getpid()
         if not announced():  # `lb serve` announced before forking; any other host did not
             announce(self.config, ())
         try:
             await self.metrics.start()
+            # Before the generation's services: the health checkers ask who leads and what the
+            # instance knows already (a worker restarted after a crash catches up here).
+            instance: list[Service] = [self.leader]
+            if self.shared_health is not None:
+                poll = Periodic("lb shared health", POLL_INTERVAL, self.shared_health.tick)
+                instance += [self.shared_health, poll]
+            for service in instance:
+                await service.start()
+                self._instance_services.append(service)
             for service in self.generation.services():
                 await service.start()
                 self.services.append(service)
@@ -358,6 +378,8 @@ class Runtime:
         await self.control.stop()
         services, self.services = self.services, []
         await _stop_all(reversed(services), "at shutdown")
+        instance, self._instance_services = self._instance_services, []
+        await _stop_all(reversed(instance), "at shutdown")
         await self.metrics.stop()
         await self.client.aclose()
         self.access_log.close()
