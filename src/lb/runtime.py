@@ -36,10 +36,11 @@ from lb.health.shared import POLL_INTERVAL, SharedHealth
 from lb.instance import Leader, LeaderOnly
 from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
+from lb.pool import Pool
 from lb.proxy.context import RequestContext
 from lb.redis_client import RedisClients
 from lb.tls import ServerTLS
-from lb.transport import Transport, origin_of
+from lb.transport import Limits, Origin, Transport, origin_of
 from lb.types import Service
 
 logger = logging.getLogger("lb.control")
@@ -128,6 +129,10 @@ class Runtime:
             server.header_timeout,
             server.send_timeout,
         )
+
+    def load(self, origin: Origin) -> tuple[int, int]:
+        """(open upstream connections, requests waiting for one) to `origin`, for status."""
+        return self.transport.load(origin)
 
     def full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
@@ -218,6 +223,9 @@ class Runtime:
                 for backend in pool.backends.values():
                     if backend.scheme == "https":
                         set_tls(origin_of(backend.url), pool.tls)
+        set_limits = getattr(self.transport, "set_limits", None)
+        if set_limits is not None:
+            set_limits(origin_limits(new.pools.values()))
         self.backends = table
 
     async def replace(self, config: Config) -> None:
@@ -279,6 +287,9 @@ class Runtime:
         set_tls = getattr(self.transport, "set_tls", None)
         if set_tls is not None and backend.scheme == "https":
             set_tls(origin_of(backend.url), live.tls)
+        set_limits = getattr(self.transport, "set_limits", None)
+        if set_limits is not None and live.config.limits is not None:
+            set_limits(origin_limits(self.generation.pools.values()))
         return backend
 
     def remove_backend(self, pool: str, backend_id: str) -> Backend | None:
@@ -406,6 +417,28 @@ async def _stop_all(services: Iterable[Service], why: str) -> None:
             await service.stop()
         except Exception:  # noqa: BLE001 - the first error (or the new generation) stands
             logger.exception("stopping %r %s", service, why)
+
+
+def origin_limits(pools: Iterable[Pool]) -> dict[Origin, Limits]:
+    """The transport's circuit breakers per backend origin, from the pools' `limits`. A backend
+    in two pools takes the tighter value of each limit: the transport pools by origin."""
+    merged: dict[Origin, Limits] = {}
+    for pool in pools:
+        config = pool.config.limits
+        if config is None:
+            continue
+        limits = Limits(
+            config.max_connections, config.max_pending, config.max_requests_per_connection
+        )
+        for backend in pool.backends.values():
+            origin = origin_of(backend.url)
+            old = merged.get(origin)
+            merged[origin] = limits if old is None else Limits(*map(_tighter, old, limits))
+    return merged
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _max_connect_timeout(config: Config) -> float:
