@@ -196,7 +196,7 @@ class _Response:
         out = encoder.compress(body) if body else b""
         if not more:
             out += encoder.finish()
-            self.compression.metrics.compressed(
+            self.compression.metrics.traffic.compressed(
                 self.coding or "", self.bytes_in, self.bytes_out + len(out)
             )
         elif self.stream and body:

@@ -151,19 +151,6 @@ class Metrics:
             ("result",),
             registry=r,
         )
-        self.compressed_responses = Counter(
-            "lb_compressed_responses_total",
-            "Responses lb compressed (route `compress`), by content coding.",
-            ("encoding",),
-            registry=r,
-        )
-        self.compression_bytes = Counter(
-            "lb_compression_bytes_total",
-            "Bytes of the responses lb compressed: stage=in as the backend sent them, "
-            "stage=out as the client got them.",
-            ("encoding", "stage"),
-            registry=r,
-        )
         # Copied from the balancer's own state by refresh().
         self.backend_up = Gauge(
             "lb_backend_up",
@@ -211,7 +198,6 @@ class Metrics:
         self._ejection_children: dict[tuple[str, str], Counter] = {}
         self._store_children: dict[str, Counter] = {}
         self._cache_children: dict[str, Tally] = {}
-        self._compress_children: dict[str, tuple[Tally, Tally, Tally]] = {}
         self._allowed = self._tally(self.rate_limit_decisions.labels("allowed"))
         self._limited = self._tally(self.rate_limit_decisions.labels("limited"))
         self._series: dict[tuple[str, str], BackendSeries] = {}
@@ -338,20 +324,6 @@ class Metrics:
                 self.cache_requests.labels(result.lower())
             )
         tally.count += 1
-
-    def compressed(self, encoding: str, bytes_in: int, bytes_out: int) -> None:
-        """A response compressed with `encoding`: its size before and after."""
-        tallies = self._compress_children.get(encoding)
-        if tallies is None:
-            tallies = self._compress_children[encoding] = (
-                self._tally(self.compressed_responses.labels(encoding)),
-                self._tally(self.compression_bytes.labels(encoding, "in")),
-                self._tally(self.compression_bytes.labels(encoding, "out")),
-            )
-        responses, before, after = tallies
-        responses.count += 1
-        before.count += bytes_in
-        after.count += bytes_out
 
     def _pool(self, pool: str) -> tuple[Counter, Gauge, Gauge]:
         children = self._pool_children.get(pool)
