@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from lb.metrics import Metrics
 
 _IDENTITY = b"identity"
+_VARY = (b"vary", b"Accept-Encoding")
 _NO_BODY = frozenset({204, 206, 304})  # nothing to encode, or a part of another encoding
 _MEMO_SIZE = 256
 
@@ -156,7 +157,7 @@ class _Response:
                 return {**message, "headers": _marked(headers, None)}
             return message
         content_type = length = None
-        encoded = False
+        encoded = varies = False
         for name, value in headers:
             if name == b"content-type":
                 content_type = value
@@ -164,6 +165,8 @@ class _Response:
                 length = value
             elif name == b"content-encoding":
                 encoded = value.strip().lower() != _IDENTITY
+            elif name == b"vary":
+                varies = True
             elif name == b"cache-control" and b"no-transform" in value.lower():
                 return message  # RFC 9110 §7.7: no intermediary may change the content
         compression = self.compression
@@ -176,7 +179,9 @@ class _Response:
                 or content_type is None
                 or (size is not None and size < compression.min_bytes)
             ):
-                return {**message, "headers": _marked(headers, None, weaken=False)}
+                # Left as it is, but it varies: most often with no Vary of its own to merge.
+                marked = _marked(headers, None, weaken=False) if varies else [*headers, _VARY]
+                return {**message, "headers": marked}
             if not self.head:
                 self.encoder = ENCODERS[self.coding](size)
                 # A response of unknown length is one the backend streams (SSE, a feed, a long
