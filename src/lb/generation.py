@@ -26,6 +26,8 @@ from lb.pool import Pool
 from lb.proxy.access import ClientFilter
 from lb.proxy.bodylimit import BodyLimit
 from lb.proxy.handler import Proxy
+from lb.proxy.redirect import Redirect
+from lb.proxy.rewrite import HeaderRules, ResponseHeaders
 from lb.proxy.routing import Route, Router
 from lb.proxy.websocket import proxy_websocket
 from lb.ratelimit import RateLimiting
@@ -104,10 +106,13 @@ class Generation:
         self.websocket_handlers: dict[Route, Handler] = {}
         for route in self.router.all():
             route.handler = self._handler(route)
-            self.websocket_handlers[route] = _guard(
-                route,
-                self.rate_limits.wrap(route, partial(proxy_websocket, pool=self.pools[route.pool])),
+            redirect = route.config.redirect
+            relay: Handler = (
+                Redirect(redirect)
+                if redirect is not None
+                else partial(proxy_websocket, pool=self.pools[_pool_of(route)])
             )
+            self.websocket_handlers[route] = _guard(route, self.rate_limits.wrap(route, relay))
         self.full_errors = config.server.error_detail == "full"  # read on every request
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
@@ -123,18 +128,32 @@ class Generation:
         return f"<Generation {self.config.summary()}>"
 
     def _handler(self, route: Route) -> Handler:
-        """The pipeline of one route: client filter, body limit, rate limit, then cache, then the
-        proxy."""
-        handler: Handler = self.proxies[route.pool]
-        if self.cache is not None and route.config.cache:
-            handler = self.cache.layer(handler)
+        """The pipeline of one route: response headers, client filter, body limit, rate limit,
+        then cache, then the proxy (or, for a redirect, the redirect). The proxy reads the
+        route's timeouts and request headers, which are set here too."""
+        config = route.config
+        handler: Handler
+        if config.redirect is not None:
+            handler = Redirect(config.redirect)
+        else:
+            proxy = self.proxies[_pool_of(route)]
+            if config.timeouts is not None:
+                route.timeouts = proxy.timeouts_for(config.timeouts)
+            if config.request_headers is not None:
+                route.request_headers = HeaderRules(config.request_headers)
+            handler = proxy
+            if self.cache is not None and config.cache:
+                handler = self.cache.layer(handler)
         handler = self.rate_limits.wrap(route, handler)
-        limit = route.config.max_body_bytes
+        limit = config.max_body_bytes
         if limit is None:
             limit = self.config.server.max_body_bytes
         if limit is not None:
             handler = BodyLimit(handler, limit)
-        return _guard(route, handler)
+        handler = _guard(route, handler)
+        if config.response_headers is not None:
+            handler = ResponseHeaders(handler, HeaderRules(config.response_headers))
+        return handler
 
     def is_admin_path(self, raw_path: bytes) -> bool:
         """Whether the traffic port answers `raw_path` with the admin app."""
@@ -165,6 +184,12 @@ class Generation:
             config = pool.config
             if config.health_check is not None or config.passive_health is not None:
                 yield HealthChecker(pool, self._client)
+
+
+def _pool_of(route: Route) -> str:
+    if route.pool is None:  # the config allows it only with `redirect`
+        raise AssertionError(f"{route!r} has neither a pool nor a redirect")
+    return route.pool
 
 
 def _guard(route: Route, handler: Handler) -> Handler:
