@@ -1,9 +1,12 @@
-"""Route matching on host and raw path."""
+"""Route matching on host and raw path, then methods, headers and cookies (SPEC 12)."""
 
 from __future__ import annotations
 
+import re
+
 from lb.config import RouteConfig
-from lb.proxy.routing import Router, request_host
+from lb.config.model import ValueMatch
+from lb.proxy.routing import Router, cookie_values, request_host
 
 
 def router(*routes: RouteConfig, pools: tuple[str, ...] = ("a", "b")) -> Router:
@@ -43,3 +46,65 @@ def test_request_host_lowercases_and_drops_port() -> None:
     assert request_host([(b"host", b"Example.COM:8080")]) == "example.com"
     assert request_host([(b"host", b"[::1]:80")]) == "[::1]"
     assert request_host([]) == ""
+
+
+def scope(method: str = "GET", *headers: tuple[bytes, bytes]) -> dict[str, object]:
+    return {"type": "http", "method": method, "headers": list(headers)}
+
+
+def canary_router(**match: object) -> Router:
+    return router(RouteConfig(pool="a", **match), RouteConfig(pool="b"))  # type: ignore[arg-type]
+
+
+def pool_for(r: Router, request: dict[str, object], path: bytes = b"/") -> str | None:
+    route = r.match("", path, request)
+    return None if route is None else route.pool
+
+
+def test_methods_headers_and_cookies_choose_the_canary_route() -> None:
+    by_method = canary_router(methods=frozenset({"PUT", "DELETE"}))
+    assert pool_for(by_method, scope("DELETE")) == "a"
+    assert pool_for(by_method, scope("GET")) == "b"
+    by_header = canary_router(headers=(("x-canary", ValueMatch(exact="1")),))
+    assert pool_for(by_header, scope("GET", (b"x-canary", b"1"))) == "a"
+    assert pool_for(by_header, scope("GET", (b"x-canary", b"10"))) == "b"
+    assert pool_for(by_header, scope("GET", (b"x-other", b"1"))) == "b"
+    # Any field of the name may match.
+    assert pool_for(by_header, scope("GET", (b"x-canary", b"0"), (b"x-canary", b"1"))) == "a"
+    by_cookie = canary_router(cookies=(("tier", ValueMatch(exact="beta")),))
+    assert pool_for(by_cookie, scope("GET", (b"cookie", b"a=1; tier=beta"))) == "a"
+    assert pool_for(by_cookie, scope("GET", (b"cookie", b"a=1"), (b"cookie", b"tier=beta"))) == "a"
+    assert pool_for(by_cookie, scope("GET", (b"cookie", b"xtier=beta; tier=b"))) == "b"
+    assert pool_for(by_cookie, scope("GET", (b"x-tier", b"beta"))) == "b"
+
+
+def test_a_regex_is_searched_and_every_condition_must_hold() -> None:
+    r = canary_router(
+        methods=frozenset({"GET"}),
+        headers=(("user-agent", ValueMatch(pattern=re.compile(r"beta/\d+"))),),
+        cookies=(("id", ValueMatch(pattern=re.compile(r"^[0-4]"))),),
+        path_prefix="/api",
+    )
+    ok = scope("GET", (b"user-agent", b"app beta/3"), (b"cookie", b"id=42"))
+    assert pool_for(r, ok, b"/api/x") == "a"
+    assert pool_for(r, ok, b"/other") == "b"
+    assert pool_for(r, {**ok, "method": "POST"}, b"/api") == "b"
+    assert (
+        pool_for(r, scope("GET", (b"user-agent", b"beta/3"), (b"cookie", b"id=9")), b"/api") == "b"
+    )
+    assert (
+        pool_for(r, scope("GET", (b"user-agent", b"alpha"), (b"cookie", b"id=1")), b"/api") == "b"
+    )
+
+
+def test_routes_without_conditions_carry_none() -> None:
+    r = router(
+        RouteConfig(pool="a", path_prefix="/x"), RouteConfig(pool="b", methods=frozenset({"GET"}))
+    )
+    assert r.routes[0].conditions is None
+    assert r.routes[1].conditions is not None
+
+
+def test_cookie_values() -> None:
+    assert cookie_values([b'a=1; b="two"; a=3', b"c=4"], b"a") == [b"1", b"3"]
+    assert cookie_values([b"a=1; b"], b"b") == []

@@ -12,7 +12,7 @@ from lb.types import Receive, Scope, Send
 
 # What `{host}` may be in a Location: a name or an IP literal. Anything else in a client's Host
 # (`evil.example/x`, `a@b`) would let it choose where the redirect goes.
-_HOST = re.compile(rb"[a-z0-9][a-z0-9.-]*|\[[0-9a-f:.]+\]")
+_HOST = re.compile(rb"[a-z0-9_][a-z0-9._-]*|\[[0-9a-f:.]+\]")
 
 
 class Redirect:
