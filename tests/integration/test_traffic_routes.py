@@ -24,7 +24,7 @@ def two_pools(main: str, canary: str, routes: list[dict[str, Any]], **extra: Any
 @pytest.fixture
 def canary(start_backends, start_balancer):  # type: ignore[no-untyped-def]
     (_, main), (_, canary) = start_backends(2)
-    routes = [
+    routes: list[dict[str, Any]] = [
         {"path_prefix": "/api", "headers": {"X-Canary": "always"}, "pool": "canary"},
         {"path_prefix": "/api", "headers": {"User-Agent": "~^beta-client/"}, "pool": "canary"},
         {"path_prefix": "/api", "cookies": {"canary": "yes"}, "pool": "canary"},

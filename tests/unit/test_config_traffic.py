@@ -53,7 +53,8 @@ BAD: list[tuple[str, dict[str, Any], list[str]]] = [
         "hop-by-hop name",
         {"pool": "web", "request_headers": {"set": {"Connection": "close"}}},
         [
-            "routes[0].request_headers.set.Connection: Connection is hop-by-hop: lb never forwards it"
+            "routes[0].request_headers.set.Connection: Connection is hop-by-hop: lb never "
+            "forwards it"
         ],
     ),
     (

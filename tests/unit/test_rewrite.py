@@ -4,6 +4,7 @@ fake ASGI scopes: what the templates become, and the Hosts a redirect refuses.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 from lb.config import load_config
@@ -48,10 +49,10 @@ def test_rules_remove_then_set_then_add_with_placeholders_filled() -> None:
     assert given[0] == (b"server", b"up")  # the caller's list (a cache entry's) is untouched
 
 
-def answer(redirect: Redirect, scope: dict[str, Any]) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
+def answer(redirect: Redirect, scope: dict[str, Any]) -> list[MutableMapping[str, Any]]:
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     async def receive() -> dict[str, Any]:
