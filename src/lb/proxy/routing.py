@@ -21,8 +21,8 @@ async def _unassigned(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class Route:
-    """A compiled route; `handler` is its pipeline (rate limit, cache, proxy), which the
-    generation that compiled it sets once (`lb.generation.Generation._handler`)."""
+    """A compiled route; `handler` is its pipeline (rate limit, cache, proxy or redirect), which
+    the generation that compiled it sets once (`lb.generation.Generation._handler`)."""
 
     __slots__ = (
         "config",
@@ -51,8 +51,8 @@ class Route:
         self.strip_prefix = strip_prefix
         self.handler: Handler = _unassigned
         self.conditions = Conditions.of(config)  # None: host and path decide
-        # Set by the generation with the pipeline: the pool's timeouts with the route's over
-        # them, and the route's request header rules (None: the pool's, none).
+        # Set by the generation with the pipeline, read by the pool's proxy: the pool's timeouts
+        # with the route's over them (None: the pool's own), the route's request header rules.
         self.timeouts: Timeouts | None = None
         self.request_headers: HeaderRules | None = None
 
