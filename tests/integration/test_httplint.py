@@ -3,7 +3,8 @@
 A real `lb serve` over real sockets: its errors (404, 502, 503, 504, 429, and the 400, 408, 414
 and 431 of its own HTTP protocol), the cache's hits, 304s, ranges (206, 416) and only-if-cached
 misses, a route's redirects (301, 302), the admin API's answers (JSON, errors, 404, 405, a
-redirect), the metrics and the dashboard. A backend's own response relayed as is is not lb's to lint.
+redirect), the metrics and the dashboard. A backend's own response relayed as is is not lb's
+to lint.
 
 Notes that stay, on purpose (`STATUS_NOTES`): httplint's notes on what a status code means,
 not on how the message is made: `STATUS_BAD_REQUEST` (warning) on a 400 and
