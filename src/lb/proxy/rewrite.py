@@ -68,7 +68,11 @@ class Filled:
     def fill(self, ctx: RequestContext, scope: Scope) -> bytes:
         if self.static is not None:
             return self.static
-        return b"".join(p if isinstance(p, bytes) else p(ctx, scope) for p in self.parts)
+        parts = self.parts
+        if len(parts) == 1:  # a placeholder alone: "{client_ip}"
+            only = parts[0]
+            return only if isinstance(only, bytes) else only(ctx, scope)
+        return b"".join([p if isinstance(p, bytes) else p(ctx, scope) for p in parts])
 
 
 class HeaderRules:
@@ -115,8 +119,9 @@ class ResponseHeaders:
 
         async def rewrite(message: Message) -> None:
             if message["type"] == "http.response.start":
-                ctx: RequestContext = scope[SCOPE_KEY]
-                message = {**message, "headers": rules.apply(message["headers"], ctx, scope)}
+                # The message is the sender's own, made for this response: changed in place, as
+                # ASGI middleware does; its header list may be shared, so `apply` makes a new one.
+                message["headers"] = rules.apply(message["headers"], scope[SCOPE_KEY], scope)
             await send(message)
 
         await self.app(scope, receive, rewrite)
