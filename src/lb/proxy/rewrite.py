@@ -92,7 +92,7 @@ class HeaderRules:
     def apply(self, headers: Headers, ctx: RequestContext, scope: Scope) -> Headers:
         """A new list: `headers` may be shared (a cache entry's), so it is never changed."""
         drop = self.drop
-        out = [(n, v) for n, v in headers if n not in drop] if drop else list(headers)
+        out = [field for field in headers if field[0] not in drop] if drop else list(headers)
         for name, value in self.set:
             out.append((name, value.fill(ctx, scope)))
         for name, value in self.add:
