@@ -19,20 +19,24 @@ from lb.backend import Backend
 from lb.cache import Cache
 from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
-from lb.config import BackendConfig, Config
+from lb.config import BackendConfig, Config, PoolConfig
+from lb.config.model import RouteTimeoutConfig
 from lb.health import HealthChecker
+from lb.health.shared import SharedHealth
+from lb.instance import Leader
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.proxy.access import ClientFilter
 from lb.proxy.bodylimit import BodyLimit
 from lb.proxy.handler import Proxy
+from lb.proxy.mirror import Mirror
 from lb.proxy.redirect import Redirect
 from lb.proxy.rewrite import HeaderRules, ResponseHeaders
 from lb.proxy.routing import Route, Router
 from lb.proxy.websocket import proxy_websocket
 from lb.ratelimit import RateLimiting
 from lb.redis_client import RedisClients
-from lb.transport import Transport
+from lb.transport import Timeouts, Transport
 from lb.types import Handler, Service
 
 
@@ -45,11 +49,15 @@ class Host(AdminView, Protocol):
     metrics: Metrics
     redis: RedisClients
     admin_listen: tuple[str, int] | None
+    leader: Leader
+    shared_health: SharedHealth | None
 
     @property
     def live(self) -> Generation | None: ...
 
     def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend: ...
+
+    def added_backends(self, pool: PoolConfig) -> list[BackendConfig]: ...
 
 
 class Generation:
@@ -66,7 +74,8 @@ class Generation:
         self.pools: dict[str, Pool] = {}
         for name, pool_config in config.pools.items():
             checked = pool_config.health_check is not None
-            backends = [runtime.backend(name, b, checked) for b in pool_config.backends]
+            configs = [*pool_config.backends, *runtime.added_backends(pool_config)]
+            backends = [runtime.backend(name, b, checked) for b in configs]
             # The same strategy config keeps the strategy (its rotation, its counters).
             old = previous.pools.get(name) if previous is not None else None
             same = old is not None and (old.config.strategy, old.config.strategy_options) == (
@@ -101,6 +110,9 @@ class Generation:
             previous.rate_limits if previous is not None else None,
             runtime.redis.get,
         )
+        self._transport = runtime.transport
+        self._metrics = runtime.metrics
+        self.mirrors: list[Mirror] = []  # services: their copies stop with the generation
         # WebSocket upgrades take their own chain: the same client filter and rate limit, then
         # the relay.
         self.websocket_handlers: dict[Route, Handler] = {}
@@ -123,25 +135,33 @@ class Generation:
             self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
         self.admin = build_admin(runtime, self)
         self._client = runtime.client
+        self._leader = runtime.leader
+        self._shared_health = runtime.shared_health
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
 
     def _handler(self, route: Route) -> Handler:
         """The pipeline of one route: response headers, client filter, body limit, rate limit,
-        then cache, then the proxy (or, for a redirect, the redirect). The proxy reads the
-        route's timeouts and request headers, which are set here too."""
+        then cache, then the mirror, then the proxy (or, for a redirect, the redirect). The
+        proxy reads the route's timeouts and request headers, which are set here too."""
         config = route.config
         handler: Handler
         if config.redirect is not None:
             handler = Redirect(config.redirect)
         else:
-            proxy = self.proxies[_pool_of(route)]
+            pool_name = _pool_of(route)
+            proxy = self.proxies[pool_name]
             if config.timeouts is not None:
-                route.timeouts = proxy.timeouts_for(config.timeouts)
+                route.timeouts = _over(proxy.timeouts, config.timeouts)
             if config.request_headers is not None:
                 route.request_headers = HeaderRules(config.request_headers)
             handler = proxy
+            mirror = config.mirror
+            if mirror is not None:
+                pool = self.pools[mirror.pool]
+                handler = Mirror(handler, mirror, pool_name, pool, self._transport, self._metrics)
+                self.mirrors.append(handler)
             if self.cache is not None and config.cache:
                 handler = self.cache.layer(handler)
         handler = self.rate_limits.wrap(route, handler)
@@ -175,6 +195,7 @@ class Generation:
                 yield service
 
     def _services(self) -> Iterator[Service]:
+        yield from self.mirrors
         yield from self.rate_limits.services()
         if self.cache is not None:
             if isinstance(self.cache.store, RedisStore):
@@ -183,7 +204,16 @@ class Generation:
         for pool in self.pools.values():
             config = pool.config
             if config.health_check is not None or config.passive_health is not None:
-                yield HealthChecker(pool, self._client)
+                yield HealthChecker(
+                    pool, self._client, leader=self._leader, shared=self._shared_health
+                )
+
+
+def _over(pool: Timeouts, route: RouteTimeoutConfig) -> Timeouts:
+    """The pool's timeouts with a route's `timeouts` over them (SPEC 12); writes follow reads."""
+    read = pool.read if route.read is None else route.read
+    connect = pool.connect if route.connect is None else route.connect
+    return pool._replace(connect=connect, read=read, write=read)
 
 
 def _pool_of(route: Route) -> str:

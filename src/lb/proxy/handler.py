@@ -5,7 +5,7 @@ budget are in `lb.proxy.retry`), and maps upstream failures to the balancer's ow
 
     connect error / refused / DNS   -> 502 (after retries)
     connect/read/per-try timeout    -> 504 (after retries)
-    pool timeout                    -> 503 unavailable (the balancer is out of connections)
+    pool timeout, `limits` overflow -> 503 unavailable (the balancer is out of connections)
     bad or no answer                -> 502 (after retries)
     retry_on status (502/503/504)   -> passed on as the backend sent it once retries are spent
     no usable backend               -> 503 with Retry-After (see `PoolHealth.retry_after`)
@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import httpx
 
 from lb.backend import Backend
-from lb.config.model import RouteTimeoutConfig
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.proxy.context import SCOPE_KEY, RequestContext
@@ -38,7 +37,7 @@ from lb.proxy.errors import send_error
 from lb.proxy.headers import downstream_response_headers, upstream_request_headers
 from lb.proxy.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
-from lb.transport import Origin, Timeouts, origin_of
+from lb.transport import Origin, PoolOverflow, Timeouts, origin_of
 from lb.types import INTERIM_EXTENSION, Message, Receive, Scope, Send
 
 logger = logging.getLogger("lb.proxy")
@@ -129,13 +128,6 @@ class Proxy:
     def __repr__(self) -> str:
         return f"<Proxy pool={self.pool.name}>"
 
-    def timeouts_for(self, route: RouteTimeoutConfig) -> Timeouts:
-        """The pool's timeouts with a route's `timeouts` over them (SPEC 12)."""
-        t = self.timeouts
-        read = t.read if route.read is None else route.read
-        connect = t.connect if route.connect is None else route.connect
-        return t._replace(connect=connect, read=read, write=read)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
@@ -219,6 +211,8 @@ class Proxy:
                 pool.done(backend, time.perf_counter() - start, ours)
                 ctx.error = _describe(exc)
                 self.metrics.upstream_error(pool.name, backend.id, _kind(exc))
+                if isinstance(exc, PoolOverflow):
+                    self.metrics.traffic.overflow(pool.name, exc.limit)
                 logger.warning(
                     "upstream error: pool=%s backend=%s cause=%s request_id=%s",
                     pool.name,
@@ -423,6 +417,8 @@ def _kind(exc: httpx.HTTPError) -> str:
         return "connect_timeout"
     if isinstance(exc, httpx.ConnectError):
         return "connect_error"
+    if isinstance(exc, PoolOverflow):
+        return "overflow"
     if isinstance(exc, httpx.PoolTimeout):
         return "pool_timeout"
     if isinstance(exc, httpx.TimeoutException):
@@ -435,6 +431,8 @@ def _describe(exc: BaseException) -> str:
         return "connect_timeout"
     if isinstance(exc, httpx.ConnectError):
         return f"connect_error ({exc})" if str(exc) else "connect_error"
+    if isinstance(exc, PoolOverflow):
+        return f"overflow ({exc})"
     if isinstance(exc, httpx.PoolTimeout):
         return "pool_timeout"
     if isinstance(exc, httpx.TimeoutException):
