@@ -156,6 +156,11 @@ BAD: list[tuple[str, dict[str, Any], list[str]]] = [
             "routes[0].timeouts: a redirect route answers without a backend: remove this key",
         ],
     ),
+    (
+        "redirect with a mirror",
+        {"redirect": {"to": "/x"}, "mirror": {"pool": "canary"}},
+        ["routes[0].mirror: a redirect route answers without a backend: remove this key"],
+    ),
     ("no pool and no redirect", {"path_prefix": "/x"}, ["routes[0].pool: required"]),
     (
         "timeouts",
