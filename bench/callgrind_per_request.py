@@ -1,0 +1,104 @@
+"""User-space instructions per request of lb (docs/performance.md's "Ir"), counted by callgrind.
+
+    python bench/callgrind_per_request.py [--profile proxy|full] [--requests N] [--python PY]
+
+Starts two nginx backends (tests/wrkload.py), lb's bench target (bench/lb_target.py, one worker)
+under `valgrind --tool=callgrind` with collection off, warms it up, turns collection on, sends N
+requests with wrk (50 connections, `/`), dumps and divides. Instructions do not depend on what
+else the machine runs, so this is the measure for a shared machine. `--python` runs lb with
+another interpreter (its venv must have lb installed); PYTHONPATH picks other sources (a
+checkout of an earlier commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from servers import free_port, wait_for_port  # noqa: E402
+from wrkload import Nginx, run_wrk  # noqa: E402
+
+
+def _instructions(directory: str) -> int:
+    total = 0
+    for path in glob.glob(os.path.join(directory, "callgrind.out*")):
+        with open(path) as f:
+            for line in f:
+                if line.startswith("summary:") or line.startswith("totals:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def measure(profile: str, requests: int, python: str, warmup: int) -> tuple[int, int]:
+    nginx = Nginx(2).start()
+    out = tempfile.mkdtemp(prefix="lb-callgrind-")
+    port = free_port()
+    env = dict(
+        os.environ,
+        LB_HOST="127.0.0.1",
+        LB_PORT=str(port),
+        LB_BACKENDS=",".join(nginx.urls),
+        LB_WORKERS="1",
+        LB_OPT_PROFILE=profile,
+        PYTHONHASHSEED="0",
+    )
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--trace-children=yes",
+        "--collect-atstart=no",
+        f"--callgrind-out-file={out}/callgrind.out.%p",
+        python,
+        str(ROOT / "bench" / "lb_target.py"),
+    ]
+    lb = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, timeout=900)  # minutes: Python starts slowly under valgrind
+        url = f"http://127.0.0.1:{port}"
+        run_wrk(url, requests=warmup, connections=50, max_seconds=300)
+        control = ["callgrind_control"]
+        subprocess.run([*control, "-i", "on", str(lb.pid)], check=True, capture_output=True)
+        result = run_wrk(url, requests=requests, connections=50, max_seconds=600)
+        subprocess.run([*control, "-d", str(lb.pid)], check=True, capture_output=True)
+        time.sleep(1)
+        return _instructions(out), result.requests
+    finally:
+        lb.terminate()
+        try:
+            lb.wait(60)
+        except subprocess.TimeoutExpired:
+            lb.kill()
+            lb.wait(10)
+        nginx.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="proxy", choices=("proxy", "full"))
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args()
+    instructions, done = measure(args.profile, args.requests, args.python, args.warmup)
+    version = subprocess.run(
+        [args.python, "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    per = instructions / done if done else 0
+    print(f"python {version} profile={args.profile}: {instructions} Ir / {done} requests")
+    print(f"{round(per):,} instructions per request")
+
+
+if __name__ == "__main__":
+    main()
