@@ -3,7 +3,7 @@
     python bench/callgrind_per_request.py [--profile proxy|full] [--requests N] [--python PY]
 
 Starts two nginx backends (tests/wrkload.py), lb's bench target (bench/lb_target.py, one worker)
-under `valgrind --tool=callgrind` with collection off, warms it up, turns collection on, sends N
+under `valgrind --tool=callgrind` with instrumentation off, warms it up, turns it on, sends N
 requests with wrk (50 connections, `/`), dumps and divides. Instructions do not depend on what
 else the machine runs, so this is the measure for a shared machine. `--python` runs lb with
 another interpreter (its venv must have lb installed); PYTHONPATH picks other sources (a
@@ -56,7 +56,7 @@ def measure(profile: str, requests: int, python: str, warmup: int) -> tuple[int,
         "valgrind",
         "--tool=callgrind",
         "--trace-children=yes",
-        "--collect-atstart=no",
+        "--instr-atstart=no",  # on once warmed up (callgrind_control -i on)
         f"--callgrind-out-file={out}/callgrind.out.%p",
         python,
         str(ROOT / "bench" / "lb_target.py"),
