@@ -84,6 +84,7 @@ def status_document(
                 {
                     "id": backend.id,
                     "url": backend.url,
+                    "origin": backend.origin,
                     "state": backend.state,
                     "weight": backend.weight,
                     "active_requests": active,

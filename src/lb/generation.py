@@ -19,8 +19,10 @@ from lb.backend import Backend
 from lb.cache import Cache
 from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
-from lb.config import BackendConfig, Config
+from lb.config import BackendConfig, Config, PoolConfig
 from lb.health import HealthChecker
+from lb.health.shared import SharedHealth
+from lb.instance import Leader
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.proxy.access import ClientFilter
@@ -43,11 +45,15 @@ class Host(AdminView, Protocol):
     metrics: Metrics
     redis: RedisClients
     admin_listen: tuple[str, int] | None
+    leader: Leader
+    shared_health: SharedHealth | None
 
     @property
     def live(self) -> Generation | None: ...
 
     def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend: ...
+
+    def added_backends(self, pool: PoolConfig) -> list[BackendConfig]: ...
 
 
 class Generation:
@@ -64,7 +70,8 @@ class Generation:
         self.pools: dict[str, Pool] = {}
         for name, pool_config in config.pools.items():
             checked = pool_config.health_check is not None
-            backends = [runtime.backend(name, b, checked) for b in pool_config.backends]
+            configs = [*pool_config.backends, *runtime.added_backends(pool_config)]
+            backends = [runtime.backend(name, b, checked) for b in configs]
             # The same strategy config keeps the strategy (its rotation, its counters).
             old = previous.pools.get(name) if previous is not None else None
             same = old is not None and (old.config.strategy, old.config.strategy_options) == (
@@ -118,6 +125,8 @@ class Generation:
             self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
         self.admin = build_admin(runtime, self)
         self._client = runtime.client
+        self._leader = runtime.leader
+        self._shared_health = runtime.shared_health
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
@@ -164,7 +173,9 @@ class Generation:
         for pool in self.pools.values():
             config = pool.config
             if config.health_check is not None or config.passive_health is not None:
-                yield HealthChecker(pool, self._client)
+                yield HealthChecker(
+                    pool, self._client, leader=self._leader, shared=self._shared_health
+                )
 
 
 def _guard(route: Route, handler: Handler) -> Handler:

@@ -146,6 +146,13 @@ def test_dashboard_with_a_token_and_across_a_reload(  # type: ignore[no-untyped-
     expect(_card(page, "b2").locator('[data-role="state"]')).to_have_text("healthy")
     expect(_card(page, "b1").locator('[data-role="state"]')).to_have_text("disabled")
 
+    # A backend the admin API adds shows up, with where it comes from.
+    added = {"url": b2[1].url, "id": "b2-api"}
+    response = httpx.post(lb.url + "/_lb/pools/web/backends", headers=auth, json=added)
+    assert response.status_code == 201
+    expect(_card(page, "b2-api").locator('[data-role="origin"]')).to_have_text("api")
+    expect(_card(page, "b1").locator('[data-role="origin"]')).to_have_text("config")
+
 
 def test_dashboard_of_several_workers(page, start_backends, lb_process) -> None:  # type: ignore[no-untyped-def]
     expect = _expect()

@@ -16,11 +16,35 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+Origin = Literal["config", "api", "dns"]
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     url: str  # normalised: scheme://host:port, no trailing slash, no path
     id: str  # default "host:port"
     weight: int = 1  # 0: no new traffic
+    # Who made it: the config file, the admin API (POST .../backends) or DNS discovery.
+    origin: Origin = "config"
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """A backend entry that stands for the addresses a DNS name resolves to (SPEC section 13):
+    `{url: http://web:8000, discover: dns}` or `{srv: _http._tcp.web, discover: srv}`."""
+
+    kind: Literal["dns", "srv"]
+    name: str  # the host name (dns) or the SRV name, lower case, no final dot
+    port: int = 0  # dns: the URL's port; srv: each record carries its own
+    scheme: Literal["http", "https"] = "http"
+    weight: int = 1  # of each backend it becomes
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    interval: float = 5.0  # between lookups of each name (sooner when the TTL is shorter)
+    resolvers: tuple[str, ...] = ()  # "10.0.0.2", "127.0.0.1:5353", "[::1]:53"; (): the system's
+    timeout: float = 2.0  # one lookup, every resolver tried
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,7 @@ class PoolConfig:
     # 0: only when none is usable; None (`panic_threshold: false`): panic mode off, 503 instead.
     panic_threshold: float | None = 0.0
     tls: PoolTLSConfig | None = None  # None: system CAs, verified, the backend's host as SNI
+    discover: tuple[DiscoverConfig, ...] = ()  # names resolved to more backends at run time
 
 
 @dataclass(frozen=True)
@@ -211,12 +236,16 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     server: ServerConfig = ServerConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
     source: str | None = None  # path the config was read from, for reload
 
     def summary(self) -> str:
         backends = sum(len(p.backends) for p in self.pools.values())
+        names = sum(len(p.discover) for p in self.pools.values())
+        discovered = f" + {names} discovered name(s)" if names else ""
         features = [n for n in ("rate_limit", "cache") if getattr(self, n) is not None]
         extra = f", {', '.join(features)} on" if features else ""
         return (
-            f"{len(self.pools)} pool(s), {backends} backend(s), {len(self.routes)} route(s){extra}"
+            f"{len(self.pools)} pool(s), {backends} backend(s){discovered}, "
+            f"{len(self.routes)} route(s){extra}"
         )

@@ -287,7 +287,7 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         return None
     s = Section(value, path, problems, _POOL_KEYS)
     d = PoolConfig(name=name, backends=())
-    backends = read_backends(s, problems)
+    backends, discover = read_backends(s, problems)
     strategy = s.read("strategy", d.strategy, to_strategy)
     strategy_options: dict[str, object] = s.read("strategy_options", {}, _to_options)
     if s.valid("strategy", "strategy_options"):
@@ -314,6 +314,7 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         slow_start=s.read("slow_start", d.slow_start, to_duration(positive=False)),
         panic_threshold=s.read("panic_threshold", d.panic_threshold, _to_panic_threshold),
         tls=read_pool_tls(s.raw("tls"), s.key_path("tls"), problems),
+        discover=discover,
     )
 
 

@@ -1,10 +1,12 @@
 """`Control` (`app.control`): runtime changes to one app, and sharing them with its peers.
 
-Three kinds of change reach a running app: admin overrides of backends (PATCH), reloads (POST
-reload, SIGHUP, the file watch) and cache purges. Each is applied in this process at once, then
-shared: with the other workers of the instance through the control file (`shared.py`, polled every
-`POLL_INTERVAL`), and, for overrides and purges, with other instances through Redis pub/sub
-(`bus.py`) when the config uses a Redis store. Everything here runs on the app's event loop.
+Four kinds of change reach a running app: admin overrides of backends (PATCH), backends the admin
+API adds and removes (POST, DELETE: `members.py`), reloads (POST reload, SIGHUP, the file watch)
+and cache purges. Each is applied in this process at once, then shared: with the other workers of
+the instance through the control file (`shared.py`, polled every `POLL_INTERVAL`), and, for
+overrides, added backends and purges, with other instances through Redis pub/sub (`bus.py`) when
+the config uses a Redis store. Overrides and added backends are state; reloads and
+purges are events. Everything here runs on the app's event loop.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from lb.backend import AdminState, Backend
-from lb.config import Config, ConfigError, RateLimitConfig, load_config
+from lb.config import BackendConfig, Config, ConfigError, RateLimitConfig, load_config
 from lb.control.bus import RedisBus
+from lb.control.members import ApiBackends, BackendChange, put_backend
 from lb.control.overrides import (
     BackendKey,
     Live,
@@ -82,12 +85,17 @@ class Host(Protocol):
 
     async def replace(self, config: Config) -> None: ...
 
+    def add_backend(self, pool: str, config: BackendConfig) -> Backend | None: ...
+
+    def remove_backend(self, pool: str, backend_id: str) -> Backend | None: ...
+
 
 class Control:
     def __init__(self, runtime: Host) -> None:
         self.runtime = runtime
         self.origin = ""  # host:pid:nonce, set at start (a worker may be forked after __init__)
         self.overrides: dict[BackendKey, Override] = {}
+        self.members = ApiBackends(runtime)  # backends the admin API added and removed
         self.reloads = 0
         self.poll_interval = POLL_INTERVAL
         self.watch_interval = WATCH_INTERVAL
@@ -123,6 +131,7 @@ class Control:
             document = self.file.read()
             self._file_signature = self.file.signature()
             self._take_overrides(document)
+            self.members.take_all(document)
             self._seen_seq = document["seq"]
             self._services.append(Periodic("lb control file", self.poll_interval, self._poll_file))
         if self.runtime.config.source is not None:
@@ -236,6 +245,28 @@ class Control:
         for override in self.overrides.values():
             apply(override, gen)
 
+    # -- backends added and removed by the admin API ---------------------------------------
+
+    async def add_backend(self, pool: str, config: BackendConfig) -> Backend:
+        """Add `config` (origin api) to `pool` here, then in every peer; see `ApiBackends.add`."""
+        backend, change = self.members.add(pool, config)
+        await self._share_backend(change)
+        return backend
+
+    async def remove_backend(self, pool: str, backend_id: str) -> Backend:
+        """Drain, then remove, an API backend here and in every peer; see `ApiBackends.remove`."""
+        backend, change = self.members.remove(pool, backend_id)
+        await self._share_backend(change)
+        return backend
+
+    async def _share_backend(self, change: BackendChange) -> None:
+        # The same way as an override's: the control file (state) and the bus.
+        data = change.to_json()
+        if self.file is not None:
+            await self._write_file(lambda document, seq: put_backend(document, data))
+        if self.bus is not None:
+            await self.bus.publish("backend", data)
+
     # -- events ------------------------------------------------------------------------------
 
     def on(self, kind: str, handler: EventHandler) -> None:
@@ -271,6 +302,7 @@ class Control:
         self._file_signature = signature
         document = self.file.read()
         self._take_overrides(document)
+        self.members.take_all(document)
         seen, self._seen_seq = self._seen_seq, document["seq"]
         for event in document["events"]:
             if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
@@ -281,6 +313,11 @@ class Control:
 
     async def _bus_message(self, message: dict[str, Any]) -> None:
         kind, data = message["kind"], message["data"]
+        if kind == "backend":
+            change = BackendChange.from_json(data)
+            if change is not None and self.members.take(change) and self.file is not None:
+                await self._write_file(lambda document, seq: put_backend(document, data))
+            return
         if kind == "override":
             override = Override.from_json(data)
             if override is None:

@@ -169,6 +169,10 @@
     els.id.textContent = b.id;
     els.url.textContent = b.url;
     els.url.title = b.url;
+    // config (the file), api (POST .../backends) or dns (discovery)
+    const origin = b.origin || "config";
+    els.origin.textContent = origin;
+    card.dataset.origin = origin;
     pool.grid.append(card);
     const view = {
       pool: poolName,
