@@ -7,9 +7,10 @@ requests are never proxied, rate limited or cached.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote_to_bytes
 
@@ -26,6 +27,7 @@ from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.metrics import CONTENT_TYPE, Metrics
 from lb.proxy.errors import admin_error, admin_request_id, date_header, json_response, log_cause
 from lb.proxy.headers import resolve_client
+from lb.transport import Origin, origin_of
 from lb.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -55,15 +57,21 @@ class AdminView(Protocol):
     metrics: Metrics
     control: Control
 
+    def load(self, origin: Origin) -> tuple[int, int]:
+        """(open upstream connections, requests waiting for one) to `origin` (the transport's)."""
+
 
 def status_document(
-    gen: Served, totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None
+    gen: Served,
+    totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None,
+    load: Callable[[Origin], tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """SPEC section 8's status JSON for `gen`.
 
     `totals` (multiprocess mode) holds requests_total, failures_total and active_requests summed
     over every worker; without it, or for a backend it lacks, this worker's own counters are used.
-    State, weight and latency are always this worker's view.
+    State, weight, latency and `load` (a backend's upstream connections and the requests waiting
+    for one) are always this worker's view.
     """
     pools: dict[str, Any] = {}
     for name, pool in gen.pools.items():
@@ -80,6 +88,7 @@ def status_document(
                 requests = int(summed.get("requests_total", requests))
                 failures = int(summed.get("failures_total", failures))
                 active = int(summed.get("active_requests", active))
+            connections, pending = load(origin_of(backend.url)) if load else (0, 0)
             backends.append(
                 {
                     "id": backend.id,
@@ -90,6 +99,8 @@ def status_document(
                     "active_requests": active,
                     "requests_total": requests,
                     "failures_total": failures,
+                    "connections": connections,
+                    "pending": pending,
                     "latency_ms": {
                         "p50": round(p50 * 1000, 3),
                         "p95": round(p95 * 1000, 3),
@@ -97,7 +108,12 @@ def status_document(
                     },
                 }
             )
-        pools[name] = {"strategy": pool.config.strategy, "backends": backends}
+        limits = pool.config.limits
+        pools[name] = {
+            "strategy": pool.config.strategy,
+            "limits": None if limits is None else dataclasses.asdict(limits),
+            "backends": backends,
+        }
     return {"pools": pools}
 
 
@@ -126,7 +142,8 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
 
     async def status(request: Request) -> Response:
         live = app.generation
-        return json_response(status_document(live, await app.metrics.backend_totals()))
+        totals = await app.metrics.backend_totals()
+        return json_response(status_document(live, totals, app.load))
 
     async def metrics(request: Request) -> Response:
         body = await app.metrics.render()

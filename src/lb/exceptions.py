@@ -19,6 +19,8 @@ The hierarchy (where each is defined; what it means)::
     ├── PerTryTimeout        lb.proxy.retry          `retries.per_try_timeout` passed (also
     │                                                httpx.TimeoutException, so the proxy maps it
     │                                                as any upstream timeout)
+    ├── PoolOverflow         lb.transport.errors     a backend's queue for a connection is full
+    │                                                (`limits.max_pending`; also httpx.PoolTimeout)
     ├── StaleConnection      lb.transport.errors     internal: a reused connection was dead
     └── StrayData            lb.transport.parsing    internal: bytes outside any exchange
 

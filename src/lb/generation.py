@@ -28,6 +28,7 @@ from lb.pool import Pool
 from lb.proxy.access import ClientFilter
 from lb.proxy.bodylimit import BodyLimit
 from lb.proxy.handler import Proxy
+from lb.proxy.mirror import Mirror
 from lb.proxy.routing import Route, Router
 from lb.proxy.websocket import proxy_websocket
 from lb.ratelimit import RateLimiting
@@ -106,6 +107,9 @@ class Generation:
             previous.rate_limits if previous is not None else None,
             runtime.redis.get,
         )
+        self._transport = runtime.transport
+        self._metrics = runtime.metrics
+        self.mirrors: list[Mirror] = []  # services: their copies stop with the generation
         # WebSocket upgrades take their own chain: the same client filter and rate limit, then
         # the relay.
         self.websocket_handlers: dict[Route, Handler] = {}
@@ -133,8 +137,13 @@ class Generation:
 
     def _handler(self, route: Route) -> Handler:
         """The pipeline of one route: client filter, body limit, rate limit, then cache, then the
-        proxy."""
+        mirror, then the proxy."""
         handler: Handler = self.proxies[route.pool]
+        mirror = route.config.mirror
+        if mirror is not None:
+            pool = self.pools[mirror.pool]
+            handler = Mirror(handler, mirror, route.pool, pool, self._transport, self._metrics)
+            self.mirrors.append(handler)
         if self.cache is not None and route.config.cache:
             handler = self.cache.layer(handler)
         handler = self.rate_limits.wrap(route, handler)
@@ -165,6 +174,7 @@ class Generation:
                 yield service
 
     def _services(self) -> Iterator[Service]:
+        yield from self.mirrors
         yield from self.rate_limits.services()
         if self.cache is not None:
             if isinstance(self.cache.store, RedisStore):

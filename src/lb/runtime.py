@@ -28,16 +28,19 @@ from lb.control.reload import ReloadError
 from lb.control.runtime import Control
 from lb.control.shared import ENV_DIR
 from lb.discovery import Discovery, Endpoint, endpoint_id
+from lb.discovery.shared import POLL_INTERVAL as ANSWERS_POLL
+from lb.discovery.shared import SharedAnswers
 from lb.dynamic import DynamicBackends
 from lb.generation import Generation
 from lb.health.shared import POLL_INTERVAL, SharedHealth
-from lb.instance import Leader
+from lb.instance import Leader, LeaderOnly
 from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
+from lb.pool import Pool
 from lb.proxy.context import RequestContext
 from lb.redis_client import RedisClients
 from lb.tls import ServerTLS
-from lb.transport import Transport, origin_of
+from lb.transport import Limits, Origin, Transport, origin_of
 from lb.types import Service
 
 logger = logging.getLogger("lb.control")
@@ -67,9 +70,9 @@ class Runtime:
         self.backends: dict[BackendKey, Backend] = {}
         # Backends the admin API and DNS discovery added: kept across reloads of the file.
         self.dynamic = DynamicBackends()
-        # One resolver loop per name; each worker runs its own for now (the seam for running it
-        # on an instance leader only is `Discovery`'s docstring).
-        self.discovery = Discovery(self.discovered, self.metrics.discovery_lookup)
+        # One resolver loop per name, in the instance's leader only; the others take its answers
+        # from the control directory (`lb.discovery.shared`).
+        self.discovery = Discovery(self._answered, self.metrics.discovery_lookup)
         self._reaper = Periodic("lb backend reaper", REAP_INTERVAL, self._reap)
         self.services: list[Service] = []
         self.started = False
@@ -78,7 +81,13 @@ class Runtime:
         directory = os.environ.get(ENV_DIR) or None
         self.leader = Leader(directory)
         self.shared_health = SharedHealth(directory) if directory else None
+        self.shared_answers = (
+            SharedAnswers(directory, self.discovered, lambda: self.config, self._leading)
+            if directory
+            else None
+        )
         self._instance_services: list[Service] = []
+        self._discovery = LeaderOnly(self.leader, self.discovery)
         self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
         # Where the admin API listens is fixed for the process: a reload cannot move a socket.
         self.admin_listen = config.admin.listen
@@ -120,6 +129,10 @@ class Runtime:
             server.header_timeout,
             server.send_timeout,
         )
+
+    def load(self, origin: Origin) -> tuple[int, int]:
+        """(open upstream connections, requests waiting for one) to `origin`, for status."""
+        return self.transport.load(origin)
 
     def full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
@@ -210,6 +223,9 @@ class Runtime:
                 for backend in pool.backends.values():
                     if backend.scheme == "https":
                         set_tls(origin_of(backend.url), pool.tls)
+        set_limits = getattr(self.transport, "set_limits", None)
+        if set_limits is not None:
+            set_limits(origin_limits(new.pools.values()))
         self.backends = table
 
     async def replace(self, config: Config) -> None:
@@ -271,6 +287,9 @@ class Runtime:
         set_tls = getattr(self.transport, "set_tls", None)
         if set_tls is not None and backend.scheme == "https":
             set_tls(origin_of(backend.url), live.tls)
+        set_limits = getattr(self.transport, "set_limits", None)
+        if set_limits is not None and live.config.limits is not None:
+            set_limits(origin_limits(self.generation.pools.values()))
         return backend
 
     def remove_backend(self, pool: str, backend_id: str) -> Backend | None:
@@ -309,6 +328,15 @@ class Runtime:
                 backend.set_weight(config.weight)
             self.add_backend(pool, config)
 
+    def _answered(self, pool: str, target: DiscoverConfig, endpoints: frozenset[Endpoint]) -> None:
+        """The leader's resolver answered: apply it here, and tell the other workers."""
+        self.discovered(pool, target, endpoints)
+        if self.shared_answers is not None:
+            self.shared_answers.publish(pool, target, endpoints)
+
+    def _leading(self) -> bool:
+        return self.leader.is_leader
+
     async def _reap(self) -> None:
         for leaving in self.dynamic.gone():
             backend = leaving.backend
@@ -336,6 +364,9 @@ class Runtime:
             if self.shared_health is not None:
                 poll = Periodic("lb shared health", POLL_INTERVAL, self.shared_health.tick)
                 instance += [self.shared_health, poll]
+            if self.shared_answers is not None:
+                answers = self.shared_answers
+                instance += [answers, Periodic("lb shared discovery", ANSWERS_POLL, answers.tick)]
             for service in instance:
                 await service.start()
                 self._instance_services.append(service)
@@ -343,7 +374,7 @@ class Runtime:
                 await service.start()
                 self.services.append(service)
             await self.control.start()
-            await self.discovery.start()
+            await self._discovery.start()
             await self._reaper.start()
             if self.admin_listen is not None:
                 listener = AdminListener(self, self.admin_listen)
@@ -363,7 +394,7 @@ class Runtime:
             await self._admin_listener.stop()
             self._admin_listener = None
         await self._reaper.stop()
-        await self.discovery.stop()
+        await self._discovery.stop()
         await self.control.stop()
         services, self.services = self.services, []
         await _stop_all(reversed(services), "at shutdown")
@@ -386,6 +417,28 @@ async def _stop_all(services: Iterable[Service], why: str) -> None:
             await service.stop()
         except Exception:  # noqa: BLE001 - the first error (or the new generation) stands
             logger.exception("stopping %r %s", service, why)
+
+
+def origin_limits(pools: Iterable[Pool]) -> dict[Origin, Limits]:
+    """The transport's circuit breakers per backend origin, from the pools' `limits`. A backend
+    in two pools takes the tighter value of each limit: the transport pools by origin."""
+    merged: dict[Origin, Limits] = {}
+    for pool in pools:
+        config = pool.config.limits
+        if config is None:
+            continue
+        limits = Limits(
+            config.max_connections, config.max_pending, config.max_requests_per_connection
+        )
+        for backend in pool.backends.values():
+            origin = origin_of(backend.url)
+            old = merged.get(origin)
+            merged[origin] = limits if old is None else Limits(*map(_tighter, old, limits))
+    return merged
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _max_connect_timeout(config: Config) -> float:

@@ -170,3 +170,30 @@ def test_dashboard_of_several_workers(page, start_backends, lb_process) -> None:
         expect(_card(page, "b1").locator('[data-role="rps"]')).to_have_text("0.00", timeout=10_000)
         expect(state).to_have_text("draining")
         expect(_card(page, "b2").locator('[data-role="rps"]')).not_to_have_text("–")
+
+
+def test_dashboard_shows_a_pools_limits_and_its_queue(  # type: ignore[no-untyped-def]
+    page, start_backends, start_balancer
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    expect = _expect()
+    ((app, server),) = start_backends(1)
+    app.delay = 1.5  # the last of three waits 3 s, within timeouts.pool
+    limits = {"max_connections": 1, "max_pending": 2}
+    config = pool_config([{"url": server.url, "id": "b1"}], limits=limits)
+    # Only /q reaches the pool, not the page's /favicon.ico (two pools: no fallback route).
+    config["routes"] = [{"pool": "web", "path_prefix": "/q"}]
+    config["pools"]["other"] = {"backends": [server.url]}
+    lb = start_balancer(config)
+    page.goto(lb.url + "/_lb/dashboard")
+    meta = page.locator('section[data-pool="web"]')
+    expect(meta).to_contain_text("limits connections ≤ 1, pending ≤ 2")
+    card = _card(page, "b1")
+    expect(card.locator('[data-role="pending"]')).to_have_text("0")
+    with ThreadPoolExecutor(3) as pool:
+        answers = [pool.submit(httpx.get, lb.url + f"/q/{i}", timeout=20) for i in range(3)]
+        expect(card.locator('[data-role="connections"]')).to_have_text("1")
+        expect(card.locator('[data-role="pending"]')).to_have_text("2")
+        expect(card.locator('[data-role="pending"]')).to_have_class(re.compile(r"\bbad\b"))
+        assert [a.result().status_code for a in answers] == [200] * 3

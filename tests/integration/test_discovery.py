@@ -4,6 +4,7 @@ on 127.0.0.1, 127.0.0.2 and 127.0.0.3 (loopback aliases), and lb follows its rec
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -172,11 +173,11 @@ def test_a_short_ttl_is_honoured_and_aaaa_records_count(
 
 
 def test_every_worker_of_lb_serve_follows_the_name(lb_process, dns_server, aliased) -> None:  # type: ignore[no-untyped-def]
-    # Each worker resolves the name itself today (one resolver per instance comes with the
-    # instance leader); every answer, whichever worker gives it, must agree.
+    # One worker (the instance's leader) resolves the name; every worker, whichever answers,
+    # must follow it.
     port, _ = aliased
     dns_server.set("web.test", a=["127.0.0.1", "127.0.0.2"], ttl=30)
-    lb = lb_process(_config(dns_server, {"url": f"http://web.test:{port}", "discover": "dns"}), 2)
+    lb = lb_process(_config(dns_server, {"url": f"http://web.test:{port}", "discover": "dns"}), 3)
     limits = httpx.Limits(max_keepalive_connections=0)
     with httpx.Client(limits=limits, timeout=30) as fresh:
 
@@ -184,6 +185,13 @@ def test_every_worker_of_lb_serve_follows_the_name(lb_process, dns_server, alias
             return all(set(_backends(lb.url, fresh)) == ids for _ in range(20))
 
         wait_until(lambda: everywhere({f"web.test@127.0.0.{n}:{port}" for n in (1, 2)}), 30)
+        # Once per instance: over 2 s at a 0.2 s interval, about 10 questions for the name's A
+        # records, not one series per worker (30).
+        before = dns_server.queries[("web.test", "A")]
+        started = time.monotonic()
+        wait_until(lambda: time.monotonic() - started >= 2.0)
+        asked = dns_server.queries[("web.test", "A")] - before
+        assert 3 <= asked <= 15, asked
         dns_server.set("web.test", a=["127.0.0.3"], ttl=30)
         wait_until(lambda: everywhere({f"web.test@127.0.0.3:{port}"}), 30)
     assert lb.stop() == 0

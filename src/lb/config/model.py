@@ -110,6 +110,15 @@ class PoolTLSConfig:
 
 
 @dataclass(frozen=True)
+class PoolLimitsConfig:
+    """A pool's circuit breakers (Envoy's), each per backend; None: no limit of that kind."""
+
+    max_connections: int | None = None  # open or opening upstream connections
+    max_pending: int | None = None  # requests waiting for a connection; more: 503 at once
+    max_requests_per_connection: int | None = None  # then the connection is closed
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     backends: tuple[BackendConfig, ...]
@@ -129,6 +138,7 @@ class PoolConfig:
     # 0: only when none is usable; None (`panic_threshold: false`): panic mode off, 503 instead.
     panic_threshold: float | None = 0.0
     tls: PoolTLSConfig | None = None  # None: system CAs, verified, the backend's host as SNI
+    limits: PoolLimitsConfig | None = None  # None: no circuit breakers
     discover: tuple[DiscoverConfig, ...] = ()  # names resolved to more backends at run time
 
 
@@ -159,6 +169,16 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class MirrorConfig:
+    """A route's shadow traffic: copies of `percent` of its requests to `pool`."""
+
+    pool: str
+    percent: float = 100.0
+    max_in_flight: int = 64  # copies under way at once, per route; more are dropped
+    max_body_bytes: int = 64 * 1024  # a request with a longer body is not mirrored
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     pool: str
     host: str | None = None  # lower-case, no port; "*.example.com" matches any subdomain
@@ -171,6 +191,7 @@ class RouteConfig:
     # Client IPs: refused when in `deny`, or when `allow` is not empty and they are not in it.
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
+    mirror: MirrorConfig | None = None  # shadow copies of this route's requests
 
 
 @dataclass(frozen=True)

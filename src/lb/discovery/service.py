@@ -6,9 +6,8 @@ backends). It looks again after `discovery.interval`, sooner when the records' T
 (not below `MIN_DELAY`). A failed or empty answer changes nothing: it is logged when the failures
 start and when they end, and counted in `lb_discovery_lookups_total`.
 
-Leader seam: every worker runs this today, each resolving the same names (the answers agree). To
-resolve once per instance, start it only in the leader, and hand the leader's `on_answer` calls to
-the followers' `Runtime.discovered` (answers are plain data: pool, target, (address, port) pairs).
+With several workers only the instance's leader runs this (`lb.instance.LeaderOnly`, see
+`lb.runtime`); its answers reach the other workers through `lb.discovery.shared`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from lb.health.monitor import Members, PoolHealth
 from lb.health.shared import Entry, SharedHealth
 from lb.health.thresholds import CheckState, check_delay
 from lb.instance import Leader, LeaderOnly
+from lb.transport import UNLIMITED
 from lb.types import Service
 
 SUCCESS, FAILURE, TIMEOUT, ERROR = "success", "failure", "timeout", "error"
@@ -191,7 +192,10 @@ class HealthChecker:
             backend.url + config.path,
             headers=headers,
             extensions={
-                "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+                "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+                # A pool's `limits` hold traffic, not checks (as in Envoy): a backend whose
+                # queue is full is still checked, on a connection of the check's own if need be.
+                UNLIMITED: True,
             },
         )
         try:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 from lb import multiprocess as mp
 from lb.metrics.series import BackendSeries, discovery_series
 from lb.metrics.tally import BUCKETS, DurationTally, Flusher, Tally
+from lb.metrics.traffic import TrafficMetrics
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -109,7 +110,7 @@ class Metrics:
         self.upstream_errors = Counter(
             "lb_upstream_errors_total",
             "Failed upstream attempts by kind: connect_error, connect_timeout, timeout, "
-            "pool_timeout, bad_response, aborted.",
+            "pool_timeout, overflow, bad_response, aborted.",
             (*pb, "kind"),
             registry=r,
         )
@@ -184,6 +185,7 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.traffic = TrafficMetrics(r)  # mirror copies, pool overflows
         self.backend_info, self.discovery_lookups = discovery_series(r)
         # Bound children, filled on first use.
         self._request_children: dict[
