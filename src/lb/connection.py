@@ -249,4 +249,6 @@ class Connection(asyncio.Protocol):
         self._deferred.clear()
 
     def _head_timed_out(self) -> None:
+        """No whole request head within header_timeout: the parser's side answers it (408) or
+        closes an idle connection."""
         raise NotImplementedError
