@@ -289,7 +289,12 @@ class LazyApp:
 
     def lb_limits(self) -> tuple[int, int, float, float]:
         if self._app is None:
-            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES, SEND_TIMEOUT
+            from lb.edgerules import (
+                HEADER_TIMEOUT,
+                MAX_HEADER_BYTES,
+                MAX_TARGET_BYTES,
+                SEND_TIMEOUT,
+            )
 
             return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT, SEND_TIMEOUT
         return self._app.lb_limits()
