@@ -167,6 +167,11 @@ class LoadBalancer:
         runtime = self.runtime
         if not runtime.started:
             await self.startup()
+        control = runtime.control
+        if control.counter is not None and control.counter[0] > control.seen_seq:
+            # Another worker changed something (an admin change, a reload) that this one has
+            # not applied yet: do it before serving, so the answer reflects it.
+            await control.catch_up()
         gen = runtime.generation  # one generation for the whole request, even across a reload
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         root_path = scope.get("root_path")

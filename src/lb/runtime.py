@@ -181,6 +181,10 @@ class Runtime:
                         set_tls(origin_of(backend.url), pool.tls)
         self.backends = table
 
+    def refresh_metrics(self) -> None:
+        """Hand this worker's counts and backend state to the metrics (a peer's scrape asks)."""
+        self.metrics.refresh()
+
     async def replace(self, config: Config) -> None:
         """Make `config` live (a reload): build its generation, then `commit` it.
 
@@ -233,6 +237,9 @@ class Runtime:
             self._admin_listener = listener
         self._undo_signal = on_reopen_signal(self.access_log.reopen)
         self.started = True
+        # Before the first request: a reload another worker made while this one was starting
+        # (a replacement for a worker that died) is run now, with the services it starts.
+        await self.control.catch_up()
 
     async def stop(self) -> None:
         if self._undo_signal is not None:

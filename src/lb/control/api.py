@@ -47,7 +47,7 @@ def control_routes(control: Control, prefix: str) -> list[Route]:
         except PatchError as exc:
             return admin_error(request.scope, 400, "bad_request", str(exc), problems=exc.problems)
         try:
-            backend = await control.set_backend(pool, backend_id, state, weight)
+            backend, applied = await control.set_backend(pool, backend_id, state, weight)
         except KeyError:  # removed by a reload while the body was read
             return _no_backend(request, pool, backend_id)
         return json_response(
@@ -58,6 +58,7 @@ def control_routes(control: Control, prefix: str) -> list[Route]:
                 "state": backend.state,
                 "admin_state": backend.admin_state,
                 "weight": backend.weight,
+                "applied": applied.to_json(),
             }
         )
 
