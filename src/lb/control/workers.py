@@ -153,7 +153,8 @@ def live_workers(directory: str) -> list[WorkerInfo]:
         if not _alive(pid):
             _remove_row(directory, name)
             continue
-        rows.append(WorkerInfo(pid, started, last_seen, name))
+        # The file clock is coarser than time.time(): a row just written may look older.
+        rows.append(WorkerInfo(pid, started, max(last_seen, started), name))
     return sorted(rows, key=lambda row: (row.started, row.name))
 
 
