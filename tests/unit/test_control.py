@@ -10,9 +10,9 @@ import pytest
 
 from lb.app import LoadBalancer
 from lb.config import load_config
+from lb.control.bus import bus_url
 from lb.control.overrides import Override, PatchError, apply, parse_patch
 from lb.control.reload import ReloadError, describe
-from lb.control.bus import bus_url
 from lb.control.shared import ControlFile, add_event, put_override, replay_from
 
 
