@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 import httpx
@@ -183,7 +185,11 @@ BACKEND_KEYS = {
 def test_status_json_schema_and_values(three) -> None:  # type: ignore[no-untyped-def]
     backends, lb = three
     before = httpx.get(lb.url + "/_lb/status").json()
-    assert set(before) == {"pools"} and set(before["pools"]) == {"web"}
+    assert set(before) == {"pools", "workers"} and set(before["pools"]) == {"web"}
+    # One process: itself, seen now.
+    ((worker,),) = [before["workers"]]
+    assert set(worker) == {"pid", "started", "last_seen"} and worker["pid"] == os.getpid()
+    assert worker["started"] <= worker["last_seen"] <= time.time() + 1
     for b in before["pools"]["web"]["backends"]:
         assert b["latency_ms"] == {"p50": 0, "p95": 0, "p99": 0}
     with httpx.Client(base_url=lb.url) as client:
