@@ -178,11 +178,19 @@ def test_instances_on_one_redis_share_overrides(  # type: ignore[no-untyped-def]
         instances.append(start_balancer(LoadBalancer(path)))
     east, west = instances
 
-    assert _patch(east.url, "b1", state="draining").status_code == 200
-    wait_until(lambda: _states(west.url)["b1"] == "draining", timeout=5)
+    drained = _patch(east.url, "b1", state="draining")
+    assert drained.status_code == 200
+    # West acknowledged over the bus before east answered: it has applied the change already.
+    assert drained.json()["applied"] == {"workers": 1, "of": 1, "not_applied": [], "instances": 1}
+    assert _states(west.url)["b1"] == "draining"
     # West wrote it into its own control file: a worker it starts later knows it too.
     late = start_balancer(LoadBalancer(path))
     assert _states(late.url)["b1"] == "draining"
+    # West now has two workers (`late` joined its control directory): still one instance.
+    disabled = _patch(east.url, "b2", state="disabled").json()["applied"]
+    assert disabled["instances"] == 1
+    assert _states(late.url)["b2"] == _states(west.url)["b2"] == "disabled"
+    _patch(east.url, "b2", state="active")
 
     # Redis goes away and comes back: the subscriptions are re-established.
     redis_server.restart()
