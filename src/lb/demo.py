@@ -6,13 +6,15 @@ import asyncio
 import json
 import os
 import socket
+import threading
 from typing import Any
 
 import uvicorn
 
+from lb.announce import announce, http_url
 from lb.app import LoadBalancer
 from lb.logsetup import log_config
-from lb.server import uvicorn_options
+from lb.serving import uvicorn_options
 from lb.types import ASGIApp, Receive, Scope, Send
 
 
@@ -71,41 +73,51 @@ def demo_config(backend_urls: list[str]) -> dict[str, Any]:
 
 
 async def _serve(host: str, port: int) -> None:
-    backends = []
-    for i in range(3):
-        backend_port = _free_port("127.0.0.1")
-        config = uvicorn.Config(
-            demo_backend(str(i + 1)), host="127.0.0.1", port=backend_port, log_level="warning"
+    # The backends each run on a thread of their own, through uvicorn's public `Server.run`: off
+    # the main thread it leaves signals alone, so Ctrl-C reaches the balancer's server, and when
+    # that stops, the backends are told to stop too. No Server header of uvicorn's: each backend
+    # names itself in one.
+    backends = [
+        uvicorn.Server(
+            uvicorn.Config(
+                demo_backend(str(i + 1)),
+                host="127.0.0.1",
+                port=_free_port("127.0.0.1"),
+                log_level="warning",
+                server_header=False,
+            )
         )
-        backends.append(uvicorn.Server(config))
-    urls = [f"http://127.0.0.1:{b.config.port}" for b in backends]
-    balancer = LoadBalancer(demo_config(urls))
-    options = uvicorn_options(host=host, port=port)
-    options.pop("workers")
-    options["log_level"] = "warning"
-    options["log_config"] = log_config(balancer.config.logging)
-    server = uvicorn.Server(uvicorn.Config(balancer, **options))
-    # Backends run without their own signal handling: Ctrl-C reaches the balancer's server, and
-    # when it stops, the backends are told to stop too.
-    tasks = [asyncio.create_task(b._serve()) for b in backends]
-    while not all(b.started for b in backends):
-        if any(t.done() for t in tasks):
-            for t in tasks:
-                t.result()
-        await asyncio.sleep(0.01)
-    base = f"http://{host}:{port}"
-    print(f"lb demo: proxy     {base}/", flush=True)
-    print(f"         dashboard {base}/_lb/dashboard", flush=True)
-    print(f"         metrics   {base}/_lb/metrics", flush=True)
-    print(f"         status    {base}/_lb/status", flush=True)
-    print(f"         backends  {' '.join(urls)}", flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
+        for i in range(3)
+    ]
+    threads = [threading.Thread(target=b.run, name=f"demo-{i + 1}") for i, b in enumerate(backends)]
+    for thread in threads:
+        thread.start()
     try:
+        while not all(b.started for b in backends):
+            if not all(t.is_alive() for t in threads):
+                raise SystemExit("lb demo: a demo backend could not start")
+            await asyncio.sleep(0.01)
+        urls = [f"http://127.0.0.1:{b.config.port}" for b in backends]
+        balancer = LoadBalancer(demo_config(urls))
+        options = uvicorn_options(host=host, port=port)
+        options.pop("workers")
+        options["log_level"] = "warning"
+        options["log_config"] = log_config(balancer.config.logging)
+        server = uvicorn.Server(uvicorn.Config(balancer, **options))
+        base = http_url(host, port)
+        announce(balancer.config, [base], mark=True)
+        print(f"lb demo: proxy     {base}/", flush=True)
+        print(f"         dashboard {base}/_lb/dashboard", flush=True)
+        print(f"         metrics   {base}/_lb/metrics", flush=True)
+        print(f"         status    {base}/_lb/status", flush=True)
+        print(f"         backends  {' '.join(urls)}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
         await server.serve()
     finally:
         for b in backends:
             b.should_exit = True
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
 
 
 def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:

@@ -223,19 +223,25 @@ class Runtime:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; if a part cannot start, stop what did and raise its error, so a
+        host that fails at startup leaves no health checks, Redis connections or sockets behind."""
         use_level(self.config.logging.level)
         if not announced():  # `lb serve` announced before forking; any other host did not
             announce(self.config, ())
-        await self.metrics.start()
-        self.services = list(self.generation.services())
-        for service in self.services:
-            await service.start()
-        await self.control.start()
-        if self.admin_listen is not None:
-            listener = AdminListener(self, self.admin_listen)
-            await listener.start()
-            self._admin_listener = listener
-        self._undo_signal = on_reopen_signal(self.access_log.reopen)
+        try:
+            await self.metrics.start()
+            for service in self.generation.services():
+                await service.start()
+                self.services.append(service)
+            await self.control.start()
+            if self.admin_listen is not None:
+                listener = AdminListener(self, self.admin_listen)
+                await listener.start()
+                self._admin_listener = listener
+            self._undo_signal = on_reopen_signal(self.access_log.reopen)
+        except BaseException:
+            await self.stop()
+            raise
         self.started = True
         # Before the first request: a reload another worker made while this one was starting
         # (a replacement for a worker that died) is run now, with the services it starts.
@@ -250,8 +256,7 @@ class Runtime:
             self._admin_listener = None
         await self.control.stop()
         services, self.services = self.services, []
-        for service in reversed(services):
-            await service.stop()
+        await _stop_all(reversed(services), "at shutdown")
         await self.metrics.stop()
         await self.client.aclose()
         self.access_log.close()

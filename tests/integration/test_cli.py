@@ -165,10 +165,14 @@ def test_demo_serves_and_round_robins_then_stops_on_ctrl_c() -> None:
             and "/_lb/dashboard" in text
             and "/_lb/metrics" in text
         )
+        assert f"listening on http://127.0.0.1:{port}" in text  # the start line names it
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            backends = {client.get("/").json()["backend"] for _ in range(6)}
+            answers = [client.get("/") for _ in range(6)]
             dashboard = client.get("/_lb/dashboard")
+        backends = {a.json()["backend"] for a in answers}
         assert backends == {"1", "2", "3"}
+        # One Server header, the demo backend's (uvicorn's own is off on the demo backends).
+        assert all(a.headers.get_list("server") == [f"demo-{a.json()['backend']}"] for a in answers)
         assert dashboard.status_code == 200 and "uPlot" in dashboard.text
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(20) == 0

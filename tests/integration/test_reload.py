@@ -88,6 +88,9 @@ def test_kept_backends_keep_counters_health_and_admin_changes(  # type: ignore[n
     assert httpx.patch(lb.url + "/_lb/pools/web/backends/b2", json={"state": "draining"}).is_success
     assert httpx.patch(lb.url + "/_lb/pools/web/backends/b1", json={"weight": 5}).is_success
 
+    # b4 fails its checks at first, so "unhealthy until its checks pass" holds however late the
+    # status read below comes (a 200 ms interval can pass two checks on a loaded machine).
+    backends[3][0].health_status = 503
     config_file(_backends_of(backends, health_check=check))  # adds b4
     assert _reload(lb).json()["status"] == "reloaded"
     status = _status(lb.url)
@@ -97,6 +100,7 @@ def test_kept_backends_keep_counters_health_and_admin_changes(  # type: ignore[n
     new_pool = lb.app.generation.pools["web"]
     assert all(new_pool.backends[i] is objects[i] for i in ("b1", "b2", "b3"))
     assert status["b4"]["state"] == "unhealthy"  # until its checks pass
+    backends[3][0].health_status = 200
     wait_until(lambda: _status(lb.url)["b4"]["state"] == "healthy")
 
     # The file changes b1's weight: the file wins over the earlier runtime weight.

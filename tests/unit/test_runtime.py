@@ -3,6 +3,7 @@ changes nothing. No sockets: the backends are never called."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -140,3 +141,62 @@ def test_rate_limit_and_cache_share_the_runtimes_one_redis_client_per_url() -> N
     assert gen.cache is not None and gen.cache.store.redis is client  # type: ignore[attr-defined]
     assert [s for s in gen.services() if s is client] == [client]  # started once
     assert app.runtime.redis.get("redis://127.0.0.1:2/0") is not client
+
+
+async def test_a_start_that_fails_part_way_stops_what_it_started(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A service that cannot start leaves nothing running behind the error: the services started
+    before it are stopped again, and so are the metrics and the httpx client."""
+    app = LoadBalancer(
+        {
+            **_config(A, **POOL),
+            "cache": {"store": "memory"},
+            "routes": [{"path_prefix": "/", "pool": "web", "cache": True}],
+        }
+    )
+    stopped: list[str] = []
+
+    async def broken(self: object) -> None:
+        raise RuntimeError("no control today")
+
+    from lb.cache.cache import Cache
+    from lb.health.checker import HealthChecker
+
+    real_cache_stop, real_checker_stop = Cache.stop, HealthChecker.stop
+
+    async def cache_stop(self: Cache) -> None:
+        stopped.append("cache")
+        await real_cache_stop(self)
+
+    async def checker_stop(self: HealthChecker) -> None:
+        stopped.append("health")
+        await real_checker_stop(self)
+
+    monkeypatch.setattr("lb.control.runtime.Control.start", broken)
+    monkeypatch.setattr(Cache, "stop", cache_stop)
+    monkeypatch.setattr(HealthChecker, "stop", checker_stop)
+    with pytest.raises(RuntimeError, match="no control today"):
+        await app.startup()
+    assert sorted(stopped) == ["cache", "health"]
+    assert not app.runtime.started and app.runtime.services == []
+    assert app.runtime.client.is_closed
+
+
+async def test_a_reload_that_keeps_the_cache_keeps_it_running() -> None:
+    config = {
+        **_config(A),
+        "cache": {"store": "memory"},
+        "routes": [{"path_prefix": "/", "pool": "web", "cache": True}],
+    }
+    app = LoadBalancer(config)
+    await app.startup()
+    try:
+        cache = app.generation.cache
+        assert cache is not None
+        gate = asyncio.Event()
+        cache.refresh_in_background(b"k", gate.wait)
+        await app.reload({**config, "pools": {"web": {"backends": [A, B]}}})
+        assert app.generation.cache is cache
+        assert not cache.refreshing[b"k"].done()  # not stopped: the new generation uses it
+    finally:
+        await app.shutdown()
+    assert cache.refreshing == {}

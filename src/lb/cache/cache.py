@@ -66,7 +66,6 @@ class Cache:
         self.refreshing: dict[bytes, asyncio.Task[None]] = {}
         self._uncacheable: OrderedDict[bytes, float] = OrderedDict()
         self.directives_memo: DirectivesMemo = {}
-        self._users = 0
 
     def __repr__(self) -> str:
         return (
@@ -81,13 +80,12 @@ class Cache:
 
     # -- lifecycle (Service) -------------------------------------------------------------------
 
+    # Started once and stopped once: a reload that keeps this cache keeps it running (the runtime
+    # starts and stops only the services one generation has and the other has not).
     async def start(self) -> None:
-        self._users += 1
+        pass
 
     async def stop(self) -> None:
-        self._users -= 1
-        if self._users > 0:
-            return
         tasks = list(self.refreshing.values())
         for task in tasks:
             task.cancel()

@@ -352,6 +352,8 @@ class Proxy:
         status = response.status
         if ctx.method == "HEAD" or status == 204 or status == 304:
             length = 0  # bodiless, whatever Content-Length says (RFC 9110 6.4.1)
+            if status == 204:  # and a 204 must not carry one (RFC 9110 8.6)
+                headers = [h for h in headers if h[0] != b"content-length"]
         ctx.status = status
         await send({"type": "http.response.start", "status": status, "headers": headers})
         sent = 0
