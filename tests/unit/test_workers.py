@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 from lb.control.workers import Applied, Peers, SharedSeq, live_workers, socket_address
@@ -74,6 +75,28 @@ async def test_a_row_without_a_socket_counts_as_not_applied(tmp_path) -> None:  
         assert len(rows) == 2 and all(row.last_seen >= row.started for row in rows)
     finally:
         await one.stop()
+
+
+def test_a_killed_worker_not_yet_reaped_is_dead(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    zombie = process.pid
+    (tmp_path / f"w-{zombie}-z.json").write_text(json.dumps({"pid": zombie, "started": 1.0}))
+    try:
+        # Exited, not waited for: a zombie, which a signal still finds.
+        wait_for_zombie(zombie)
+        assert live_workers(str(tmp_path)) == []
+    finally:
+        process.wait()
+
+
+def wait_for_zombie(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            if file.read().rpartition(b")")[2].split()[0] == b"Z":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} did not exit")
 
 
 def test_shared_seq_is_one_number_for_every_mapping(tmp_path) -> None:  # type: ignore[no-untyped-def]

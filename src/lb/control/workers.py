@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lb.multiprocess import process_alive
+
 logger = logging.getLogger("lb.control")
 
 HEARTBEAT = 1.0  # seconds between touches of a worker's row (its `last_seen`)
@@ -80,16 +82,6 @@ class Applied:
 
 
 ALONE = Applied(1, 1)  # a single process: the worker that took the change is all there is
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SharedSeq:
@@ -150,7 +142,7 @@ def live_workers(directory: str) -> list[WorkerInfo]:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written or removed
         name = os.path.basename(path)[2:-5]
-        if not _alive(pid):
+        if not process_alive(pid):
             _remove_row(directory, name)
             continue
         # The file clock is coarser than time.time(): a row just written may look older.
@@ -251,7 +243,7 @@ class Peers:
         for name, pid in list(others.items()):
             if not send(self._sock, socket_address(self.directory, name), message):
                 pending.waiting.discard(name)
-                if not _alive(pid):
+                if not process_alive(pid):
                     _remove_row(self.directory, name)
                     del others[name]
         if pending.waiting:
