@@ -6,10 +6,9 @@ applied in this process at once, then shared: with the other workers of the inst
 control file (`shared.py`), whose writer raises the shared sequence number and wakes every live
 worker (`workers.py`), then waits (at most `ASK_TIMEOUT`) until each has applied it; and, for
 overrides and purges, with other instances through Redis pub/sub (`bus.py`) when the config uses a
-Redis store, counting the instances that acknowledge within the same bound. A worker about to serve
-a request compares the shared sequence number with the one it applied (`behind`) and catches up
-first, so the next request sees the change whichever worker takes it. Everything here runs on the
-app's event loop.
+Redis store, counting the instances that acknowledge within the same bound. Before each request a
+worker compares the shared sequence number with `seen_seq` and catches up first if it is behind
+(`lb.app`). Everything here runs on the app's event loop.
 """
 
 from __future__ import annotations
@@ -29,14 +28,7 @@ from typing import Any, Protocol
 from lb.backend import AdminState, Backend
 from lb.config import Config, ConfigError, load_config
 from lb.control.bus import RedisBus, bus_url
-from lb.control.overrides import (
-    BackendKey,
-    Live,
-    Override,
-    apply,
-    configured_weight,
-    find_backend,
-)
+from lb.control.overrides import BackendKey, Live, Override, apply, configured_weight, find_backend
 from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError, describe, log_purge, log_reload, log_reload_failure
 from lb.control.shared import (
@@ -44,6 +36,7 @@ from lb.control.shared import (
     ControlFile,
     Signature,
     add_event,
+    events_after,
     put_override,
     replay_from,
 )
@@ -113,6 +106,7 @@ class Control:
         self._services: list[Periodic] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._file_signature: Signature | None = None
+        self._readers: list[Callable[[Data], None]] = [self._take_overrides]
         self._sighup_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -137,7 +131,7 @@ class Control:
             self.counter = self.file.counter.view
             document = self.file.read()
             self._file_signature = self.file.signature()
-            self._take_overrides(document)
+            self._read(document)
             self.seen_seq = replay_from(document, self.born - REPLAY_SLACK)
             self._services.append(Periodic("lb control file", self.poll_interval, self.catch_up))
         if self.runtime.config.source is not None:
@@ -210,11 +204,6 @@ class Control:
 
     # -- the workers of this instance ----------------------------------------------------------
 
-    def behind(self) -> bool:
-        """True when another worker changed the control file since this one last applied it."""
-        counter = self.counter
-        return counter is not None and counter[0] > self.seen_seq
-
     def workers(self) -> list[WorkerInfo]:
         """The live workers of this instance (this process alone without a control file)."""
         if self.peers is None:
@@ -246,18 +235,26 @@ class Control:
                 return
             self._file_signature = self.file.signature()
             document = self.file.read()
-            self._take_overrides(document)
+            self._read(document)
             seen, self.seen_seq = self.seen_seq, max(self.seen_seq, document["seq"])
-            for event in document["events"]:
-                if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
-                    continue
-                if event["seq"] <= seen or event.get("origin") == self.origin:
-                    continue
-                await self._run_event(event.get("kind"), event.get("data"))
+            for kind, data in events_after(document, seen, self.origin):
+                await self._run_event(kind, data)
 
-    async def _share(self, change: Change, kind: str, data: Data, instances: bool) -> Applied:
-        """Write `change` to the control file, wake the workers and wait for them; with
-        `instances`, publish `kind` on the bus and count the instances that apply it."""
+    def on_document(self, reader: Callable[[Data], None]) -> None:
+        """Have `reader(document)` see the control document at start and at every catch-up: for
+        shared *state* (as overrides are) that a worker starting later must learn too."""
+        self._readers.append(reader)
+
+    def _read(self, document: Data) -> None:
+        for reader in self._readers:
+            reader(document)
+
+    async def share(
+        self, change: Change, kind: str = "", data: Data | None = None, instances: bool = False
+    ) -> Applied:
+        """Write `change` (an edit of the document, see `ControlFile.update`) to the control file,
+        wake the workers and wait until each has read it; with `instances`, also publish `kind`
+        and `data` on the bus and count the instances that apply them."""
         applied = ALONE
         pending: list[Awaitable[Any]] = []
         if self.file is not None and self.peers is not None:
@@ -266,7 +263,7 @@ class Control:
                 seq = self.counter[0]  # nothing written: everyone up to what is there
             pending.append(self.peers.ask("sync", {"seq": seq}, ASK_TIMEOUT))
         if instances and self.bus is not None:
-            pending.append(self.bus.publish_acked(kind, data, ASK_TIMEOUT))
+            pending.append(self.bus.publish_acked(kind, data or {}, ASK_TIMEOUT))
         results = await asyncio.gather(*pending)
         for result in results:
             if isinstance(result, Applied):
@@ -305,7 +302,7 @@ class Control:
         )
         data = override.to_json()
         put = lambda document, seq: put_override(document, data)  # noqa: E731
-        return backend, await self._share(put, "override", data, instances=True)
+        return backend, await self.share(put, "override", data, instances=True)
 
     def _take(self, override: Override) -> None:
         current = self.overrides.get(override.key)
@@ -342,7 +339,7 @@ class Control:
             add_event(document, seq, origin, kind, data)
             return True
 
-        return await self._share(change, kind, data, instances)
+        return await self.share(change, kind, data, instances)
 
     async def _write_file(self, change: Change) -> int | None:
         assert self.file is not None

@@ -137,6 +137,18 @@ def add_event(document: Document, seq: int, origin: str, kind: str, data: dict[s
     document["events"].append(event)
 
 
+def events_after(document: Document, seen: int, origin: str) -> list[tuple[Any, Any]]:
+    """(kind, data) of the events after `seen` that `origin` did not make itself, oldest first."""
+    return [
+        (event.get("kind"), event.get("data"))
+        for event in document["events"]
+        if isinstance(event, dict)
+        and isinstance(event.get("seq"), int)
+        and event["seq"] > seen
+        and event.get("origin") != origin
+    ]
+
+
 def replay_from(document: Document, since: float) -> int:
     """The seq a worker starting now catches up from. Events are history (it has just read the
     config), except reloads made at `since` or later: the config file it read may predate them."""
