@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import threading
+import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -18,6 +19,7 @@ class Backend:
         self.name = name
         self.seen: list[dict[str, Any]] = []
         self.health_status = 200
+        self.health_checks: list[float] = []  # when each /health request came (monotonic)
         self.status = 200
         self.delay = 0.0
         self.lock = threading.Lock()
@@ -32,6 +34,11 @@ class Backend:
         """The headers of each request this backend saw for `path`."""
         with self.lock:
             return [dict(r["headers"]) for r in self.seen if r["path"] == path]
+
+    def checks_since(self, since: float) -> int:
+        """How many /health requests came at or after `since` (time.monotonic())."""
+        with self.lock:
+            return sum(1 for at in self.health_checks if at >= since)
 
     def count(self, path: str | None = None) -> int:
         with self.lock:
@@ -51,6 +58,8 @@ class Backend:
         path = scope["path"]
         query = parse_qs(scope["query_string"].decode())
         if path == "/health":
+            with self.lock:
+                self.health_checks.append(time.monotonic())
             return await self.reply(send, self.health_status, b"ok")
         record = {
             "method": scope["method"],

@@ -242,6 +242,18 @@ def lb_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def workers_of(pid: int) -> list[int]:
+    """The child processes of `pid` (the workers of `lb serve` or gunicorn, and any helper)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = [e.decode(errors="replace") for e in f.read().split(b"\0") if e]
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
 class LbProcess:
     """`python -m lb serve` as a subprocess on a free port; always stopped by its fixture."""
 

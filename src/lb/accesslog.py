@@ -4,8 +4,9 @@ Fields (SPEC section 10): time (UTC, ms), request_id, client_ip, method, path (r
 included), status (0: no response, the client left first), bytes_sent (body bytes), duration_ms,
 pool, backend, attempts, cache, host and user_agent (as sent, null when absent), bytes_received
 (request body bytes read), upstream_ms (until the last try's response head; null when no backend
-answered); plus error (the cause, when the balancer answered itself or broke
-off) and trace_id (from a valid W3C traceparent) when present. `format: text` writes the same
+answered), worker (the pid of the process that served it: workers of one instance tell apart);
+plus error (the cause, when the balancer answered itself or broke off) and trace_id (from a valid
+W3C traceparent) when present. `format: text` writes the same
 fields as logfmt.
 
 Lines are written straight to the app's own stream rather than through the `logging` module: its
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from json.encoder import encode_basestring_ascii as _str  # what json.dumps uses for a str
@@ -86,6 +88,7 @@ class AccessLog:
         self._now_text = ""
         self._second = -1  # the whole second `_stamp` was formatted for
         self._stamp = ""
+        self.worker = os.getpid()  # the app may be made before a fork: `Runtime.start` resets it
 
     def close(self) -> None:
         self.flush()
@@ -157,6 +160,7 @@ class AccessLog:
             "user_agent": _latin1(ctx.user_agent),
             "bytes_received": ctx.bytes_received,
             "upstream_ms": None if ctx.upstream is None else round(ctx.upstream * 1000.0, 3),
+            "worker": self.worker,
         }
         if ctx.error:
             record["error"] = ctx.error
@@ -182,7 +186,8 @@ class AccessLog:
             f'"host":{"null" if host is None else _str(host.decode("latin-1"))},'
             f'"user_agent":{"null" if agent is None else _str(agent.decode("latin-1"))},'
             f'"bytes_received":{ctx.bytes_received},'
-            f'"upstream_ms":{"null" if upstream is None else f"{upstream * 1000.0:.3f}"}'
+            f'"upstream_ms":{"null" if upstream is None else f"{upstream * 1000.0:.3f}"},'
+            f'"worker":{self.worker}'
         )
         if ctx.error:
             line += f',"error":{_str(ctx.error)}'

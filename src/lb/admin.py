@@ -7,9 +7,10 @@ requests are never proxied, rate limited or cached.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote_to_bytes
 
@@ -27,6 +28,7 @@ from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.metrics import CONTENT_TYPE, Metrics
 from lb.proxy.errors import admin_error, admin_request_id, date_header, json_response, log_cause
 from lb.proxy.headers import resolve_client
+from lb.transport import Origin, origin_of
 from lb.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -56,10 +58,14 @@ class AdminView(Protocol):
     metrics: Metrics
     control: Control
 
+    def load(self, origin: Origin) -> tuple[int, int]:
+        """(open upstream connections, requests waiting for one) to `origin` (the transport's)."""
+
 
 def status_document(
     gen: Served,
     totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None,
+    load: Callable[[Origin], tuple[int, int]] | None = None,
     workers: Sequence[WorkerInfo] = (),
 ) -> dict[str, Any]:
     """SPEC section 8's status JSON for `gen`, with `workers` (pid, started, last_seen) beside
@@ -67,7 +73,8 @@ def status_document(
 
     `totals` (multiprocess mode) holds requests_total, failures_total and active_requests summed
     over every worker; without it, or for a backend it lacks, this worker's own counters are used.
-    State, weight and latency are always this worker's view.
+    State, weight, latency and `load` (a backend's upstream connections and the requests waiting
+    for one) are always this worker's view.
     """
     pools: dict[str, Any] = {}
     for name, pool in gen.pools.items():
@@ -84,15 +91,19 @@ def status_document(
                 requests = int(summed.get("requests_total", requests))
                 failures = int(summed.get("failures_total", failures))
                 active = int(summed.get("active_requests", active))
+            connections, pending = load(origin_of(backend.url)) if load else (0, 0)
             backends.append(
                 {
                     "id": backend.id,
                     "url": backend.url,
+                    "origin": backend.origin,
                     "state": backend.state,
                     "weight": backend.weight,
                     "active_requests": active,
                     "requests_total": requests,
                     "failures_total": failures,
+                    "connections": connections,
+                    "pending": pending,
                     "latency_ms": {
                         "p50": round(p50 * 1000, 3),
                         "p95": round(p95 * 1000, 3),
@@ -100,7 +111,12 @@ def status_document(
                     },
                 }
             )
-        pools[name] = {"strategy": pool.config.strategy, "backends": backends}
+        limits = pool.config.limits
+        pools[name] = {
+            "strategy": pool.config.strategy,
+            "limits": None if limits is None else dataclasses.asdict(limits),
+            "backends": backends,
+        }
     document: dict[str, Any] = {"pools": pools}
     if workers:
         document["workers"] = [worker.to_json() for worker in workers]
@@ -134,7 +150,8 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
         # Every worker's counts reach the shared files before they are summed (SPEC 9).
         await app.control.flush_workers()
         totals = await app.metrics.backend_totals()
-        return json_response(status_document(app.generation, totals, app.control.workers()))
+        workers = app.control.workers()
+        return json_response(status_document(app.generation, totals, app.load, workers))
 
     async def metrics(request: Request) -> Response:
         await app.control.flush_workers()

@@ -18,7 +18,8 @@ import httpx
 
 from lb.accesslog import AccessLog
 from lb.config import Config, ConfigError, default_config_path, load_config
-from lb.control.runtime import ConfigSource, Control
+from lb.control.host import ConfigSource
+from lb.control.runtime import Control
 from lb.generation import Generation
 from lb.logsetup import capture_uncaught
 from lb.metrics import Metrics

@@ -15,7 +15,7 @@ import math
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
-from lb.config import BackendConfig
+from lb.config import BackendConfig, Origin
 
 AdminState = Literal["active", "draining", "disabled"]
 State = Literal["healthy", "unhealthy", "draining", "disabled"]
@@ -76,6 +76,7 @@ class Backend:
         "strategy_data",
         "ramp_started",
         "owner",
+        "origin",
     )
 
     def __init__(self, config: BackendConfig) -> None:
@@ -106,6 +107,7 @@ class Backend:
         # The pool that serves it now: the only one it reports changes to, and the one whose
         # passive health may eject it. Set by `Pool.attach`, when a generation goes live.
         self.owner: Owner | None = None
+        self.origin: Origin = config.origin  # config, api or dns: who made it
 
     def __repr__(self) -> str:
         return (

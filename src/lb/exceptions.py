@@ -6,7 +6,7 @@ The hierarchy (where each is defined; what it means)::
     ├── ConfigError          lb.config.fields        an invalid config; `.problems`, one line each
     ├── Invalid              lb.config.fields        a converter's refusal (also ValueError)
     ├── ReloadError          lb.control.reload       a reload that did not happen; `.problems`
-    ├── PatchError           lb.control.overrides    a PATCH body lb refuses (also ValueError)
+    ├── PatchError           lb.control.overrides    an admin body lb refuses (also ValueError)
     ├── StoreError           lb.cache.store          the cache's store could not answer
     │   └── StoreDown        lb.cache.store          ... not even tried: it failed moments ago
     ├── StoreUnavailable     lb.ratelimit.store      the rate limit's store could not decide
@@ -18,6 +18,8 @@ The hierarchy (where each is defined; what it means)::
     ├── PerTryTimeout        lb.proxy.retry          `retries.per_try_timeout` passed (also
     │                                                httpx.TimeoutException, so the proxy maps it
     │                                                as any upstream timeout)
+    ├── PoolOverflow         lb.transport.errors     a backend's queue for a connection is full
+    │                                                (`limits.max_pending`; also httpx.PoolTimeout)
     ├── StaleConnection      lb.transport.errors     internal: a reused connection was dead
     └── StrayData            lb.transport.parsing    internal: bytes outside any exchange
 

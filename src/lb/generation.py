@@ -19,13 +19,16 @@ from lb.backend import Backend
 from lb.cache import Cache
 from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
-from lb.config import BackendConfig, Config
+from lb.config import BackendConfig, Config, PoolConfig
 from lb.health import HealthChecker
+from lb.health.shared import SharedHealth
+from lb.instance import Leader
 from lb.metrics import Metrics
 from lb.pool import Pool
 from lb.proxy.access import ClientFilter
 from lb.proxy.bodylimit import BodyLimit
 from lb.proxy.handler import Proxy
+from lb.proxy.mirror import Mirror
 from lb.proxy.routing import Route, Router
 from lb.proxy.websocket import proxy_websocket
 from lb.ratelimit import RateLimiting
@@ -43,11 +46,15 @@ class Host(AdminView, Protocol):
     metrics: Metrics
     redis: RedisClients
     admin_listen: tuple[str, int] | None
+    leader: Leader
+    shared_health: SharedHealth | None
 
     @property
     def live(self) -> Generation | None: ...
 
     def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend: ...
+
+    def added_backends(self, pool: PoolConfig) -> list[BackendConfig]: ...
 
 
 class Generation:
@@ -64,7 +71,8 @@ class Generation:
         self.pools: dict[str, Pool] = {}
         for name, pool_config in config.pools.items():
             checked = pool_config.health_check is not None
-            backends = [runtime.backend(name, b, checked) for b in pool_config.backends]
+            configs = [*pool_config.backends, *runtime.added_backends(pool_config)]
+            backends = [runtime.backend(name, b, checked) for b in configs]
             # The same strategy config keeps the strategy (its rotation, its counters).
             old = previous.pools.get(name) if previous is not None else None
             same = old is not None and (old.config.strategy, old.config.strategy_options) == (
@@ -99,6 +107,9 @@ class Generation:
             previous.rate_limits if previous is not None else None,
             runtime.redis.get,
         )
+        self._transport = runtime.transport
+        self._metrics = runtime.metrics
+        self.mirrors: list[Mirror] = []  # services: their copies stop with the generation
         # WebSocket upgrades take their own chain: the same client filter and rate limit, then
         # the relay.
         self.websocket_handlers: dict[Route, Handler] = {}
@@ -118,14 +129,21 @@ class Generation:
             self.probe_paths = frozenset(self.admin_prefix + p for p in (b"/healthz", b"/readyz"))
         self.admin = build_admin(runtime, self)
         self._client = runtime.client
+        self._leader = runtime.leader
+        self._shared_health = runtime.shared_health
 
     def __repr__(self) -> str:
         return f"<Generation {self.config.summary()}>"
 
     def _handler(self, route: Route) -> Handler:
         """The pipeline of one route: client filter, body limit, rate limit, then cache, then the
-        proxy."""
+        mirror, then the proxy."""
         handler: Handler = self.proxies[route.pool]
+        mirror = route.config.mirror
+        if mirror is not None:
+            pool = self.pools[mirror.pool]
+            handler = Mirror(handler, mirror, route.pool, pool, self._transport, self._metrics)
+            self.mirrors.append(handler)
         if self.cache is not None and route.config.cache:
             handler = self.cache.layer(handler)
         handler = self.rate_limits.wrap(route, handler)
@@ -156,6 +174,7 @@ class Generation:
                 yield service
 
     def _services(self) -> Iterator[Service]:
+        yield from self.mirrors
         yield from self.rate_limits.services()
         if self.cache is not None:
             if isinstance(self.cache.store, RedisStore):
@@ -164,7 +183,9 @@ class Generation:
         for pool in self.pools.values():
             config = pool.config
             if config.health_check is not None or config.passive_health is not None:
-                yield HealthChecker(pool, self._client)
+                yield HealthChecker(
+                    pool, self._client, leader=self._leader, shared=self._shared_health
+                )
 
 
 def _guard(route: Route, handler: Handler) -> Handler:

@@ -5,6 +5,8 @@ it unset: the host owns its logging. `lb serve` and `lb demo` own the process, s
 a logging config that sends `lb.*`, uvicorn's and every other logger's lines to stderr (or
 `logging.error_file`), each line one JSON object when `logging.format` is json. The access log is
 separate (`lb.accesslog`): it goes to stdout or `logging.file`. SIGUSR1 reopens both files.
+Every line carries the pid of the process that wrote it (`[pid 1234]`, JSON `"pid"`), which tells
+the workers of `lb serve --workers N` apart (gunicorn's own format has it as `[1234]`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from lb.config import LoggingConfig
 
 logger = logging.getLogger("lb")
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s [pid %(process)d] %(name)s: %(message)s"
+# uvicorn's own lines ("Started server process", "Application startup complete") with the pid.
+UVICORN_TEXT_FORMAT = "%(levelprefix)s [pid %(process)d] %(message)s"
 FIELDS = "lb_fields"  # `extra={FIELDS: {...}}`: fields a JSON line carries besides the message
 
 
@@ -36,14 +40,15 @@ def use_level(level: str) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, the record's `lb_fields`, and the
-    traceback (`exception`) if any, so a multi-line traceback is still one line."""
+    """One JSON object per line: time, level, logger, pid, message, the record's `lb_fields`, and
+    the traceback (`exception`) if any, so a multi-line traceback is still one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": _utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         fields = getattr(record, FIELDS, None)
@@ -106,6 +111,8 @@ def log_config(config: LoggingConfig) -> dict[str, Any]:
     if as_json:
         out["formatters"]["default"] = {"()": JsonFormatter}
         out["formatters"]["access"] = {"()": JsonFormatter}
+    else:
+        out["formatters"]["default"]["fmt"] = UVICORN_TEXT_FORMAT
     if config.error_file:
         out["handlers"]["lb"] = {
             "formatter": "lb",

@@ -60,6 +60,9 @@ class Pool:
             )
         self.sticky = StickySessions(config.sticky, config.name) if config.sticky else None
         self.backends: dict[str, Backend] = {}
+        # Told when a backend joins or leaves at run time (the health checker starts or ends
+        # its checks); set by whoever watches the members.
+        self.on_members: Callable[[], None] | None = None
         self.panic = False
         self._usable: tuple[Backend, ...] = ()
         self._candidates: tuple[Backend, ...] = ()
@@ -99,10 +102,14 @@ class Pool:
         if self.sticky is not None:
             self.sticky.add(backend.id)
         self.invalidate()
+        if self.on_members is not None:
+            self.on_members()
 
     def remove(self, backend_id: str) -> Backend | None:
         backend = self.backends.pop(backend_id, None)
         self.invalidate()
+        if self.on_members is not None:
+            self.on_members()
         return backend
 
     def owns(self, backend: Backend) -> bool:

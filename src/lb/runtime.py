@@ -12,6 +12,7 @@ its backends. A build that fails therefore leaves nothing to undo.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -21,21 +22,31 @@ from lb.accesslog import AccessLog
 from lb.adminlisten import AdminListener
 from lb.announce import announce, announced
 from lb.backend import Backend
-from lb.config import BackendConfig, Config
+from lb.config import BackendConfig, Config, DiscoverConfig, PoolConfig
+from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError
 from lb.control.runtime import Control
+from lb.control.shared import ENV_DIR
+from lb.discovery import Discovery, Endpoint, endpoint_id
+from lb.discovery.shared import POLL_INTERVAL as ANSWERS_POLL
+from lb.discovery.shared import SharedAnswers
+from lb.dynamic import DynamicBackends
 from lb.generation import Generation
+from lb.health.shared import POLL_INTERVAL, SharedHealth
+from lb.instance import Leader, LeaderOnly
 from lb.logsetup import on_reopen_signal, use_level
 from lb.metrics import Metrics
+from lb.pool import Pool
 from lb.proxy.context import RequestContext
 from lb.redis_client import RedisClients
 from lb.tls import ServerTLS
-from lb.transport import Transport, origin_of
+from lb.transport import Limits, Origin, Transport, origin_of
 from lb.types import Service
 
 logger = logging.getLogger("lb.control")
 
 BackendKey = tuple[str, str, str]  # (pool name, backend id, url)
+REAP_INTERVAL = 0.5  # how often removed backends are looked at: gone once idle
 
 
 class Runtime:
@@ -57,8 +68,26 @@ class Runtime:
         self.metrics = Metrics(lambda: self.generation.pools)
         self.redis = RedisClients()  # one client per URL: rate limits, cache, control bus
         self.backends: dict[BackendKey, Backend] = {}
+        # Backends the admin API and DNS discovery added: kept across reloads of the file.
+        self.dynamic = DynamicBackends()
+        # One resolver loop per name, in the instance's leader only; the others take its answers
+        # from the control directory (`lb.discovery.shared`).
+        self.discovery = Discovery(self._answered, self.metrics.discovery_lookup)
+        self._reaper = Periodic("lb backend reaper", REAP_INTERVAL, self._reap)
         self.services: list[Service] = []
         self.started = False
+        # With several workers (a control directory), one of them leads: it alone runs what must
+        # run once per instance (active health checks), and shares the health it sees.
+        directory = os.environ.get(ENV_DIR) or None
+        self.leader = Leader(directory)
+        self.shared_health = SharedHealth(directory) if directory else None
+        self.shared_answers = (
+            SharedAnswers(directory, self.discovered, lambda: self.config, self._leading)
+            if directory
+            else None
+        )
+        self._instance_services: list[Service] = []
+        self._discovery = LeaderOnly(self.leader, self.discovery)
         self.server_tls: ServerTLS | None = None  # the listener's, when lb serves TLS
         # Where the admin API listens is fixed for the process: a reload cannot move a socket.
         self.admin_listen = config.admin.listen
@@ -101,6 +130,10 @@ class Runtime:
             server.send_timeout,
         )
 
+    def load(self, origin: Origin) -> tuple[int, int]:
+        """(open upstream connections, requests waiting for one) to `origin`, for status."""
+        return self.transport.load(origin)
+
     def full_errors(self) -> bool:
         """Whether error bodies carry the cause (`server.error_detail: full`), for `lb.server`."""
         return self.generation.full_errors
@@ -123,6 +156,10 @@ class Runtime:
         """A generation for `config`, not live yet; raises whatever its parts raise."""
         return Generation.build(config, self)
 
+    def added_backends(self, pool: PoolConfig) -> list[BackendConfig]:
+        """The backends the admin API and discovery added to `pool`, for a new generation."""
+        return self.dynamic.for_pool(pool)
+
     def backend(self, pool: str, config: BackendConfig, checked: bool) -> Backend:
         """The live backend `config` names in `pool`, or a new one (not in the table yet).
 
@@ -144,14 +181,19 @@ class Runtime:
         for pool in new.pools.values():
             config = pool.config
             weights = {b.id: b.weight for b in config.backends}
+            weights.update((b.id, b.weight) for b in self.dynamic.for_pool(config))
             checked = config.health_check is not None
             monitored = checked or config.passive_health is not None
+            for added in self.dynamic.for_pool(config):
+                if added.id not in pool.backends:  # added while `new` was being built
+                    pool.add(self.backend(pool.name, added, checked))
             for backend in pool.backends.values():
                 key = (pool.name, backend.id, backend.url)
                 table[key] = backend
                 if key not in old:
                     continue
-                weight = weights[backend.id]
+                # A backend removed while `new` was being built is draining: its weight stays.
+                weight = weights.get(backend.id, backend.config_weight)
                 if backend.config_weight != weight:
                     backend.config_weight = weight
                     if not backend.ramp_started:  # a ramp takes the new weight at its next step
@@ -165,6 +207,8 @@ class Runtime:
                     backend.ramp_started = 0.0
                     backend.set_weight(backend.config_weight)
         self.live = self.generation = new
+        self.dynamic.prune(new.config)
+        self.discovery.configure(new.config)
         self.control.apply_overrides(new)
         for key, backend in old.items():
             if key not in table:
@@ -179,6 +223,9 @@ class Runtime:
                 for backend in pool.backends.values():
                     if backend.scheme == "https":
                         set_tls(origin_of(backend.url), pool.tls)
+        set_limits = getattr(self.transport, "set_limits", None)
+        if set_limits is not None:
+            set_limits(origin_limits(new.pools.values()))
         self.backends = table
 
     def refresh_metrics(self) -> None:
@@ -220,20 +267,119 @@ class Runtime:
                 reversed(list(_added(old_services, new_services))), "of the previous configuration"
             )
 
+    # -- backends added and removed at run time -------------------------------------------
+
+    def add_backend(self, pool: str, config: BackendConfig) -> Backend | None:
+        """Add `config` to the live `pool` and to every later generation, without a reload.
+
+        A backend of that id and URL still draining away is kept instead (its address came back).
+        None when there is no such pool, or it has another backend of that id."""
+        live = self.generation.pools.get(pool)
+        if live is None:
+            return None
+        existing = live.backends.get(config.id)
+        if existing is not None:
+            if existing.url != config.url or not self.dynamic.stay(existing):
+                return None
+            existing.set_admin_state("active")
+            self.dynamic.put(pool, config)
+            return existing
+        backend = self.backend(pool, config, live.config.health_check is not None)
+        self.dynamic.put(pool, config)
+        self.backends[(pool, config.id, config.url)] = backend
+        live.add(backend)
+        set_tls = getattr(self.transport, "set_tls", None)
+        if set_tls is not None and backend.scheme == "https":
+            set_tls(origin_of(backend.url), live.tls)
+        set_limits = getattr(self.transport, "set_limits", None)
+        if set_limits is not None and live.config.limits is not None:
+            set_limits(origin_limits(self.generation.pools.values()))
+        return backend
+
+    def remove_backend(self, pool: str, backend_id: str) -> Backend | None:
+        """Take a backend out of the live `pool`: it drains, then goes (see `lb.dynamic`).
+        None when there is no such backend."""
+        live = self.generation.pools.get(pool)
+        backend = live.backends.get(backend_id) if live is not None else None
+        if backend is None:
+            return None
+        self.dynamic.drop(pool, backend_id)
+        backend.set_admin_state("draining")
+        self.dynamic.leave(pool, backend)
+        return backend
+
+    def discovered(self, pool: str, target: DiscoverConfig, endpoints: frozenset[Endpoint]) -> None:
+        """Make the dns backends `target` stands for in `pool` exactly `endpoints`."""
+        wanted: dict[str, BackendConfig] = {}
+        for endpoint in endpoints:
+            address, port = endpoint
+            host = f"[{address}]" if ":" in address else address
+            backend_id = endpoint_id(target.name, endpoint)
+            url = f"{target.scheme}://{host}:{port}"
+            wanted[backend_id] = BackendConfig(url, backend_id, target.weight, origin="dns")
+        current = {c.id: c for c in self.dynamic.of(pool, "dns", target.name)}
+        for config in current.values():
+            if config.id not in wanted:
+                self.remove_backend(pool, config.id)
+        live = self.generation.pools.get(pool)
+        for config in wanted.values():
+            old = current.get(config.id)
+            backend = live.backends.get(config.id) if live is not None else None
+            if old is not None and old.weight != config.weight and backend is not None:
+                # The entry's weight changed in a reload: its backends take it, as the file's do.
+                self.dynamic.put(pool, config)
+                backend.config_weight = config.weight
+                backend.set_weight(config.weight)
+            self.add_backend(pool, config)
+
+    def _answered(self, pool: str, target: DiscoverConfig, endpoints: frozenset[Endpoint]) -> None:
+        """The leader's resolver answered: apply it here, and tell the other workers."""
+        self.discovered(pool, target, endpoints)
+        if self.shared_answers is not None:
+            self.shared_answers.publish(pool, target, endpoints)
+
+    def _leading(self) -> bool:
+        return self.leader.is_leader
+
+    async def _reap(self) -> None:
+        for leaving in self.dynamic.gone():
+            backend = leaving.backend
+            live = self.generation.pools.get(leaving.pool)
+            if live is not None and live.backends.get(backend.id) is backend:
+                live.remove(backend.id)
+            key = (leaving.pool, backend.id, backend.url)
+            if self.backends.get(key) is backend:
+                del self.backends[key]
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start everything; if a part cannot start, stop what did and raise its error, so a
         host that fails at startup leaves no health checks, Redis connections or sockets behind."""
         use_level(self.config.logging.level)
+        self.access_log.worker = os.getpid()
         if not announced():  # `lb serve` announced before forking; any other host did not
             announce(self.config, ())
         try:
             await self.metrics.start()
+            # Before the generation's services: the health checkers ask who leads and what the
+            # instance knows already (a worker restarted after a crash catches up here).
+            instance: list[Service] = [self.leader]
+            if self.shared_health is not None:
+                poll = Periodic("lb shared health", POLL_INTERVAL, self.shared_health.tick)
+                instance += [self.shared_health, poll]
+            if self.shared_answers is not None:
+                answers = self.shared_answers
+                instance += [answers, Periodic("lb shared discovery", ANSWERS_POLL, answers.tick)]
+            for service in instance:
+                await service.start()
+                self._instance_services.append(service)
             for service in self.generation.services():
                 await service.start()
                 self.services.append(service)
             await self.control.start()
+            await self._discovery.start()
+            await self._reaper.start()
             if self.admin_listen is not None:
                 listener = AdminListener(self, self.admin_listen)
                 await listener.start()
@@ -254,9 +400,13 @@ class Runtime:
         if self._admin_listener is not None:
             await self._admin_listener.stop()
             self._admin_listener = None
+        await self._reaper.stop()
+        await self._discovery.stop()
         await self.control.stop()
         services, self.services = self.services, []
         await _stop_all(reversed(services), "at shutdown")
+        instance, self._instance_services = self._instance_services, []
+        await _stop_all(reversed(instance), "at shutdown")
         await self.metrics.stop()
         await self.client.aclose()
         self.access_log.close()
@@ -274,6 +424,28 @@ async def _stop_all(services: Iterable[Service], why: str) -> None:
             await service.stop()
         except Exception:  # noqa: BLE001 - the first error (or the new generation) stands
             logger.exception("stopping %r %s", service, why)
+
+
+def origin_limits(pools: Iterable[Pool]) -> dict[Origin, Limits]:
+    """The transport's circuit breakers per backend origin, from the pools' `limits`. A backend
+    in two pools takes the tighter value of each limit: the transport pools by origin."""
+    merged: dict[Origin, Limits] = {}
+    for pool in pools:
+        config = pool.config.limits
+        if config is None:
+            continue
+        limits = Limits(
+            config.max_connections, config.max_pending, config.max_requests_per_connection
+        )
+        for backend in pool.backends.values():
+            origin = origin_of(backend.url)
+            old = merged.get(origin)
+            merged[origin] = limits if old is None else Limits(*map(_tighter, old, limits))
+    return merged
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _max_connect_timeout(config: Config) -> float:

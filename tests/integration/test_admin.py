@@ -79,6 +79,7 @@ def test_drain_takes_a_backend_out_and_active_brings_it_back(two) -> None:  # ty
         "pool": "web",
         "id": "b1",
         "url": backends[0][1].url,
+        "origin": "config",
         "state": "draining",
         "admin_state": "draining",
         "weight": 1,

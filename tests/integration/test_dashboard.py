@@ -146,6 +146,13 @@ def test_dashboard_with_a_token_and_across_a_reload(  # type: ignore[no-untyped-
     expect(_card(page, "b2").locator('[data-role="state"]')).to_have_text("healthy")
     expect(_card(page, "b1").locator('[data-role="state"]')).to_have_text("disabled")
 
+    # A backend the admin API adds shows up, with where it comes from.
+    added = {"url": b2[1].url, "id": "b2-api"}
+    response = httpx.post(lb.url + "/_lb/pools/web/backends", headers=auth, json=added)
+    assert response.status_code == 201
+    expect(_card(page, "b2-api").locator('[data-role="origin"]')).to_have_text("api")
+    expect(_card(page, "b1").locator('[data-role="origin"]')).to_have_text("config")
+
 
 def test_dashboard_of_several_workers(page, start_backends, lb_process) -> None:  # type: ignore[no-untyped-def]
     expect = _expect()
@@ -169,3 +176,30 @@ def test_dashboard_of_several_workers(page, start_backends, lb_process) -> None:
         pids = {str(w["pid"]) for w in httpx.get(lb.url + "/_lb/status").json()["workers"]}
         assert {rows.nth(i).get_attribute("data-pid") for i in range(2)} == pids
         expect(page.locator("#workers-meta")).to_have_text("2 live")
+
+
+def test_dashboard_shows_a_pools_limits_and_its_queue(  # type: ignore[no-untyped-def]
+    page, start_backends, start_balancer
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    expect = _expect()
+    ((app, server),) = start_backends(1)
+    app.delay = 1.5  # the last of three waits 3 s, within timeouts.pool
+    limits = {"max_connections": 1, "max_pending": 2}
+    config = pool_config([{"url": server.url, "id": "b1"}], limits=limits)
+    # Only /q reaches the pool, not the page's /favicon.ico (two pools: no fallback route).
+    config["routes"] = [{"pool": "web", "path_prefix": "/q"}]
+    config["pools"]["other"] = {"backends": [server.url]}
+    lb = start_balancer(config)
+    page.goto(lb.url + "/_lb/dashboard")
+    meta = page.locator('section[data-pool="web"]')
+    expect(meta).to_contain_text("limits connections ≤ 1, pending ≤ 2")
+    card = _card(page, "b1")
+    expect(card.locator('[data-role="pending"]')).to_have_text("0")
+    with ThreadPoolExecutor(3) as pool:
+        answers = [pool.submit(httpx.get, lb.url + f"/q/{i}", timeout=20) for i in range(3)]
+        expect(card.locator('[data-role="connections"]')).to_have_text("1")
+        expect(card.locator('[data-role="pending"]')).to_have_text("2")
+        expect(card.locator('[data-role="pending"]')).to_have_class(re.compile(r"\bbad\b"))
+        assert [a.result().status_code for a in answers] == [200] * 3

@@ -177,7 +177,7 @@ def test_two_balancers_in_one_process_share_no_metrics(start_backends, start_bal
 
 
 BACKEND_KEYS = {
-    "id", "url", "state", "weight", "active_requests", "requests_total", "failures_total",
+    "id", "url", "origin", "state", "weight", "active_requests", "requests_total", "failures_total",
     "latency_ms",
 }  # fmt: skip
 
@@ -209,6 +209,7 @@ def test_status_json_schema_and_values(three) -> None:  # type: ignore[no-untype
     for b, (app, server) in zip(pool["backends"], backends, strict=True):
         assert set(b) == BACKEND_KEYS
         assert b["url"] == server.url and b["state"] == "healthy" and b["weight"] == 1
+        assert b["origin"] == "config"
         assert b["active_requests"] == 0
         assert b["requests_total"] == app.count()
         assert b["failures_total"] == app.count("/status/500")

@@ -22,7 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from lb import multiprocess as mp
-from servers import free_port, lb_env, wait_until
+from servers import environ_of, free_port, lb_env, wait_until, workers_of
 
 MAX_REQUESTS = 400  # bound on the traffic it may take for both workers to have served some
 
@@ -76,17 +76,6 @@ def check_totals(url: str, expected: int) -> None:
 
     # Backend counters reach the shared files on each worker's 1 s refresh.
     wait_until(status_total, 10)
-
-
-def workers_of(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        items = [e.decode(errors="replace") for e in f.read().split(b"\0") if e]
-    return dict(item.split("=", 1) for item in items if "=" in item)
 
 
 def test_lb_serve_two_workers_report_the_sum(start_backends, lb_process) -> None:  # type: ignore[no-untyped-def]

@@ -137,7 +137,7 @@ def test_active_returns_a_backend_to_what_its_health_says() -> None:
 def test_control_file_update_read_and_signature(tmp_path) -> None:  # type: ignore[no-untyped-def]
     file = ControlFile(str(tmp_path))
     assert file.signature() is None
-    assert file.read() == {"seq": 0, "overrides": [], "events": []}
+    assert file.read() == {"seq": 0, "overrides": [], "backends": [], "events": []}
 
     def event(document: dict[str, object], seq: int) -> bool:
         add_event(document, seq, "me", "reload", {})
@@ -187,11 +187,11 @@ def test_control_file_tolerates_a_corrupt_document(tmp_path) -> None:  # type: i
     file = ControlFile(str(tmp_path))
     assert file.read()["seq"] == 0
     (tmp_path / "control.json").write_text('{"seq": 3, "overrides": 5}')
-    assert file.read() == {"seq": 3, "overrides": [], "events": []}
+    assert file.read() == {"seq": 3, "overrides": [], "backends": [], "events": []}
 
 
 def test_put_override_keeps_the_later_change() -> None:
-    document: dict[str, object] = {"seq": 0, "overrides": [], "events": []}
+    document: dict[str, object] = {"seq": 0, "overrides": [], "backends": [], "events": []}
     newer = Override("web", "a", "u", "draining", at=2.0).to_json()
     older = Override("web", "a", "u", "disabled", at=1.0).to_json()
     other = Override("web", "b", "u", "disabled", at=1.0).to_json()

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import time
 
 import pytest
@@ -64,6 +65,7 @@ def test_json_line_has_every_spec_field(tmp_path) -> None:  # type: ignore[no-un
     assert record["time"].endswith("Z") and len(record["time"]) == len("2024-01-01T00:00:00.000Z")
     assert record["duration_ms"] == 12.5
     assert record["path"] == "/a?b=1" and record["trace_id"] == TRACE
+    assert record["worker"] == os.getpid()  # which worker of the instance served it
     assert "error" not in record
 
 
@@ -76,7 +78,7 @@ def test_text_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     log.close()
     line = path.read_text()
     assert 'method=GET path="/a?b=1" status=200' in line
-    assert 'upstream_ms=- error="connect_error (refused)"' in line
+    assert f'upstream_ms=- worker={os.getpid()} error="connect_error (refused)"' in line
 
 
 def test_use_level_leaves_a_host_configured_level_alone() -> None:
@@ -100,6 +102,24 @@ def test_log_config_routes_lb_loggers_at_the_configured_level() -> None:
     assert "format" in text["formatters"]["lb"]
 
 
+@pytest.mark.parametrize("name", ["lb", "default"])
+def test_text_lines_carry_the_pid(name: str) -> None:
+    """lb's lines and uvicorn's ("Application startup complete") tell the workers apart."""
+    import logging.config
+
+    config = log_config(LoggingConfig(format="text"))
+    spec = dict(config["formatters"][name])
+    factory = spec.pop("()", logging.Formatter)
+    if "format" in spec:
+        spec["fmt"] = spec.pop("format")
+    if isinstance(factory, str):
+        module, _, attr = factory.rpartition(".")
+        factory = getattr(__import__(module, fromlist=[attr]), attr)
+    formatter = factory(**spec)
+    record = logging.LogRecord("lb.health", logging.WARNING, __file__, 1, "down", (), None)
+    assert f"[pid {os.getpid()}]" in formatter.format(record)
+
+
 def test_json_formatter() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -108,6 +128,7 @@ def test_json_formatter() -> None:
     handler.emit(record)
     out = json.loads(stream.getvalue())
     assert out["level"] == "warning" and out["logger"] == "lb.proxy" and out["message"] == "x=1"
+    assert out["pid"] == os.getpid()
 
 
 @given(

@@ -253,6 +253,8 @@ def test_render_is_prometheus_text_with_every_family() -> None:
         "lb_backend_requests",
         "lb_backend_failures",
         "lb_pool_usable_backends",
+        "lb_mirror_requests",
+        "lb_pool_overflows",
     } <= families
 
 

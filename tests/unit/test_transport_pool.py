@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from lb.transport import Transport
+from lb.transport import Limits, PoolOverflow, Transport, request_sent
 from lb.transport.pool import OriginPool
 
 
@@ -27,6 +27,7 @@ class FakeConn:
         self.pooled = False
         self.keepalive = pool.keepalive_expiry  # as lb's Connection starts
         self.expires = 0.0
+        self.exchanges = 0
 
     def close(self) -> None:
         if not self.closed:
@@ -219,3 +220,85 @@ async def test_a_waiter_cancelled_after_its_grant_passes_it_on(grant: str) -> No
     else:
         assert pool.size == 1 and conn.pooled is (grant == "connection")
     await transport.aclose()
+
+
+async def test_limits_lower_the_cap_and_bound_the_queue() -> None:
+    pool = make_pool(FakeClock(), max_connections=10)
+    pool.limit(Limits(max_connections=1, max_pending=1))
+    assert pool.reserve() and not pool.reserve()
+    assert not pool.overflows()  # nobody waits yet: one may
+    pool.waiters.append(asyncio.get_running_loop().create_future())
+    assert pool.overflows()
+    pool.limit(None)  # lifted: the transport's own cap, no bound on the queue
+    assert pool.max_connections == 10 and pool.max_pending is None and not pool.overflows()
+
+
+async def test_raising_the_cap_grants_slots_to_waiters_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    pool = make_pool(FakeClock(), max_connections=10)
+    pool.limit(Limits(max_connections=1))
+    open_conns(pool, "a")
+    waiters: list[asyncio.Future[FakeConn | None]] = [loop.create_future() for _ in range(3)]
+    pool.waiters.extend(waiters)
+    pool.limit(Limits(max_connections=3))
+    assert [w.done() for w in waiters] == [True, True, False]
+    assert waiters[0].result() is None and pool.size == 3 and pool.queued == 1
+
+
+def test_a_connection_is_retired_after_max_requests() -> None:
+    pool = make_pool(FakeClock())
+    pool.limit(Limits(max_requests=2))
+    (conn,) = open_conns(pool, "a")
+    conn.exchanges = 1
+    pool.release(conn)
+    assert pool.take_idle() is conn
+    conn.exchanges = 2
+    pool.release(conn)  # its second exchange: closed, its slot freed
+    assert conn.closed and not pool.idle and pool.size == 0
+
+
+async def test_transport_refuses_at_once_beyond_max_pending() -> None:
+    transport = Transport()
+    origin = (b"http", b"backend", 80)
+    transport.set_limits({origin: Limits(max_connections=1, max_pending=1)})
+    pool = transport._open_pool(origin)
+    open_conns(pool, "a")  # type: ignore[arg-type]
+    waiting = asyncio.create_task(transport._acquire(pool, origin, None, 5.0, 1.0))
+    await asyncio.sleep(0)
+    assert transport.load(origin) == (1, 1)
+    with pytest.raises(PoolOverflow) as caught:
+        await transport._acquire(pool, origin, None, 5.0, 1.0)
+    assert isinstance(caught.value, httpx.PoolTimeout) and not request_sent(caught.value)
+    transport.set_limits({})  # lifted on a live pool
+    assert pool.max_connections == 1000 and pool.max_pending is None
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await transport.aclose()
+
+
+def test_lowering_the_cap_closes_idle_connections_above_it() -> None:
+    pool = make_pool(FakeClock())
+    a, b, c = open_conns(pool, "a", "b", "c")
+    pool.release(a)
+    pool.release(b)  # c stays busy
+    pool.limit(Limits(max_connections=2))
+    assert a.closed and not b.closed and list(pool.idle) == [b] and pool.size == 2
+    pool.limit(Limits(max_connections=1))
+    assert b.closed and not pool.idle and pool.size == 1 and not c.closed
+
+
+async def test_a_check_may_go_past_the_cap_and_its_connection_then_closes() -> None:
+    loop = asyncio.get_running_loop()
+    pool = make_pool(FakeClock())
+    pool.limit(Limits(max_connections=1))
+    (busy,) = open_conns(pool, "busy")
+    assert not pool.reserve() and pool.reserve(limited=False)  # a health check's own slot
+    check = FakeConn(pool, "check")
+    pool.connections.add(check)
+    waiter: asyncio.Future[FakeConn | None] = loop.create_future()
+    pool.waiters.append(waiter)
+    pool.release(check)  # one too many: closed, and its slot is not passed on
+    assert check.closed and not waiter.done() and pool.size == 1
+    pool.release(busy)  # within the cap: straight to the waiter
+    assert waiter.result() is busy and not busy.closed

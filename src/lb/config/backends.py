@@ -1,4 +1,5 @@
-"""Validation of a pool's `backends` list: URLs normalised to `scheme://host:port`, unique ids."""
+"""Validation of a pool's `backends` list: URLs normalised to `scheme://host:port`, unique ids,
+and the entries that discover backends through DNS (`discover: dns | srv`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,23 @@ import ipaddress
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from lb.config.fields import Invalid, Problems, Section, child, describe, item, to_int
-from lb.config.model import BackendConfig
+from lb.config.fields import (
+    Invalid,
+    Problems,
+    Section,
+    child,
+    describe,
+    item,
+    to_choice,
+    to_int,
+    to_str,
+)
+from lb.config.model import BackendConfig, DiscoverConfig, Origin
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_SCHEMES: tuple[Literal["http", "https"], ...] = ("http", "https")
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 # Ids appear in admin URLs, metrics labels and logs: no whitespace, no slash.
 _BACKEND_ID = re.compile(r"[^\s/]{1,128}")
@@ -94,8 +106,11 @@ def _to_id(value: Any) -> str:
     )
 
 
-def _read_backend(value: Any, path: str, problems: Problems) -> tuple[BackendConfig | None, bool]:
-    """The backend and whether its id was given explicitly; None when invalid (recorded)."""
+def read_backend(
+    value: Any, path: str, problems: Problems, origin: Origin = "config"
+) -> tuple[BackendConfig | None, bool]:
+    """The backend and whether its id was given explicitly; None when invalid (recorded). The admin
+    API's `POST .../backends` reads its body with this too, so both say the same about a backend."""
     if isinstance(value, str):
         try:
             url, default_id = to_backend_url(value)
@@ -103,7 +118,7 @@ def _read_backend(value: Any, path: str, problems: Problems) -> tuple[BackendCon
             # Reported under `.url` as for the long form, so the path reads the same either way.
             problems.add(child(path, "url"), str(exc))
             return None, False
-        return BackendConfig(url=url, id=default_id), False
+        return BackendConfig(url=url, id=default_id, origin=origin), False
     if not isinstance(value, Mapping):
         problems.add(path, f"expected a URL or a mapping with 'url', got {describe(value)}")
         return None, False
@@ -114,26 +129,71 @@ def _read_backend(value: Any, path: str, problems: Problems) -> tuple[BackendCon
     if parsed is None:
         return None, False
     url, default_id = parsed
-    return BackendConfig(url=url, id=backend_id or default_id, weight=weight), s.has("id")
+    config = BackendConfig(url=url, id=backend_id or default_id, weight=weight, origin=origin)
+    return config, s.has("id")
 
 
-def read_backends(pool: Section, problems: Problems) -> tuple[BackendConfig, ...]:
+def _read_discover(
+    value: Mapping[Any, Any], path: str, problems: Problems
+) -> DiscoverConfig | None:
+    """`{url: http://web:8000, discover: dns}` or `{srv: _http._tcp.web, discover: srv}`."""
+    kind = value.get("discover")
+    if kind == "srv":
+        s = Section(value, path, problems, ("srv", "discover", "scheme", "weight"))
+        name = s.require("srv", _to_srv_name)
+        scheme = s.read("scheme", _SCHEMES[0], to_choice(_SCHEMES, lower=True))
+        weight = s.read("weight", 1, to_int(0))
+        if name is None:
+            return None
+        return DiscoverConfig("srv", name, 0, scheme, weight)
+    s = Section(value, path, problems, ("url", "discover", "weight"))
+    if kind != "dns":
+        s.error("discover", f"expected dns or srv, got {describe(kind)}")
+        return None
+    parsed = s.require("url", to_backend_url)
+    weight = s.read("weight", 1, to_int(0))
+    if parsed is None:
+        return None
+    url = urllib.parse.urlsplit(parsed[0])
+    port = url.port or _DEFAULT_PORTS[url.scheme]
+    return DiscoverConfig("dns", url.hostname or "", port, _SCHEMES[url.scheme == "https"], weight)
+
+
+def _to_srv_name(value: Any) -> str:
+    name = normalise_host(to_str(value))
+    if name.startswith("["):
+        raise Invalid(f"expected an SRV name such as _http._tcp.web.example, got {describe(value)}")
+    return name.removesuffix(".")
+
+
+def read_backends(
+    pool: Section, problems: Problems
+) -> tuple[tuple[BackendConfig, ...], tuple[DiscoverConfig, ...]]:
+    """The pool's backends, and the names it discovers more from (entries with `discover`)."""
     path = pool.key_path("backends")
     if not pool.has("backends"):
         problems.add(path, "required")
-        return ()
+        return (), ()
     value = pool.raw("backends")
     if not isinstance(value, list | tuple):
         problems.add(path, f"expected a list of backends, got {describe(value)}")
-        return ()
+        return (), ()
     if not value:
         problems.add(path, "at least one backend is required")
-        return ()
+        return (), ()
     backends: list[BackendConfig] = []
+    discover: list[DiscoverConfig] = []
     seen: set[str] = set()
     for index, raw in enumerate(value):
         backend_path = item(path, index)
-        backend, explicit_id = _read_backend(raw, backend_path, problems)
+        if isinstance(raw, Mapping) and "discover" in raw:
+            target = _read_discover(raw, backend_path, problems)
+            if target is not None and any(t.name == target.name for t in discover):
+                problems.add(backend_path, f"{target.name!r} is discovered twice in this pool")
+            elif target is not None:
+                discover.append(target)
+            continue
+        backend, explicit_id = read_backend(raw, backend_path, problems)
         if backend is None:
             continue
         if backend.id in seen:
@@ -147,4 +207,4 @@ def read_backends(pool: Section, problems: Problems) -> tuple[BackendConfig, ...
             continue
         seen.add(backend.id)
         backends.append(backend)
-    return tuple(backends)
+    return tuple(backends), tuple(discover)

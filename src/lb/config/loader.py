@@ -17,7 +17,14 @@ from lb.config.fields import ConfigError, Problems, Section, describe, read_netw
 from lb.config.model import Config
 from lb.config.pools import read_pools
 from lb.config.routes import read_rate_limit, read_routes
-from lb.config.sections import read_admin, read_cache, read_logging, read_metrics, read_server
+from lb.config.sections import (
+    read_admin,
+    read_cache,
+    read_discovery,
+    read_logging,
+    read_metrics,
+    read_server,
+)
 from lb.config.tls import check_shared_origins
 
 _TOP_LEVEL_KEYS = (
@@ -30,6 +37,7 @@ _TOP_LEVEL_KEYS = (
     "metrics",
     "logging",
     "server",
+    "discovery",
 )
 
 
@@ -135,6 +143,7 @@ def _build(data: Any, source: str | None, environ: Mapping[str, str]) -> Config:
         metrics=read_metrics(top.raw("metrics"), problems),
         logging=read_logging(top.raw("logging"), problems),
         server=read_server(top.raw("server"), problems),
+        discovery=read_discovery(top.raw("discovery"), problems),
         source=source,
     )
     if problems:

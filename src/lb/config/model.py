@@ -16,11 +16,35 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+Origin = Literal["config", "api", "dns"]
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     url: str  # normalised: scheme://host:port, no trailing slash, no path
     id: str  # default "host:port"
     weight: int = 1  # 0: no new traffic
+    # Who made it: the config file, the admin API (POST .../backends) or DNS discovery.
+    origin: Origin = "config"
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """A backend entry that stands for the addresses a DNS name resolves to (SPEC section 13):
+    `{url: http://web:8000, discover: dns}` or `{srv: _http._tcp.web, discover: srv}`."""
+
+    kind: Literal["dns", "srv"]
+    name: str  # the host name (dns) or the SRV name, lower case, no final dot
+    port: int = 0  # dns: the URL's port; srv: each record carries its own
+    scheme: Literal["http", "https"] = "http"
+    weight: int = 1  # of each backend it becomes
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    interval: float = 5.0  # between lookups of each name (sooner when the TTL is shorter)
+    resolvers: tuple[str, ...] = ()  # "10.0.0.2", "127.0.0.1:5353", "[::1]:53"; (): the system's
+    timeout: float = 2.0  # one lookup, every resolver tried
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,15 @@ class PoolTLSConfig:
 
 
 @dataclass(frozen=True)
+class PoolLimitsConfig:
+    """A pool's circuit breakers (Envoy's), each per backend; None: no limit of that kind."""
+
+    max_connections: int | None = None  # open or opening upstream connections
+    max_pending: int | None = None  # requests waiting for a connection; more: 503 at once
+    max_requests_per_connection: int | None = None  # then the connection is closed
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     backends: tuple[BackendConfig, ...]
@@ -105,6 +138,8 @@ class PoolConfig:
     # 0: only when none is usable; None (`panic_threshold: false`): panic mode off, 503 instead.
     panic_threshold: float | None = 0.0
     tls: PoolTLSConfig | None = None  # None: system CAs, verified, the backend's host as SNI
+    limits: PoolLimitsConfig | None = None  # None: no circuit breakers
+    discover: tuple[DiscoverConfig, ...] = ()  # names resolved to more backends at run time
 
 
 @dataclass(frozen=True)
@@ -134,6 +169,16 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class MirrorConfig:
+    """A route's shadow traffic: copies of `percent` of its requests to `pool`."""
+
+    pool: str
+    percent: float = 100.0
+    max_in_flight: int = 64  # copies under way at once, per route; more are dropped
+    max_body_bytes: int = 64 * 1024  # a request with a longer body is not mirrored
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     pool: str
     host: str | None = None  # lower-case, no port; "*.example.com" matches any subdomain
@@ -146,6 +191,7 @@ class RouteConfig:
     # Client IPs: refused when in `deny`, or when `allow` is not empty and they are not in it.
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
+    mirror: MirrorConfig | None = None  # shadow copies of this route's requests
 
 
 @dataclass(frozen=True)
@@ -211,12 +257,16 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     server: ServerConfig = ServerConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
     source: str | None = None  # path the config was read from, for reload
 
     def summary(self) -> str:
         backends = sum(len(p.backends) for p in self.pools.values())
+        names = sum(len(p.discover) for p in self.pools.values())
+        discovered = f" + {names} discovered name(s)" if names else ""
         features = [n for n in ("rate_limit", "cache") if getattr(self, n) is not None]
         extra = f", {', '.join(features)} on" if features else ""
         return (
-            f"{len(self.pools)} pool(s), {backends} backend(s), {len(self.routes)} route(s){extra}"
+            f"{len(self.pools)} pool(s), {backends} backend(s){discovered}, "
+            f"{len(self.routes)} route(s){extra}"
         )

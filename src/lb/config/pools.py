@@ -30,6 +30,7 @@ from lb.config.model import (
     HealthCheckConfig,
     PassiveHealthConfig,
     PoolConfig,
+    PoolLimitsConfig,
     RetryConfig,
     StickyConfig,
     TimeoutConfig,
@@ -57,6 +58,7 @@ _POOL_KEYS = (
     "slow_start",
     "panic_threshold",
     "tls",
+    "limits",
 )
 _PERCENT = to_number(0, 100)
 _EXAMPLE_NAMES = {"header": "X-User-ID", "cookie": "session", "query": "user"}
@@ -259,6 +261,20 @@ def _read_timeouts(value: Any, path: str, problems: Problems) -> TimeoutConfig:
     )
 
 
+def _read_limits(value: Any, path: str, problems: Problems) -> PoolLimitsConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        problems.add(path, f"expected a mapping, got {describe(value)}")
+        return None
+    s = Section(value, path, problems, tuple(PoolLimitsConfig.__dataclass_fields__))
+    return PoolLimitsConfig(
+        max_connections=s.read_optional("max_connections", None, to_int(1)),
+        max_pending=s.read_optional("max_pending", None, to_int(0)),
+        max_requests_per_connection=s.read_optional("max_requests_per_connection", None, to_int(1)),
+    )
+
+
 def _to_panic_threshold(value: Any) -> float | None:
     """A percentage, or false to turn panic mode off."""
     if value is False:
@@ -287,7 +303,7 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         return None
     s = Section(value, path, problems, _POOL_KEYS)
     d = PoolConfig(name=name, backends=())
-    backends = read_backends(s, problems)
+    backends, discover = read_backends(s, problems)
     strategy = s.read("strategy", d.strategy, to_strategy)
     strategy_options: dict[str, object] = s.read("strategy_options", {}, _to_options)
     if s.valid("strategy", "strategy_options"):
@@ -314,6 +330,8 @@ def read_pool(name: str, value: Any, path: str, problems: Problems) -> PoolConfi
         slow_start=s.read("slow_start", d.slow_start, to_duration(positive=False)),
         panic_threshold=s.read("panic_threshold", d.panic_threshold, _to_panic_threshold),
         tls=read_pool_tls(s.raw("tls"), s.key_path("tls"), problems),
+        limits=_read_limits(s.raw("limits"), s.key_path("limits"), problems),
+        discover=discover,
     )
 
 

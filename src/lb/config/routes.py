@@ -24,7 +24,7 @@ from lb.config.fields import (
     to_str,
     to_url_path,
 )
-from lb.config.model import DEFAULT_REDIS_URL, RateLimitConfig, RouteConfig
+from lb.config.model import DEFAULT_REDIS_URL, MirrorConfig, RateLimitConfig, RouteConfig
 from lb.config.pools import TOKEN
 
 STORES: tuple[Literal["memory", "redis"], ...] = ("memory", "redis")
@@ -40,6 +40,7 @@ _ROUTE_KEYS = (
     "max_body_bytes",
     "allow",
     "deny",
+    "mirror",
 )
 
 
@@ -162,6 +163,27 @@ def to_path_prefix(value: Any) -> str:
     return text.rstrip("/") or "/"
 
 
+def _read_mirror(
+    value: Any, path: str, problems: Problems, pool_names: Collection[str]
+) -> MirrorConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        problems.add(path, f"expected a mapping with 'pool', got {describe(value)}")
+        return None
+    s = Section(value, path, problems, tuple(MirrorConfig.__dataclass_fields__))
+    pool = s.require("pool", to_str)
+    if pool is not None and pool not in pool_names:
+        s.error("pool", f"unknown pool {pool!r}{suggest(pool, pool_names)}")
+    d = MirrorConfig(pool="")
+    percent = s.read("percent", d.percent, to_number(0, 100))
+    max_in_flight = s.read("max_in_flight", d.max_in_flight, to_int(1))
+    max_body_bytes = s.read("max_body_bytes", d.max_body_bytes, to_size(0))
+    if pool is None:
+        return None
+    return MirrorConfig(pool, percent, max_in_flight, max_body_bytes)
+
+
 def _read_route(
     value: Any,
     path: str,
@@ -200,6 +222,7 @@ def _read_route(
         max_body_bytes=s.read_optional("max_body_bytes", None, to_size(0)),
         allow=read_networks(s, "allow", ()),
         deny=read_networks(s, "deny", ()),
+        mirror=_read_mirror(s.raw("mirror"), s.key_path("mirror"), problems, pool_names),
     )
 
 

@@ -1,4 +1,5 @@
-"""Validation of the smaller top-level sections: cache, admin, metrics, logging and server."""
+"""Validation of the smaller top-level sections: cache, admin, metrics, logging, server and
+discovery."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from lb.config.fields import (
 from lb.config.model import (
     AdminConfig,
     CacheConfig,
+    DiscoveryConfig,
     LoggingConfig,
     MetricsConfig,
     ServerConfig,
@@ -196,4 +198,41 @@ def read_server(value: Any, problems: Problems) -> ServerConfig:
         tls=read_server_tls(s.raw("tls"), s.key_path("tls"), problems),
         proxy_protocol=s.read("proxy_protocol", d.proxy_protocol, to_bool),
         error_detail=s.read("error_detail", d.error_detail, to_choice(ERROR_DETAILS)),
+    )
+
+
+def to_resolver(value: Any) -> str:
+    """`10.0.0.2`, `10.0.0.2:5353`, `::1` or `[::1]:5353`: a resolver is an address, never a
+    name (which would need a resolver first)."""
+    text = to_str(value)
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = rest.removeprefix(":") if rest.startswith(":") else "x"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        message = f"expected an IP address with an optional :port, got {describe(value)}"
+        raise Invalid(message) from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise Invalid(f"invalid port in {describe(value)}")
+    return text
+
+
+def read_discovery(value: Any, problems: Problems) -> DiscoveryConfig:
+    d = DiscoveryConfig()
+    data = _mapping(value, "discovery", problems)
+    if data is None:
+        return d
+    s = Section(data, "discovery", problems, tuple(DiscoveryConfig.__dataclass_fields__))
+    resolvers: tuple[str, ...] | None = d.resolvers
+    if s.has("resolvers"):
+        resolvers = to_list(s.raw("resolvers"), s.key_path("resolvers"), problems, to_resolver)
+    return DiscoveryConfig(
+        interval=s.read("interval", d.interval, to_duration(positive=True)),
+        resolvers=resolvers or (),
+        timeout=s.read("timeout", d.timeout, to_duration(positive=True)),
     )

@@ -38,7 +38,8 @@ class Live(Protocol):
 
 
 class PatchError(LBError, ValueError):
-    """A PATCH body that cannot be applied; `problems` name each mistake."""
+    """An admin body (PATCH a backend, POST a new one) that cannot be applied; `problems` name
+    each mistake."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))

@@ -1,14 +1,15 @@
 """`Control` (`app.control`): runtime changes to one app, and sharing them with its peers.
 
-Three kinds of change reach a running app: admin overrides of backends (PATCH), reloads (POST
-reload, SIGHUP, the file watch) and cache purges (and any kind a module adds with `on`). Each is
-applied in this process at once, then shared: with the other workers of the instance through the
-control file (`shared.py`), whose writer raises the shared sequence number and wakes every live
-worker (`workers.py`), then waits (at most `ASK_TIMEOUT`) until each has applied it; and, for
-overrides and purges, with other instances through Redis pub/sub (`bus.py`) when the config uses a
-Redis store, counting the instances that acknowledge within the same bound. Before each request a
-worker compares the shared sequence number with `seen_seq` and catches up first if it is behind
-(`lb.app`). Everything here runs on the app's event loop.
+Four kinds of change reach a running app: admin overrides of backends (PATCH), backends the admin
+API adds and removes (POST, DELETE: `members.py`), reloads (POST reload, SIGHUP, the file watch)
+and cache purges (and any kind a module adds with `on` or `on_document`). Each is applied in this
+process at once, then shared: with the other workers of the instance through the control file
+(`shared.py`), whose writer raises the shared sequence number and wakes every live worker
+(`workers.py`), then waits (at most `ASK_TIMEOUT`) until each has applied it; and, for overrides,
+added backends and purges, with other instances through Redis pub/sub (`bus.py`) when the config
+uses a Redis store, counting the instances that acknowledge within the same bound. Before each
+request a worker compares the shared sequence number with `seen_seq` and catches up first if it is
+behind (`lb.app`). Everything here runs on the app's event loop.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from lb.backend import AdminState, Backend
-from lb.config import Config, ConfigError, load_config
+from lb.config import BackendConfig, ConfigError, load_config
 from lb.control.bus import RedisBus, bus_url
+from lb.control.host import Change, ConfigSource, Data, EventHandler, Host
+from lb.control.members import ApiBackends, BackendChange, put_backend
 from lb.control.overrides import BackendKey, Live, Override, apply, configured_weight, find_backend
 from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError, describe, log_purge, log_reload, log_reload_failure
@@ -42,41 +45,15 @@ from lb.control.shared import (
 )
 from lb.control.watch import ConfigWatch
 from lb.control.workers import ALONE, Applied, Peers, WorkerInfo
-from lb.redis_client import RedisClients
 from lb.tls import TLSError
-
-ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
 logger = logging.getLogger("lb.control")
 
-POLL_INTERVAL = 2.0  # a safety net only: changes arrive by wake-up, and requests check `behind`
+POLL_INTERVAL = 2.0  # a safety net only: changes arrive by wake-up, and requests check the seq
 WATCH_INTERVAL = 1.0  # how often `server.watch_config` looks at the config file
 ASK_TIMEOUT = 2.0  # how long an admin change waits for every worker (and instance) to apply it
 FLUSH_TIMEOUT = 1.0  # how long a scrape or status read waits for every worker's counts
 REPLAY_SLACK = 1.0  # reloads up to this long before a worker loaded its config are run again
-
-EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
-Data = dict[str, Any]
-Change = Callable[[Data, int], bool]  # an edit of the control document (see ControlFile.update)
-
-
-class Host(Protocol):
-    """What control changes (`lb.runtime.Runtime`): the live generation, and making a new one."""
-
-    @property
-    def generation(self) -> Live: ...
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def redis(self) -> RedisClients: ...
-
-    def reload_certificates(self) -> list[str]: ...
-
-    def refresh_metrics(self) -> None: ...
-
-    async def replace(self, config: Config) -> None: ...
 
 
 class Control:
@@ -86,6 +63,7 @@ class Control:
         self.instance = ""  # what other instances count this one by (its control directory)
         self.born = time.time()  # about when this app read its config
         self.overrides: dict[BackendKey, Override] = {}
+        self.members = ApiBackends(runtime)  # backends the admin API added and removed
         self.reloads = 0
         self.poll_interval = POLL_INTERVAL
         self.watch_interval = WATCH_INTERVAL
@@ -106,7 +84,10 @@ class Control:
         self._services: list[Periodic] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._file_signature: Signature | None = None
-        self._readers: list[Callable[[Data], None]] = [self._take_overrides]
+        self._readers: list[Callable[[Data], object]] = [
+            self._take_overrides,
+            self.members.take_all,
+        ]
         self._sighup_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -240,7 +221,7 @@ class Control:
             for kind, data in events_after(document, seen, self.origin):
                 await self._run_event(kind, data)
 
-    def on_document(self, reader: Callable[[Data], None]) -> None:
+    def on_document(self, reader: Callable[[Data], object]) -> None:
         """Have `reader(document)` see the control document at start and at every catch-up: for
         shared *state* (as overrides are) that a worker starting later must learn too."""
         self._readers.append(reader)
@@ -321,6 +302,24 @@ class Control:
         for override in self.overrides.values():
             apply(override, gen)
 
+    # -- backends added and removed by the admin API ---------------------------------------
+
+    async def add_backend(self, pool: str, config: BackendConfig) -> tuple[Backend, Applied]:
+        """Add `config` (origin api) to `pool` here, then in every peer; see `ApiBackends.add`."""
+        backend, change = self.members.add(pool, config)
+        return backend, await self._share_backend(change)
+
+    async def remove_backend(self, pool: str, backend_id: str) -> tuple[Backend, Applied]:
+        """Drain, then remove, an API backend here and in every peer; see `ApiBackends.remove`."""
+        backend, change = self.members.remove(pool, backend_id)
+        return backend, await self._share_backend(change)
+
+    async def _share_backend(self, change: BackendChange) -> Applied:
+        # The same way as an override's: the control file (state) and the bus.
+        data = change.to_json()
+        put = lambda document, seq: put_backend(document, data)  # noqa: E731
+        return await self.share(put, "backend", data, instances=True)
+
     # -- events ------------------------------------------------------------------------------
 
     def on(self, kind: str, handler: EventHandler) -> None:
@@ -351,6 +350,11 @@ class Control:
 
     async def _bus_message(self, message: dict[str, Any]) -> None:
         kind, data = message["kind"], message["data"]
+        if kind == "backend":
+            change = BackendChange.from_json(data)
+            if change is not None and self.members.take(change) and self.file is not None:
+                await self._write_file(lambda document, seq: put_backend(document, data))
+            return
         if kind == "override":
             override = Override.from_json(data)
             if override is None:

@@ -8,13 +8,15 @@ change:
 
     {"seq": 7,                      # bumped by every change
      "overrides": [OVERRIDE, ...],  # the admin state / weight of backends (see overrides.py)
+     "backends": [CHANGE, ...],     # backends the admin API added or removed (see members.py)
      "events": [{"seq": 7, "origin": "host:pid:nonce", "kind": "reload", "data": {},
                  "at": UNIX_TIME}, ...]}
 
-Overrides are state: a worker that starts late reads them and catches up. Events (reload, cache
-purge) are things to do once: a worker runs those newer than the `seq` it last saw, except its own.
-Whoever changes the file raises the shared sequence number (`workers.SharedSeq`, in the same
-directory) under the same lock, then wakes the workers (`workers.Peers`): see `runtime.Control`.
+Overrides and backend changes are state: a worker that starts late reads them and catches up.
+Events (reload, cache purge) are things to do once: a worker runs those newer than the `seq` it
+last saw, except its own. Whoever changes the file raises the shared sequence number
+(`workers.SharedSeq`, in the same directory) under the same lock, then wakes the workers
+(`workers.Peers`): see `runtime.Control`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ Signature = tuple[int, int, int]
 
 
 def empty_document() -> Document:
-    return {"seq": 0, "overrides": [], "events": []}
+    return {"seq": 0, "overrides": [], "backends": [], "events": []}
 
 
 class ControlFile:
@@ -83,7 +85,7 @@ class ControlFile:
             return empty_document()
         if not isinstance(data, dict) or not isinstance(data.get("seq"), int):
             return empty_document()
-        for key in ("overrides", "events"):
+        for key in ("overrides", "backends", "events"):
             if not isinstance(data.get(key), list):
                 data[key] = []
         return data

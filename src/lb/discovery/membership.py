@@ -18,10 +18,11 @@ def endpoint_id(name: str, endpoint: Endpoint) -> str:
 
 def next_delay(interval: float, ttl: float | None, floor: float = MIN_DELAY) -> float:
     """The next lookup comes after `interval`, sooner when the records' TTL is shorter (not below
-    `floor`); after a failed lookup (`ttl` None) the interval as configured."""
+    `floor`, which bounds the TTL only: an interval set below it is the operator's choice);
+    after a failed lookup (`ttl` None) the interval as configured."""
     if ttl is None:
         return interval
-    return max(floor, min(interval, ttl))
+    return min(interval, max(floor, ttl))
 
 
 @dataclass(frozen=True)

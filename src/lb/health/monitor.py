@@ -3,6 +3,10 @@ start meet, with the timers behind them and the one log line per transition.
 
 A `PoolHealth` belongs to its `Pool`; the pool's `HealthChecker` service starts and stops it with
 the app, which cancels its timers. State changes are synchronous (no `await`), so no locks.
+
+With several workers, what one worker sees is shared (`health.shared`): `share` publishes this
+worker's transitions and ejections, `adopt` applies those of the others, quietly (the worker that
+saw a change logged it: one line per instance).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from typing import Protocol
 
 from lb.backend import Backend
 from lb.config import PoolConfig
-from lb.health.outlier import OutlierDetector
+from lb.health.outlier import OutlierDetector, max_ejected
 from lb.health.slowstart import SlowStart
 from lb.metrics import Metrics
 
 logger = logging.getLogger("lb.health")
+
+# Publishes one field of a backend ("healthy", "ejected_until") and its value to the other workers.
+Share = Callable[[Backend, str, object], None]
 
 
 class Members(Protocol):
@@ -51,6 +58,8 @@ class PoolHealth:
         self.outlier = OutlierDetector(passive, clock) if passive is not None else None
         self.slow_start = SlowStart(config.slow_start, clock)
         self._returns: dict[str, asyncio.TimerHandle] = {}
+        self._adopted: set[str] = set()  # ejections another worker made: their end is not logged
+        self._share: Share | None = None
         self._stopped = False
 
     def __repr__(self) -> str:
@@ -60,8 +69,10 @@ class PoolHealth:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, share: Share | None = None) -> None:
+        """Start the timers; with `share`, this worker's changes are published to the others."""
         self._stopped = False
+        self._share = share
         # Backends carried over from the previous generation keep their ejection: take over the
         # timers that bring them back (the old generation cancelled its own when it stopped).
         now = self._clock()
@@ -74,6 +85,7 @@ class PoolHealth:
         """Cancel every timer; nothing is ejected after this (requests still finishing on this
         generation must not eject a backend that a newer generation now owns)."""
         self._stopped = True
+        self._share = None
         returns, self._returns = self._returns, {}
         for handle in returns.values():
             handle.cancel()
@@ -98,6 +110,9 @@ class PoolHealth:
         if duration is None:
             return
         self._schedule_return(backend, duration)
+        self._adopted.discard(backend.id)
+        if self._share is not None:
+            self._share(backend, "ejected_until", backend.ejected_until)
         logger.warning(
             "backend %s in pool %s ejected for %gs: %d failed requests in a row "
             "(ejection %d in a row)",
@@ -125,6 +140,9 @@ class PoolHealth:
             self.outlier.returned(backend)
         else:
             backend.set_ejected_until(0.0)
+        if backend.id in self._adopted:
+            self._adopted.discard(backend.id)
+            return  # the worker that ejected it says so
         logger.info("backend %s in pool %s is back from ejection", backend.id, self.pool.name)
 
     # -- active checks -------------------------------------------------------------------------
@@ -134,6 +152,8 @@ class PoolHealth:
         config = self.pool.config.health_check
         if healthy == backend.healthy:
             return
+        if self._share is not None:
+            self._share(backend, "healthy", healthy)
         if healthy:
             self.slow_start.begin(backend)
             backend.set_healthy(True)
@@ -153,6 +173,38 @@ class PoolHealth:
                 config.unhealthy_threshold if config else 1,
                 detail,
             )
+
+    def adopt(self, backend: Backend, healthy: bool | None, ejected_until: float) -> None:
+        """What another worker of the instance saw (`health.shared`): the leader's verdict of
+        active checks (`healthy`, None when this worker runs the checks itself) and an ejection
+        until `ejected_until` (monotonic). Applied without a log line."""
+        checked = self.pool.config.health_check is not None
+        if checked and healthy is not None and healthy != backend.healthy:
+            if healthy:
+                self.slow_start.begin(backend)
+            backend.set_healthy(healthy)
+            state = "healthy" if healthy else "unhealthy"
+            logger.debug(
+                "backend %s in pool %s is %s by the leader's checks",
+                backend.id,
+                self.pool.name,
+                state,
+            )
+        outlier = self.outlier
+        if outlier is None or self._stopped:
+            return
+        now = self._clock()
+        if ejected_until <= max(now, backend.ejected_until):
+            return  # over already, or this worker knows of a longer one
+        backends = self.pool.backends.values()
+        ejected = sum(1 for b in backends if b.ejected)
+        if not backend.ejected and ejected + 1 > max_ejected(len(backends), outlier.max_percent):
+            return  # two workers ejected two backends at once: the cap still holds here
+        backend.consecutive_failures = 0
+        backend.set_ejected_until(ejected_until)
+        self._adopted.add(backend.id)
+        self._schedule_return(backend, ejected_until - now)
+        logger.debug("backend %s in pool %s ejected by another worker", backend.id, self.pool.name)
 
     # -- answers -------------------------------------------------------------------------------
 

@@ -33,7 +33,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from lb import multiprocess as mp
+from lb.metrics.series import BackendSeries, discovery_series
 from lb.metrics.tally import BUCKETS, DurationTally, Flusher, Tally
+from lb.metrics.traffic import TrafficMetrics
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -57,30 +59,6 @@ def code_class(status: int) -> str:
     if 100 <= status <= 599:
         return f"{status // 100}xx"
     return "other"
-
-
-class _BackendSeries:
-    """The bound children of one backend's state-derived series and what was last published."""
-
-    __slots__ = (
-        "backend",
-        "up",
-        "active",
-        "attempts",
-        "failures",
-        "sent_attempts",
-        "sent_failures",
-    )
-
-    def __init__(self, metrics: Metrics, pool: str, backend: Backend) -> None:
-        self.backend = backend
-        self.up = metrics.backend_up.labels(pool, backend.id)
-        self.active = metrics.backend_active.labels(pool, backend.id)
-        self.attempts = metrics.backend_attempts.labels(pool, backend.id)
-        self.failures = metrics.backend_failures.labels(pool, backend.id)
-        # The Backend object's counters at the last publish: counters advance by the difference.
-        self.sent_attempts = 0
-        self.sent_failures = 0
 
 
 class PoolView(Protocol):
@@ -132,7 +110,7 @@ class Metrics:
         self.upstream_errors = Counter(
             "lb_upstream_errors_total",
             "Failed upstream attempts by kind: connect_error, connect_timeout, timeout, "
-            "pool_timeout, bad_response, aborted.",
+            "pool_timeout, overflow, bad_response, aborted.",
             (*pb, "kind"),
             registry=r,
         )
@@ -207,6 +185,8 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.traffic = TrafficMetrics(r)  # mirror copies, pool overflows
+        self.backend_info, self.discovery_lookups = discovery_series(r)
         # Bound children, filled on first use.
         self._request_children: dict[
             tuple[str, str | None, str, int], tuple[Tally, DurationTally]
@@ -220,7 +200,7 @@ class Metrics:
         self._cache_children: dict[str, Tally] = {}
         self._allowed = self._tally(self.rate_limit_decisions.labels("allowed"))
         self._limited = self._tally(self.rate_limit_decisions.labels("limited"))
-        self._series: dict[tuple[str, str], _BackendSeries] = {}
+        self._series: dict[tuple[str, str], BackendSeries] = {}
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -317,6 +297,10 @@ class Metrics:
         """A pool entered (True) or left (False) panic mode."""
         self._pool(pool)[1].set(1 if active else 0)
 
+    def discovery_lookup(self, name: str, result: str) -> None:
+        """A DNS lookup of a discovered name; result: ok | failed (the last good set is kept)."""
+        self.discovery_lookups.labels(name, result).inc()
+
     def rate_limit(self, allowed: bool) -> None:
         """A rate-limit decision."""
         if allowed:
@@ -369,7 +353,7 @@ class Metrics:
                 s = series.get(key)
                 if s is None or s.backend is not backend:
                     # New, or replaced by a reload (new URL): its counters start again from 0.
-                    s = series[key] = _BackendSeries(self, name, backend)
+                    s = series[key] = BackendSeries(self, name, backend)
                     self._ejection_children.setdefault(key, self.ejections.labels(*key))
                 s.up.set(1 if backend.healthy and not backend.ejected else 0)
                 s.active.set(backend.active_requests)
@@ -383,16 +367,19 @@ class Metrics:
         for key in [k for k in series if k not in current]:
             self._drop(key, series.pop(key))
 
-    def _drop(self, key: tuple[str, str], s: _BackendSeries) -> None:
+    def _drop(self, key: tuple[str, str], s: BackendSeries) -> None:
         """A backend left the config: its state series go (counters stay, they are history)."""
         if self.multiprocess:
             # Values in the shared files cannot be removed; zero is the honest last word.
             s.up.set(0)
             s.active.set(0)
+            s.info.set(0)
             return
         for gauge in (self.backend_up, self.backend_active):
             with contextlib.suppress(KeyError):
                 gauge.remove(*key)
+        with contextlib.suppress(KeyError):
+            self.backend_info.remove(*key, s.backend.origin)
 
     async def start(self) -> None:
         """Multiprocess mode: keep this worker's copies of backend state fresh for the others."""

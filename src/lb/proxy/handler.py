@@ -5,7 +5,7 @@ budget are in `lb.proxy.retry`), and maps upstream failures to the balancer's ow
 
     connect error / refused / DNS   -> 502 (after retries)
     connect/read/per-try timeout    -> 504 (after retries)
-    pool timeout                    -> 503 unavailable (the balancer is out of connections)
+    pool timeout, `limits` overflow -> 503 unavailable (the balancer is out of connections)
     bad or no answer                -> 502 (after retries)
     retry_on status (502/503/504)   -> passed on as the backend sent it once retries are spent
     no usable backend               -> 503 with Retry-After (see `PoolHealth.retry_after`)
@@ -37,7 +37,7 @@ from lb.proxy.errors import send_error
 from lb.proxy.headers import downstream_response_headers, upstream_request_headers
 from lb.proxy.retry import RetryBudget, RetryPolicy
 from lb.strategy import PickRequest
-from lb.transport import Origin, Timeouts, origin_of
+from lb.transport import Origin, PoolOverflow, Timeouts, origin_of
 from lb.types import INTERIM_EXTENSION, Message, Receive, Scope, Send
 
 logger = logging.getLogger("lb.proxy")
@@ -212,6 +212,8 @@ class Proxy:
                 pool.done(backend, time.perf_counter() - start, ours)
                 ctx.error = _describe(exc)
                 self.metrics.upstream_error(pool.name, backend.id, _kind(exc))
+                if isinstance(exc, PoolOverflow):
+                    self.metrics.traffic.overflow(pool.name, exc.limit)
                 logger.warning(
                     "upstream error: pool=%s backend=%s cause=%s request_id=%s",
                     pool.name,
@@ -407,6 +409,8 @@ def _kind(exc: httpx.HTTPError) -> str:
         return "connect_timeout"
     if isinstance(exc, httpx.ConnectError):
         return "connect_error"
+    if isinstance(exc, PoolOverflow):
+        return "overflow"
     if isinstance(exc, httpx.PoolTimeout):
         return "pool_timeout"
     if isinstance(exc, httpx.TimeoutException):
@@ -419,6 +423,8 @@ def _describe(exc: BaseException) -> str:
         return "connect_timeout"
     if isinstance(exc, httpx.ConnectError):
         return f"connect_error ({exc})" if str(exc) else "connect_error"
+    if isinstance(exc, PoolOverflow):
+        return f"overflow ({exc})"
     if isinstance(exc, httpx.PoolTimeout):
         return "pool_timeout"
     if isinstance(exc, httpx.TimeoutException):

@@ -17,6 +17,7 @@ with `exc.request_sent` (read it with `request_sent(exc)`; see `lb.transport.err
     failure                                          raised                      request_sent
     -----------------------------------------------  --------------------------  ------------
     no free connection within timeout["pool"]        httpx.PoolTimeout           False
+    ... and `max_pending` requests already waiting   PoolOverflow (PoolTimeout)  False
     refused, unreachable, DNS, TLS handshake         httpx.ConnectError          False
     connect slower than timeout["connect"]           httpx.ConnectTimeout        False
     the Transport was closed (aclose), also queued   httpx.ConnectError          False
@@ -41,8 +42,19 @@ An exception raised by the request's own body stream (e.g. the client went away)
 unchanged. A `timeout` value of None means no limit.
 """
 
-from lb.transport.errors import request_sent
-from lb.transport.http11 import Origin, Timeouts, Transport, origin_of
+from lb.transport.errors import PoolOverflow, request_sent
+from lb.transport.http11 import UNLIMITED, Origin, Timeouts, Transport, origin_of
+from lb.transport.pool import Limits
 from lb.transport.stream import ResponseStream
 
-__all__ = ["Origin", "ResponseStream", "Timeouts", "Transport", "origin_of", "request_sent"]
+__all__ = [
+    "UNLIMITED",
+    "Limits",
+    "Origin",
+    "PoolOverflow",
+    "ResponseStream",
+    "Timeouts",
+    "Transport",
+    "origin_of",
+    "request_sent",
+]

@@ -44,6 +44,7 @@ class Connection(ResponseParsing, asyncio.Protocol):
         "pooled",
         "expires",
         "keepalive",
+        "exchanges",
         "reading_paused",
         "_parser",
         "_inflight",
@@ -78,6 +79,7 @@ class Connection(ResponseParsing, asyncio.Protocol):
         # Seconds it may stay idle after the current exchange: the request's idle timeout,
         # lowered by the backend's Keep-Alive header; the pool reads it on release.
         self.keepalive = pool.keepalive_expiry
+        self.exchanges = 0  # for the pool's max_requests (limits.max_requests_per_connection)
         self.reading_paused = False
         self._parser = httptools.HttpResponseParser(self)
         # The current exchange.
@@ -132,6 +134,7 @@ class Connection(ResponseParsing, asyncio.Protocol):
         transport = self.transport
         assert transport is not None  # pooled connections are connected
         self._inflight = True
+        self.exchanges += 1
         self._received = False
         self._head_bytes = 0
         self._is_head = is_head

@@ -31,6 +31,14 @@ def request_sent(exc: BaseException) -> bool:
     return bool(getattr(exc, "request_sent", True))
 
 
+class PoolOverflow(httpx.PoolTimeout, LBError):
+    """No free connection to the backend and `max_pending` requests already wait for one (a
+    pool's `limits`): refused at once, never sent. An httpx.PoolTimeout, so callers that map
+    pool timeouts (the proxy: 503 unavailable) map it alike."""
+
+    limit = "max_pending"  # the circuit breaker that tripped
+
+
 class StaleConnection(LBError):
     """A connection lost before any byte of the response arrived (internal).
 

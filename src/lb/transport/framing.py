@@ -9,7 +9,7 @@ the caller did not give, because without it the backend could not tell where the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Final, NamedTuple
 
 import httpx
@@ -181,3 +181,40 @@ def faulty_framing(version: str, headers: RawHeaders) -> str | None:
 def _refuse(reason: str, request: httpx.Request | None) -> httpx.LocalProtocolError:
     message = f"refusing to send the request: {reason}"
     return tag(httpx.LocalProtocolError(message, request=request), sent=False)
+
+
+async def open_stream(
+    body: AsyncIterable[bytes],
+    content_length: int | None,
+    chunked: bool,
+    request: httpx.Request | None,
+) -> tuple[bytes, bool, AsyncIterator[bytes] | None, int | None]:
+    """Start iterating a streamed body: (the first write's payload, whether the head adds
+    chunked framing, the iterator of the rest or None when there is no more, and the bytes
+    still due by Content-Length, None when chunked)."""
+    rest = body.__aiter__()
+    first = await _next_chunk(rest)
+    if first is None:
+        payload, add_chunked = frame_body(b"", content_length, chunked, request)
+        return payload, add_chunked, None, None
+    if content_length is None:
+        return encode_chunk(first), not chunked, rest, None
+    remaining = content_length - len(first)
+    if not remaining:
+        # Complete: the stream must end now. Seeing it end (not abandoning it) keeps
+        # httpcore's contract, which callers may hook (e.g. "body read").
+        if await _next_chunk(rest) is not None:
+            remaining = -1
+        if remaining == 0:
+            return first, False, None, None
+    if remaining < 0:
+        raise _refuse("request body longer than its Content-Length", request)
+    return first, False, rest, remaining
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+    """The next non-empty chunk, or None once the stream has ended."""
+    async for chunk in chunks:
+        if chunk:
+            return chunk
+    return None

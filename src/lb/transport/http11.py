@@ -19,9 +19,9 @@ import httpx
 
 from lb.tls import ClientTLS
 from lb.transport.connection import Connection, Interim
-from lb.transport.errors import StaleConnection, stale_error, tag
-from lb.transport.framing import RawHeaders, body_framing, encode_chunk, encode_head, frame_body
-from lb.transport.pool import OriginPool
+from lb.transport.errors import PoolOverflow, StaleConnection, stale_error, tag
+from lb.transport.framing import RawHeaders, body_framing, encode_head, frame_body, open_stream
+from lb.transport.pool import Limits, OriginPool
 from lb.transport.stream import ResponseStream
 
 Origin = tuple[bytes, bytes, int]  # (scheme, host, port), as the pools are keyed
@@ -45,6 +45,8 @@ class Timeouts(NamedTuple):
 
 
 _DEFAULT_PORTS: Final = MappingProxyType({b"http": 80, b"https": 443})
+# An httpx request extension: a true value sends the request past the origin's `limits`.
+UNLIMITED: Final = "lb.unlimited"
 
 
 class Transport(httpx.AsyncBaseTransport):
@@ -85,6 +87,7 @@ class Transport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context
         self._pools: dict[Origin, OriginPool[Connection]] = {}
         self._tls: dict[Origin, ClientTLS] = {}  # per-origin settings (a pool's `tls`)
+        self._limits: dict[Origin, Limits] = {}  # per-origin circuit breakers (`limits`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -118,6 +121,7 @@ class Transport(httpx.AsyncBaseTransport):
             None if timeout is None else Timeouts.of(timeout),
             None,
             request=request,
+            limited=not request.extensions.get(UNLIMITED),
         )
         return httpx.Response(
             response.status,
@@ -138,6 +142,7 @@ class Transport(httpx.AsyncBaseTransport):
         interim: Interim | None = None,
         *,
         request: httpx.Request | None = None,
+        limited: bool = True,
     ) -> ResponseStream:
         """Send one request; return its response once the head has arrived (the body streams).
 
@@ -150,7 +155,10 @@ class Transport(httpx.AsyncBaseTransport):
         the transport's connect_timeout and keepalive_expiry, and no other limit). `interim`
         is called with (status, raw headers) of each interim response but 100 Continue.
         Failures are the httpx exceptions of the module docstring, with `request` attached
-        only when given.
+        only when given. `limited=False` (httpx: the UNLIMITED extension, which health checks
+        set) is not held by the origin's `limits`, as Envoy's health checks are not by its circuit
+        breakers: it never overflows and may open a connection past `max_connections`, closed
+        once its exchange is done.
 
         A request that meets a reused connection the backend has closed (no byte of the
         response came) is sent once more on a new connection, whatever its method: with its
@@ -179,7 +187,7 @@ class Transport(httpx.AsyncBaseTransport):
             else:
                 payload, add_chunked = b"", False  # most requests: no body, no call
         else:
-            payload, add_chunked, rest, remaining = await _open_stream(
+            payload, add_chunked, rest, remaining = await open_stream(
                 body, content_length, chunked, request
             )
         head = encode_head(method, target, headers, add_chunked=add_chunked, request=request)
@@ -193,7 +201,9 @@ class Transport(httpx.AsyncBaseTransport):
             conn = None if fresh else pool.take_idle()
             reused = conn is not None
             if conn is None:
-                conn, reused = await self._acquire(pool, origin, request, pool_t, connect_t)
+                conn, reused = await self._acquire(
+                    pool, origin, request, pool_t, connect_t, limited
+                )
             conn.keepalive = idle_t
             try:
                 return await conn.exchange(
@@ -208,7 +218,7 @@ class Transport(httpx.AsyncBaseTransport):
                     if rest is None:
                         continue  # all of the body is in `payload`
                     if not isinstance(body, bytes) and getattr(body, "replayable", False):
-                        payload, add_chunked, rest, remaining = await _open_stream(
+                        payload, add_chunked, rest, remaining = await open_stream(
                             body, content_length, chunked, request
                         )
                         head = encode_head(
@@ -236,6 +246,23 @@ class Transport(httpx.AsyncBaseTransport):
                 conn = pool.idle.pop()
                 conn.pooled = False
                 conn.close()
+
+    def set_limits(self, limits: Mapping[Origin, Limits]) -> None:
+        """Make `limits` the circuit breakers of their origins; other origins lose theirs."""
+        for origin in self._limits.keys() - limits.keys():
+            pool = self._pools.get(origin)
+            if pool is not None:
+                pool.limit(None)
+        self._limits = dict(limits)
+        for origin, value in self._limits.items():
+            pool = self._pools.get(origin)
+            if pool is not None:
+                pool.limit(value)
+
+    def load(self, origin: Origin) -> tuple[int, int]:
+        """(connections open or opening, requests waiting for one) to `origin`."""
+        pool = self._pools.get(origin)
+        return (0, 0) if pool is None else (pool.size, pool.queued)
 
     async def aclose(self) -> None:
         """Close every connection; requests waiting for one fail with ConnectError."""
@@ -270,6 +297,9 @@ class Transport(httpx.AsyncBaseTransport):
             keepalive_expiry=self._keepalive_expiry,
             clock=loop.time,
         )
+        limits = self._limits.get(origin)
+        if limits is not None:
+            pool.limit(limits)
         self._pools[origin] = pool
         return pool
 
@@ -280,13 +310,20 @@ class Transport(httpx.AsyncBaseTransport):
         request: httpx.Request | None,
         pool_timeout: float | None,
         connect_timeout: float | None,
+        limited: bool = True,
     ) -> tuple[Connection, bool]:
-        """A connection and whether it was reused: a new one if a slot is free, else wait."""
+        """A connection and whether it was reused: a new one if a slot is free, else wait
+        (`limited=False`: past `limits`, see `send_raw`)."""
         while True:
             if pool.closed:
                 raise _closed_error(request)
-            if pool.reserve():
+            if pool.reserve(limited):
                 return await self._connect(pool, origin, request, connect_timeout), False
+            if limited and pool.overflows():
+                message = (
+                    f"{pool.max_pending} requests already wait for a connection to {pool.origin}"
+                )
+                raise tag(PoolOverflow(message, request=request), sent=False)
             granted = await self._wait(pool, request, pool_timeout)
             if granted is None:  # a slot, passed on by a connection that closed
                 return await self._connect(pool, origin, request, connect_timeout), False
@@ -397,51 +434,10 @@ def origin_of(url: str | httpx.URL) -> Origin:
     return (scheme, url.raw_host, url.port or _DEFAULT_PORTS.get(scheme, 0))
 
 
-async def _open_stream(
-    body: AsyncIterable[bytes],
-    content_length: int | None,
-    chunked: bool,
-    request: httpx.Request | None,
-) -> tuple[bytes, bool, AsyncIterator[bytes] | None, int | None]:
-    """Start iterating a streamed body: (the first write's payload, whether the head adds
-    chunked framing, the iterator of the rest or None when there is no more, and the bytes
-    still due by Content-Length, None when chunked)."""
-    rest = body.__aiter__()
-    first = await _next_chunk(rest)
-    if first is None:
-        payload, add_chunked = frame_body(b"", content_length, chunked, request)
-        return payload, add_chunked, None, None
-    if content_length is None:
-        return encode_chunk(first), not chunked, rest, None
-    remaining = content_length - len(first)
-    if not remaining:
-        # Complete: the stream must end now. Seeing it end (not abandoning it) keeps
-        # httpcore's contract, which callers may hook (e.g. "body read").
-        if await _next_chunk(rest) is not None:
-            remaining = -1
-        if remaining == 0:
-            return first, False, None, None
-    if remaining < 0:
-        raise _refuse("request body longer than its Content-Length", request)
-    return first, False, rest, remaining
-
-
-async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
-    """The next non-empty chunk, or None once the stream has ended."""
-    async for chunk in chunks:
-        if chunk:
-            return chunk
-    return None
-
-
 def _expire(waiter: asyncio.Future[Connection | None], request: httpx.Request | None) -> None:
     if not waiter.done():
         error = httpx.PoolTimeout("timed out waiting for a connection", request=request)
         waiter.set_exception(tag(error, sent=False))
-
-
-def _refuse(message: str, request: httpx.Request | None) -> httpx.LocalProtocolError:
-    return tag(httpx.LocalProtocolError(message, request=request), sent=False)
 
 
 def _closed_error(request: httpx.Request | None) -> httpx.ConnectError:

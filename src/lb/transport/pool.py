@@ -7,6 +7,10 @@ deques. Opening connections and waiting for a slot live in `lb.transport.http11`
 A *slot* is the right to hold one connection, open or being opened; `size` counts them and
 never exceeds `max_connections`. A slot freed while requests wait passes straight to the
 oldest waiter, and so does a connection released while requests wait.
+
+`Limits` (a pool's `limits`, Envoy's circuit breakers) lower `max_connections`, bound the queue
+(`max_pending`: the caller refuses a request rather than queue it past that) and retire a
+connection after `max_requests` exchanges; without them the checks cost a compare on release.
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
+
+
+class Limits(NamedTuple):
+    """An origin's circuit breakers; None: no limit of that kind (max_connections: the
+    transport's own cap)."""
+
+    max_connections: int | None = None
+    max_pending: int | None = None
+    max_requests: int | None = None  # exchanges per connection before it is retired
 
 
 class Pooled(Protocol):
@@ -24,12 +37,15 @@ class Pooled(Protocol):
     pooled: bool  # in the idle deque; kept by the pool
     keepalive: float  # seconds it may stay idle once released; kept by the connection
     expires: float  # clock time after which it must not be used; set by the pool on release
+    exchanges: int  # requests sent on it so far; counted by the connection
 
     def close(self) -> None:
         """Close gracefully; the connection then calls `discard` (exactly once)."""
 
 
 C = TypeVar("C", bound=Pooled)
+
+_UNLIMITED = 1 << 62
 
 
 class OriginPool(Generic[C]):
@@ -46,6 +62,9 @@ class OriginPool(Generic[C]):
         "connections",
         "waiters",
         "closed",
+        "default_max_connections",
+        "max_pending",
+        "max_requests",
     )
 
     def __init__(
@@ -70,6 +89,35 @@ class OriginPool(Generic[C]):
         self.connections: set[C] = set()  # open ones, for aclose(); touched on open/close only
         self.waiters: deque[asyncio.Future[C | None]] = deque()
         self.closed = False
+        self.default_max_connections = max_connections  # the transport's cap, without limits
+        self.max_pending: int | None = None
+        # Never reached unless limited: release compares with it and needs no None check.
+        self.max_requests = _UNLIMITED
+
+    def limit(self, limits: Limits | None) -> None:
+        """Apply `limits` (None: lift them). Raising max_connections gives the new slots to
+        waiters at once; lowering it closes idle connections above it at once, and the busy
+        ones above it stay open until they close (the cap only refuses new ones)."""
+        limits = limits or Limits()
+        cap = limits.max_connections
+        self.max_connections = self.default_max_connections if cap is None else cap
+        self.max_pending = limits.max_pending
+        self.max_requests = limits.max_requests or _UNLIMITED
+        idle = self.idle
+        while idle and self.size > self.max_connections:
+            oldest = idle.popleft()
+            oldest.pooled = False
+            oldest.close()  # frees its slot (discard)
+        waiters = self.waiters
+        while waiters and self.size < self.max_connections:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self.size += 1
+                waiter.set_result(None)  # a slot: the waiter opens a connection in it
+
+    def overflows(self) -> bool:
+        """Whether a request that would have to wait must be refused instead (max_pending)."""
+        return self.max_pending is not None and len(self.waiters) >= self.max_pending
 
     def __repr__(self) -> str:
         return (
@@ -100,15 +148,21 @@ class OriginPool(Generic[C]):
             conn.close()
         return None
 
-    def reserve(self) -> bool:
-        """Take a slot for a new connection, if the origin has one free."""
-        if self.size < self.max_connections:
+    def reserve(self, limited: bool = True) -> bool:
+        """Take a slot for a new connection, if the origin has one free; `limited=False` (a
+        health check) may go beyond `limits.max_connections`, up to the transport's cap."""
+        if self.size < (self.max_connections if limited else self.default_max_connections):
             self.size += 1
             return True
         return False
 
     def release(self, conn: C) -> None:
         """Take back a healthy connection whose exchange is complete."""
+        if conn.exchanges >= self.max_requests or self.size > self.max_connections:
+            # Retired (max_requests): its slot goes to a waiter, if any. Or one too many (a
+            # lowered cap, a health check's connection beyond it): the slot goes for good.
+            conn.close()
+            return
         waiters = self.waiters
         while waiters:
             waiter = waiters.popleft()
@@ -145,9 +199,10 @@ class OriginPool(Generic[C]):
         self.free_slot()
 
     def free_slot(self) -> None:
-        """Give up a slot: to the oldest waiter (it will open a connection), else for good."""
+        """Give up a slot: to the oldest waiter (it will open a connection), else for good
+        (also when the origin holds more than `max_connections`)."""
         waiters = self.waiters
-        while waiters:
+        while waiters and self.size <= self.max_connections:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)

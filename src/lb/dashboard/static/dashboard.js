@@ -170,6 +170,10 @@
     els.id.textContent = b.id;
     els.url.textContent = b.url;
     els.url.title = b.url;
+    // config (the file), api (POST .../backends) or dns (discovery)
+    const origin = b.origin || "config";
+    els.origin.textContent = origin;
+    card.dataset.origin = origin;
     pool.grid.append(card);
     const view = {
       pool: poolName,
@@ -282,10 +286,23 @@
     view.els.active.textContent = b.active_requests;
     view.els.weight.textContent = Number.isInteger(b.weight) ? b.weight : fixed(b.weight);
     view.els.total.textContent = b.requests_total.toLocaleString();
+    view.els.connections.textContent = b.connections ?? "–";
+    view.els.pending.textContent = b.pending ?? "–";
     view.els.p50.textContent = ms(lat.p50);
     view.els.p95.textContent = ms(lat.p95);
     view.els.p99.textContent = ms(lat.p99);
     showState(view, b.state);
+  }
+
+  // A pool's circuit breakers, per backend, as the meta line shows them ("" without limits).
+  function limitsText(limits) {
+    if (!limits) return "";
+    const parts = [
+      ["connections", limits.max_connections],
+      ["pending", limits.max_pending],
+      ["requests/connection", limits.max_requests_per_connection],
+    ].filter(([, value]) => value != null);
+    return parts.length ? " · limits " + parts.map(([k, v]) => `${k} ≤ ${v}`).join(", ") : "";
   }
 
   function render(doc) {
@@ -309,6 +326,9 @@
         }
         bv = bv || backendView(view, name, b);
         updateBackend(bv, b, now);
+        // A full queue means the next request is refused (503): show it as trouble.
+        const max = pool.limits?.max_pending;
+        bv.els.pending.classList.toggle("bad", max != null && b.pending >= max && b.pending > 0);
         if (b.state === "healthy") ok++;
         rps += bv.rps;
       }
@@ -319,7 +339,7 @@
       view.meta.innerHTML = "";
       const count = document.createElement("b");
       count.textContent = `${ok} of ${pool.backends.length}`;
-      view.meta.append(count, ` healthy · strategy ${pool.strategy}`);
+      view.meta.append(count, ` healthy · strategy ${pool.strategy}${limitsText(pool.limits)}`);
     }
     for (const [name, view] of pools) {
       if (seen.has(name)) continue;
