@@ -228,10 +228,6 @@ class Runtime:
             set_limits(origin_limits(new.pools.values()))
         self.backends = table
 
-    def refresh_metrics(self) -> None:
-        """Hand this worker's counts and backend state to the metrics (a peer's scrape asks)."""
-        self.metrics.refresh()
-
     async def replace(self, config: Config) -> None:
         """Make `config` live (a reload): build its generation, then `commit` it.
 
@@ -389,9 +385,7 @@ class Runtime:
             await self.stop()
             raise
         self.started = True
-        # Before the first request: a reload another worker made while this one was starting
-        # (a replacement for a worker that died) is run now, with the services it starts.
-        await self.control.catch_up()
+        await self.control.catch_up()  # a reload made while this worker started: run it now
 
     async def stop(self) -> None:
         if self._undo_signal is not None:

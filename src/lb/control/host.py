@@ -17,6 +17,12 @@ Data = dict[str, Any]
 Change = Callable[[Data, int], bool]  # an edit of the control document (see ControlFile.update)
 
 
+class Refreshed(Protocol):
+    """What control asks of the metrics (`lb.metrics.Metrics`): hand this worker's counts over."""
+
+    def refresh(self) -> None: ...
+
+
 class Host(Protocol):
     """What control changes (`lb.runtime.Runtime`): the live generation, and making a new one."""
 
@@ -31,7 +37,8 @@ class Host(Protocol):
 
     def reload_certificates(self) -> list[str]: ...
 
-    def refresh_metrics(self) -> None: ...
+    @property
+    def metrics(self) -> Refreshed: ...
 
     async def replace(self, config: Config) -> None: ...
 

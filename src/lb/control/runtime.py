@@ -199,7 +199,7 @@ class Control:
         return await self.peers.ask("flush", {}, FLUSH_TIMEOUT)
 
     async def _flush_op(self, message: dict[str, Any]) -> None:
-        self.runtime.refresh_metrics()
+        self.runtime.metrics.refresh()
 
     async def _sync_op(self, message: dict[str, Any]) -> None:
         seq = message.get("seq")
