@@ -178,7 +178,7 @@ def test_two_balancers_in_one_process_share_no_metrics(start_backends, start_bal
 
 BACKEND_KEYS = {
     "id", "url", "origin", "state", "weight", "active_requests", "requests_total", "failures_total",
-    "latency_ms",
+    "latency_ms", "connections", "pending",
 }  # fmt: skip
 
 
@@ -204,7 +204,7 @@ def test_status_json_schema_and_values(three) -> None:  # type: ignore[no-untype
 
     doc = wait_until(settled, 5)
     pool = doc["pools"]["web"]
-    assert set(pool) == {"strategy", "backends"} and pool["strategy"] == "round_robin"
+    assert set(pool) == {"strategy", "limits", "backends"} and pool["strategy"] == "round_robin"
     assert [b["id"] for b in pool["backends"]] == ["b1", "b2", "b3"]
     for b, (app, server) in zip(pool["backends"], backends, strict=True):
         assert set(b) == BACKEND_KEYS
