@@ -206,7 +206,7 @@ class LoadBalancer:
         target = raw_path + b"?" + query if query else raw_path
         router = gen.router
         route = router.match(
-            request_host(((b"host", host),)) if host and router.by_host else "", raw_path
+            request_host(((b"host", host),)) if host and router.by_host else "", raw_path, scope
         )
         ctx = RequestContext(
             request_id,

@@ -7,6 +7,7 @@ them. Durations are float seconds, sizes are int bytes, networks are `ipaddress`
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -168,6 +169,61 @@ class CacheConfig:
     store_set_cookie: bool = False  # store Set-Cookie responses without public / s-maxage
 
 
+# RFC 9110 7.6.1 and the legacy Proxy-Connection: never forwarded, never set by a route.
+HOP_BY_HOP_FIELDS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A header value or redirect target with `{placeholder}`s, split once at load: `parts`
+    alternates literal text and placeholder names, starting and ending with text (maybe empty)."""
+
+    text: str
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HeaderRulesConfig:
+    """A route's `request_headers` or `response_headers`: applied remove, then set, then add.
+    Names are lower-case."""
+
+    set: tuple[tuple[str, Template], ...] = ()
+    add: tuple[tuple[str, Template], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RedirectConfig:
+    to: Template  # placeholders: host, path, scheme
+    status: int = 301
+
+
+@dataclass(frozen=True)
+class RouteTimeoutConfig:
+    """A route's `timeouts`: None keeps the pool's."""
+
+    connect: float | None = None
+    read: float | None = None
+
+
+@dataclass(frozen=True)
+class ValueMatch:
+    """A header or cookie value a route requires: `exact`, or `pattern` searched (`~REGEX`)."""
+
+    exact: str | None = None
+    pattern: re.Pattern[str] | None = None
+
+
 @dataclass(frozen=True)
 class MirrorConfig:
     """A route's shadow traffic: copies of `percent` of its requests to `pool`."""
@@ -180,7 +236,7 @@ class MirrorConfig:
 
 @dataclass(frozen=True)
 class RouteConfig:
-    pool: str
+    pool: str | None = None  # None only with `redirect`: answered without a backend
     host: str | None = None  # lower-case, no port; "*.example.com" matches any subdomain
     path_prefix: str = "/"
     strip_prefix: bool = False
@@ -192,6 +248,19 @@ class RouteConfig:
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
     mirror: MirrorConfig | None = None  # shadow copies of this route's requests
+    timeouts: RouteTimeoutConfig | None = None
+    request_headers: HeaderRulesConfig | None = None
+    response_headers: HeaderRulesConfig | None = None
+    redirect: RedirectConfig | None = None
+    # Matching beyond host and path; empty: any. Header names lower-case, methods upper-case.
+    methods: frozenset[str] = frozenset()
+    headers: tuple[tuple[str, ValueMatch], ...] = ()
+    cookies: tuple[tuple[str, ValueMatch], ...] = ()
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the route matches on more than host and path (so it shadows no later one)."""
+        return bool(self.methods or self.headers or self.cookies)
 
 
 @dataclass(frozen=True)
