@@ -1,5 +1,6 @@
 # lb in a container: docs/deployment.md, "lb at the edge" > Docker.
-FROM python:3.11-slim
+# 3.13: ~15-19 % less CPU per request than 3.11 for lb (docs/performance.md, "Python 3.11 or 3.13").
+FROM python:3.13-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -13,7 +13,13 @@ import collections
 import sys
 
 LAYERS = [
-    ("client side: uvicorn + lb.server + lb.cycle", ("uvicorn/", "lb/server.py", "lb/cycle.py")),
+    (
+        "client side: lb's protocol (lb.server, lb.connection, lb.cycle, lb.httpwire) + uvicorn",
+        (
+            "uvicorn/", "lb/server.py", "lb/connection.py", "lb/cycle.py", "lb/httpwire.py",
+            "lb/edgerules.py",
+        ),
+    ),
     ("upstream: lb.transport", ("lb/transport/",)),
     ("upstream: httpx objects", ("httpx/", "httpcore/", "h11/", "anyio/")),
     (

@@ -40,7 +40,31 @@ def _backends(start_server):  # type: ignore[no-untyped-def]
     return factory
 
 
-def _balancers(start_server):  # type: ignore[no-untyped-def]
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--lb-http",
+        default="lb",
+        choices=("lb", "httptools", "h11"),
+        help="the HTTP protocol start_balancer runs lb on: lb's own (lb serve), or uvicorn's "
+        "(bare `uvicorn lb.app:app`, as in a host app): `make test-plain-asgi`",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--lb-http") == "lb":
+        return
+    skip = pytest.mark.skip(reason="an edge rule of lb's own protocol (--lb-http=lb only)")
+    for item in items:
+        if item.get_closest_marker("lb_protocol"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lb_http(pytestconfig: pytest.Config) -> str:
+    return str(pytestconfig.getoption("--lb-http"))
+
+
+def _balancers(start_server, lb_http: str = "lb"):  # type: ignore[no-untyped-def]
     from lb.app import LoadBalancer
     from lb.server import uvicorn_options
 
@@ -49,6 +73,8 @@ def _balancers(start_server):  # type: ignore[no-untyped-def]
         options = uvicorn_options(host="127.0.0.1", port=0)
         for key in ("host", "port", "workers", "log_level"):
             options.pop(key)
+        if lb_http != "lb":
+            options["http"] = lb_http
         options.update(overrides)
         server = start_server(app, **options)
         server.app = app  # type: ignore[attr-defined]
@@ -70,9 +96,10 @@ def start_backends(start_server):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def start_balancer(start_server):  # type: ignore[no-untyped-def]
-    """`start_balancer(config)` -> a real lb (its own HTTP protocol) on a free port."""
-    return _balancers(start_server)
+def start_balancer(start_server, lb_http):  # type: ignore[no-untyped-def]
+    """`start_balancer(config)` -> a real lb (its own HTTP protocol, unless --lb-http says
+    else) on a free port."""
+    return _balancers(start_server, lb_http)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +115,8 @@ def module_backends(module_server):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def module_balancer(module_server):  # type: ignore[no-untyped-def]
-    return _balancers(module_server)
+def module_balancer(module_server, lb_http):  # type: ignore[no-untyped-def]
+    return _balancers(module_server, lb_http)
 
 
 @pytest.fixture

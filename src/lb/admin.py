@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote_to_bytes
 
@@ -23,6 +23,7 @@ from lb.cache import Cache, StoreError
 from lb.config import Config
 from lb.control.api import control_routes
 from lb.control.reload import log_purge
+from lb.control.workers import Applied, WorkerInfo
 from lb.dashboard import DASHBOARD, dashboard_routes, login_page
 from lb.metrics import CONTENT_TYPE, Metrics
 from lb.proxy.errors import admin_error, admin_request_id, date_header, json_response, log_cause
@@ -65,8 +66,10 @@ def status_document(
     gen: Served,
     totals: Mapping[tuple[str, str], Mapping[str, float]] | None = None,
     load: Callable[[Origin], tuple[int, int]] | None = None,
+    workers: Sequence[WorkerInfo] = (),
 ) -> dict[str, Any]:
-    """SPEC section 8's status JSON for `gen`.
+    """SPEC section 8's status JSON for `gen`, with `workers` (pid, started, last_seen) beside
+    the pools when given.
 
     `totals` (multiprocess mode) holds requests_total, failures_total and active_requests summed
     over every worker; without it, or for a backend it lacks, this worker's own counters are used.
@@ -114,7 +117,10 @@ def status_document(
             "limits": None if limits is None else dataclasses.asdict(limits),
             "backends": backends,
         }
-    return {"pools": pools}
+    document: dict[str, Any] = {"pools": pools}
+    if workers:
+        document["workers"] = [worker.to_json() for worker in workers]
+    return document
 
 
 def purge_target(query: bytes) -> bytes | None:
@@ -141,11 +147,14 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
         return json_response({"status": "ready"})
 
     async def status(request: Request) -> Response:
-        live = app.generation
+        # Every worker's counts reach the shared files before they are summed (SPEC 9).
+        await app.control.flush_workers()
         totals = await app.metrics.backend_totals()
-        return json_response(status_document(live, totals, app.load))
+        workers = app.control.workers()
+        return json_response(status_document(app.generation, totals, app.load, workers))
 
     async def metrics(request: Request) -> Response:
+        await app.control.flush_workers()
         body = await app.metrics.render()
         return Response(body, headers={"content-type": CONTENT_TYPE, "cache-control": "no-store"})
 
@@ -171,8 +180,13 @@ def build_admin(app: AdminView, gen: Served) -> ASGIApp:
         log_purge(f"DELETE {request.url.path} from {client}", path, removed)
         if cache.config.store == "memory":
             # Each worker (and instance) holds its own entries: they purge theirs too.
-            await app.control.broadcast("cache_purge", {"path": path}, instances=True)
-        return json_response({"purged": removed, "path": path})
+            data = {"path": path}
+            applied = await app.control.broadcast("cache_purge", data, instances=True)
+        else:
+            # One store for every worker: purged for all of them already.
+            count = len(app.control.workers())
+            applied = Applied(count, count)
+        return json_response({"purged": removed, "path": path, "applied": applied.to_json()})
 
     routes = [
         Route(f"{prefix}/healthz", healthz, methods=["GET", "HEAD"]),

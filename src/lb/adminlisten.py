@@ -17,7 +17,7 @@ import socket
 from typing import Protocol
 
 from uvicorn import Config as UvicornConfig
-from uvicorn.server import ServerState
+from uvicorn import Server as UvicornServer
 
 from lb.announce import http_url
 from lb.types import ASGIApp, Receive, Scope, Send
@@ -92,7 +92,9 @@ class AdminListener:
             date_header=False,
             proxy_headers=False,
         )
-        self._state = ServerState()
+        # A Server's state (connections, tasks) that no Server runs: this listener is the one
+        # place protocols are made (`start`) and shut down (`stop`).
+        self._state = UvicornServer(self._config).server_state
         self._server: asyncio.base_events.Server | None = None
 
     def __repr__(self) -> str:

@@ -18,7 +18,8 @@ import httpx
 
 from lb.accesslog import AccessLog
 from lb.config import Config, ConfigError, default_config_path, load_config
-from lb.control.runtime import ConfigSource, Control
+from lb.control.host import ConfigSource
+from lb.control.runtime import Control
 from lb.generation import Generation
 from lb.logsetup import capture_uncaught
 from lb.metrics import Metrics
@@ -167,6 +168,11 @@ class LoadBalancer:
         runtime = self.runtime
         if not runtime.started:
             await self.startup()
+        control = runtime.control
+        if control.counter is not None and control.counter[0] > control.seen_seq:
+            # Another worker changed something (an admin change, a reload) that this one has
+            # not applied yet: do it before serving, so the answer reflects it.
+            await control.catch_up()
         gen = runtime.generation  # one generation for the whole request, even across a reload
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         root_path = scope.get("root_path")
@@ -200,7 +206,7 @@ class LoadBalancer:
         target = raw_path + b"?" + query if query else raw_path
         router = gen.router
         route = router.match(
-            request_host(((b"host", host),)) if host and router.by_host else "", raw_path
+            request_host(((b"host", host),)) if host and router.by_host else "", raw_path, scope
         )
         ctx = RequestContext(
             request_id,
@@ -289,7 +295,12 @@ class LazyApp:
 
     def lb_limits(self) -> tuple[int, int, float, float]:
         if self._app is None:
-            from lb.server import HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_TARGET_BYTES, SEND_TIMEOUT
+            from lb.edgerules import (
+                HEADER_TIMEOUT,
+                MAX_HEADER_BYTES,
+                MAX_TARGET_BYTES,
+                SEND_TIMEOUT,
+            )
 
             return MAX_HEADER_BYTES, MAX_TARGET_BYTES, HEADER_TIMEOUT, SEND_TIMEOUT
         return self._app.lb_limits()

@@ -1,7 +1,7 @@
 """`Cycle`: the request/response cycle lb's HTTP protocol (`lb.server`) runs each request on.
 
-It is uvicorn's httptools `RequestResponseCycle` with two changes for the hot path, and two for
-what a proxy relays:
+It behaves as uvicorn's httptools `RequestResponseCycle`, with two changes for the hot path, and
+two for what a proxy relays:
 
 * **One write per small response.** uvicorn writes the response head as soon as the app sends
   `http.response.start` and the body in a second write: two syscalls, and on loopback two
@@ -22,51 +22,38 @@ what a proxy relays:
   would wait for that many body bytes and fail the response.
 
 Everything else (validation, Content-Length accounting, chunked framing, HEAD, 100 Continue for
-Expect: 100-continue, keep-alive, flow control, the error paths) is uvicorn's, as of the
-version range pinned in pyproject.toml; `send` and `run_asgi` below mirror uvicorn's.
+Expect: 100-continue, keep-alive, flow control, the error paths) behaves as uvicorn's httptools
+cycle does; the code is lb's own (`lb.httpwire` holds the wire pieces), so no uvicorn release can
+change it under lb.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    STATUS_LINE,
-    RequestResponseCycle,
-)
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
-
+from lb.httpwire import BAD_NAME, BAD_VALUE, STATUS_LINE, FlowControl
 from lb.proxy.headers import HOP_BY_HOP
-from lb.types import DISCONNECT_EXTENSION, INTERIM_EXTENSION, ASGIApp, Message
-
-if TYPE_CHECKING:
-    from uvicorn._types import HTTPScope  # the scope uvicorn's protocol builds
+from lb.types import DISCONNECT_EXTENSION, INTERIM_EXTENSION, ASGIApp, Message, Scope
 
 COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
 
 Callback = Callable[[], None]
-
-# Byte tables of uvicorn's header checks: 1 for a byte its pattern matches, 0 for any other.
-_BAD_NAME = bytes(HEADER_RE.match(bytes([i])) is not None for i in range(256))
-_BAD_VALUE = bytes(HEADER_VALUE_RE.match(bytes([i])) is not None for i in range(256))
 
 
 def _nothing() -> None:
     pass
 
 
-class Cycle(RequestResponseCycle):
+class Cycle:
     # Positional parameters, passed on positionally: keyword arguments to a class call cost
     # more than the rest of setting up the cycle.
     def __init__(
         self,
-        scope: HTTPScope,
+        scope: Scope,
         transport: asyncio.Transport,
         flow: FlowControl,
         logger: logging.Logger,
@@ -80,24 +67,28 @@ class Cycle(RequestResponseCycle):
         loop: asyncio.AbstractEventLoop,
         interim: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None,
     ) -> None:
-        super().__init__(
-            scope,
-            transport,
-            flow,
-            logger,
-            access_logger,
-            access_log,
-            default_headers,
-            message_event,
-            expect_100_continue,
-            keep_alive,
-            on_response,
-        )
+        self.scope = scope
+        self.transport = transport
+        self.flow = flow
+        self.logger = logger
+        self.access_logger = access_logger
+        self.access_log = access_log
+        self.default_headers = default_headers
+        self.message_event = message_event
+        self.on_response = on_response
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+        self.body = bytearray()  # the request body received and not yet taken by `receive`
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.chunked_encoding: bool | None = None
+        self.expected_content_length = 0
         self.loop = loop
         self.head: bytes | None = None  # the response head, not written yet
         self.on_disconnect: Callback | None = None
         self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
-        # uvicorn types the extensions' values as dicts; lb's are functions.
         extensions: dict[str, Any] = scope.setdefault("extensions", {})
         extensions[DISCONNECT_EXTENSION] = self.watch_disconnect
         # The protocol passes one function per connection that calls the current cycle's
@@ -138,14 +129,12 @@ class Cycle(RequestResponseCycle):
             if self.task is not None:
                 self.task.cancel()
 
-    # uvicorn types ASGI messages as TypedDicts and lb as mappings (`lb.types`): this class is where
-    # the two meet, hence the ignores below.
-    async def run_asgi(self, app: ASGIApp) -> None:  # type: ignore[override]
-        """uvicorn's `run_asgi`, writing a head still held back before uvicorn's own handling:
-        it closes the connection when the app failed after the head, and the client gets the
-        head first, as it would have without holding it back."""
+    async def run_asgi(self, app: ASGIApp) -> None:
+        """Run the app on this request. A head still held back is written before the failure
+        handling, which closes the connection when the app failed after the head: the client
+        gets the head first, as it would have without holding it back."""
         try:
-            result = await app(self.scope, self.receive, self.send)  # type: ignore[arg-type,func-returns-value]
+            result: object = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
         except BaseException as exc:
             self.write_head()
             self.logger.error("Exception in ASGI application\n", exc_info=exc)
@@ -175,7 +164,37 @@ class Cycle(RequestResponseCycle):
             if not self.transport.is_closing():
                 self.transport.write(head)
 
-    async def send(self, message: Message) -> None:  # type: ignore[override]
+    async def send_500_response(self) -> None:
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"21"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await self.send(
+            {"type": "http.response.body", "body": b"Internal Server Error", "more_body": False}
+        )
+
+    async def receive(self) -> Message:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        if not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            await self.message_event.wait()
+            self.message_event.clear()
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        self.body = bytearray()
+        return message
+
+    async def send(self, message: Message) -> None:
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
 
@@ -250,9 +269,9 @@ class Cycle(RequestResponseCycle):
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(self.scope),
+                _client(self.scope),
                 self.scope["method"],
-                get_path_with_query_string(self.scope),
+                _path_with_query(self.scope),
                 self.scope["http_version"],
                 status_code,
             )
@@ -279,11 +298,11 @@ class Cycle(RequestResponseCycle):
                     self.keep_alive = False
                     has_connection_close = True
             content += (name, b": ", value, b"\r\n")
-        # uvicorn searches every name and every value with a regex; both match single bytes, so
-        # the same check runs over all names (all values) at once, through a byte table.
-        if 1 in b"".join(content[1::4]).translate(_BAD_NAME):
+        # Both checks are of single bytes: they run over all names (all values) at once, through
+        # a byte table.
+        if 1 in b"".join(content[1::4]).translate(BAD_NAME):
             raise RuntimeError("Invalid HTTP header name.")
-        if 1 in b"".join(content[3::4]).translate(_BAD_VALUE):
+        if 1 in b"".join(content[3::4]).translate(BAD_VALUE):
             raise RuntimeError("Invalid HTTP header value.")
 
         if not self.keep_alive and not has_connection_close:
@@ -300,3 +319,14 @@ class Cycle(RequestResponseCycle):
 
         content.append(b"\r\n")
         return b"".join(content)
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
+def _path_with_query(scope: Scope) -> str:
+    path = urllib.parse.quote(scope["path"])
+    query: bytes = scope["query_string"]
+    return f"{path}?{query.decode('ascii')}" if query else path

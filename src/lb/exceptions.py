@@ -12,6 +12,7 @@ The hierarchy (where each is defined; what it means)::
     ├── StoreUnavailable     lb.ratelimit.store      the rate limit's store could not decide
     ├── TLSError             lb.tls                  a certificate, key or CA file lb cannot use
     ├── ProxyHeaderError     lb.proxyproto           not a PROXY protocol header, or a bad one
+    ├── Reject               lb.edgerules            internal: a request head lb's server refuses
     ├── DiscoveryError       lb.discovery.resolver   a DNS lookup gave no usable answer
     ├── ClientDisconnected   lb.proxy.downstream     the client went away while lb was sending
     │   └── BodyTooLarge     lb.proxy.downstream     ... or sent more body than the route allows

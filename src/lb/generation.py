@@ -21,6 +21,7 @@ from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
 from lb.compress import Compress, Compression, Negotiate
 from lb.config import BackendConfig, Config, PoolConfig
+from lb.config.model import RouteTimeoutConfig
 from lb.health import HealthChecker
 from lb.health.shared import SharedHealth
 from lb.instance import Leader
@@ -30,11 +31,13 @@ from lb.proxy.access import ClientFilter
 from lb.proxy.bodylimit import BodyLimit
 from lb.proxy.handler import Proxy
 from lb.proxy.mirror import Mirror
+from lb.proxy.redirect import Redirect
+from lb.proxy.rewrite import HeaderRules, ResponseHeaders
 from lb.proxy.routing import Route, Router
 from lb.proxy.websocket import proxy_websocket
 from lb.ratelimit import RateLimiting
 from lb.redis_client import RedisClients
-from lb.transport import Transport
+from lb.transport import Timeouts, Transport
 from lb.types import Handler, Service
 
 
@@ -116,10 +119,13 @@ class Generation:
         self.websocket_handlers: dict[Route, Handler] = {}
         for route in self.router.all():
             route.handler = self._handler(route)
-            self.websocket_handlers[route] = _guard(
-                route,
-                self.rate_limits.wrap(route, partial(proxy_websocket, pool=self.pools[route.pool])),
+            redirect = route.config.redirect
+            relay: Handler = (
+                Redirect(redirect)
+                if redirect is not None
+                else partial(proxy_websocket, pool=self.pools[_pool_of(route)])
             )
+            self.websocket_handlers[route] = _guard(route, self.rate_limits.wrap(route, relay))
         self.full_errors = config.server.error_detail == "full"  # read on every request
         self.admin_prefix = config.admin.path_prefix.encode()
         self.metrics_path = config.metrics.path.encode()
@@ -137,29 +143,45 @@ class Generation:
         return f"<Generation {self.config.summary()}>"
 
     def _handler(self, route: Route) -> Handler:
-        """The pipeline of one route: client filter, body limit, rate limit, then cache, then the
-        mirror, then the proxy; compression on either side of the cache (`lb.compress.layer`)."""
-        handler: Handler = self.proxies[route.pool]
-        mirror = route.config.mirror
-        if mirror is not None:
-            pool = self.pools[mirror.pool]
-            handler = Mirror(handler, mirror, route.pool, pool, self._transport, self._metrics)
-            self.mirrors.append(handler)
-        compression = None
-        if route.config.compress is not None:
-            compression = Compression(route.config.compress, self._metrics)
-            handler = Compress(handler, compression)
-        if self.cache is not None and route.config.cache:
-            handler = self.cache.layer(handler)
-        if compression is not None:
-            handler = Negotiate(handler, compression)
+        """The pipeline of one route: response headers, client filter, body limit, rate limit,
+        then cache, then the mirror, then the proxy (or, for a redirect, the redirect);
+        compression on either side of the cache (`lb.compress.layer`). The proxy reads the
+        route's timeouts and request headers, which are set here too."""
+        config = route.config
+        handler: Handler
+        if config.redirect is not None:
+            handler = Redirect(config.redirect)
+        else:
+            pool_name = _pool_of(route)
+            proxy = self.proxies[pool_name]
+            if config.timeouts is not None:
+                route.timeouts = _over(proxy.timeouts, config.timeouts)
+            if config.request_headers is not None:
+                route.request_headers = HeaderRules(config.request_headers)
+            handler = proxy
+            mirror = config.mirror
+            if mirror is not None:
+                pool = self.pools[mirror.pool]
+                handler = Mirror(handler, mirror, pool_name, pool, self._transport, self._metrics)
+                self.mirrors.append(handler)
+            compression = None
+            if config.compress is not None:
+                compression = Compression(config.compress, self._metrics)
+                handler = Compress(handler, compression)
+            if self.cache is not None and config.cache:
+                handler = self.cache.layer(handler)
+            if compression is not None:
+                handler = Negotiate(handler, compression)
         handler = self.rate_limits.wrap(route, handler)
-        limit = route.config.max_body_bytes
+        limit = config.max_body_bytes
         if limit is None:
             limit = self.config.server.max_body_bytes
         if limit is not None:
             handler = BodyLimit(handler, limit)
-        return _guard(route, handler)
+        handler = _guard(route, handler)
+        if config.response_headers is not None:
+            handler = ResponseHeaders(handler, HeaderRules(config.response_headers))
+        return handler
 
     def is_admin_path(self, raw_path: bytes) -> bool:
         """Whether the traffic port answers `raw_path` with the admin app."""
@@ -193,6 +215,19 @@ class Generation:
                 yield HealthChecker(
                     pool, self._client, leader=self._leader, shared=self._shared_health
                 )
+
+
+def _over(pool: Timeouts, route: RouteTimeoutConfig) -> Timeouts:
+    """The pool's timeouts with a route's `timeouts` over them (SPEC 12); writes follow reads."""
+    read = pool.read if route.read is None else route.read
+    connect = pool.connect if route.connect is None else route.connect
+    return pool._replace(connect=connect, read=read, write=read)
+
+
+def _pool_of(route: Route) -> str:
+    if route.pool is None:  # the config allows it only with `redirect`
+        raise AssertionError(f"{route!r} has neither a pool nor a redirect")
+    return route.pool
 
 
 def _guard(route: Route, handler: Handler) -> Handler:

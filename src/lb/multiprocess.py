@@ -76,14 +76,20 @@ def pids_with_live_files(path: str) -> set[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        return True
+    # A worker killed a moment ago is a zombie until its launcher reaps it: dead already.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            return file.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True  # no /proc: the signal said it exists
 
 
 def mark_dead(pid: int, path: str | None = None) -> None:
@@ -95,7 +101,7 @@ def mark_dead(pid: int, path: str | None = None) -> None:
         multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
-def sweep_dead(path: str, alive: Callable[[int], bool] = _alive) -> list[int]:
+def sweep_dead(path: str, alive: Callable[[int], bool] = process_alive) -> list[int]:
     """Mark workers that died without a hook (killed, crashed) dead; returns their pids.
 
     Runs before each aggregated read, so `lb serve` (whose supervisor has no exit hook) and a

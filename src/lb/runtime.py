@@ -385,6 +385,7 @@ class Runtime:
             await self.stop()
             raise
         self.started = True
+        await self.control.catch_up()  # a reload made while this worker started: run it now
 
     async def stop(self) -> None:
         if self._undo_signal is not None:

@@ -83,6 +83,8 @@ def test_drain_takes_a_backend_out_and_active_brings_it_back(two) -> None:  # ty
         "state": "draining",
         "admin_state": "draining",
         "weight": 1,
+        # One process: the worker that took the change is every worker there is.
+        "applied": {"workers": 1, "of": 1, "not_applied": []},
     }
     assert _status(lb)["b1"]["state"] == "draining"
     assert _spread(lb) == {"b2"}

@@ -51,6 +51,7 @@ def test_add_and_remove_a_backend(start_backends, start_balancer, config_file) -
         "state": "healthy",
         "admin_state": "active",
         "weight": 2,
+        "applied": {"workers": 1, "of": 1, "not_applied": []},  # one process: all there is
     }
     status = _backends(lb.url)
     assert status["two"]["origin"] == "api" and status["b1"]["origin"] == "config"

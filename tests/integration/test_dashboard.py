@@ -170,6 +170,12 @@ def test_dashboard_of_several_workers(page, start_backends, lb_process) -> None:
         expect(_card(page, "b1").locator('[data-role="rps"]')).to_have_text("0.00", timeout=10_000)
         expect(state).to_have_text("draining")
         expect(_card(page, "b2").locator('[data-role="rps"]')).not_to_have_text("–")
+        # Both workers, by pid, with their heartbeat.
+        rows = page.locator("#workers-body tr")
+        expect(rows).to_have_count(2)
+        pids = {str(w["pid"]) for w in httpx.get(lb.url + "/_lb/status").json()["workers"]}
+        assert {rows.nth(i).get_attribute("data-pid") for i in range(2)} == pids
+        expect(page.locator("#workers-meta")).to_have_text("2 live")
 
 
 def test_dashboard_shows_a_pools_limits_and_its_queue(  # type: ignore[no-untyped-def]

@@ -2,8 +2,9 @@
 
 A real `lb serve` over real sockets: its errors (404, 502, 503, 504, 429, and the 400, 408, 414
 and 431 of its own HTTP protocol), the cache's hits, 304s, ranges (206, 416) and only-if-cached
-misses, the admin API's answers (JSON, errors, 404, 405, a redirect), the metrics and the
-dashboard. A backend's own response relayed as is is not lb's to lint.
+misses, a route's redirects (301, 302), the admin API's answers (JSON, errors, 404, 405, a
+redirect), the metrics and the dashboard. A backend's own response relayed as is is not lb's
+to lint.
 
 Notes that stay, on purpose (`STATUS_NOTES`): httplint's notes on what a status code means,
 not on how the message is made: `STATUS_BAD_REQUEST` (warning) on a 400 and
@@ -81,6 +82,8 @@ def responses(start_backends, lb_process) -> dict[str, RawResponse]:  # type: ig
             {"path_prefix": "/empty", "pool": "empty"},
             {"path_prefix": "/slow", "pool": "slow", "strip_prefix": True},
             {"path_prefix": "/limited", "pool": "cache", "rate_limit": {"rate": 0.01, "burst": 1}},
+            {"path_prefix": "/moved", "redirect": {"to": "https://{host}{path}"}},
+            {"path_prefix": "/found", "redirect": {"to": "/elsewhere", "status": 302}},
         ],
         "cache": {"store": "memory"},
         "admin": {"token": TOKEN},
@@ -98,6 +101,8 @@ def responses(start_backends, lb_process) -> dict[str, RawResponse]:  # type: ig
         return out[name]
 
     ask("404 no_route", get(port, "/elsewhere"))
+    ask("301 redirect", get(port, "/moved/x?y=1"))
+    ask("302 redirect", get(port, "/found"))
     ask("502 bad_gateway", get(port, "/dead"))
     ask("503 no_backend", get(port, "/empty"))
     ask("504 timeout", get(port, "/slow/hang"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 import httpx
@@ -176,14 +178,18 @@ def test_two_balancers_in_one_process_share_no_metrics(start_backends, start_bal
 
 BACKEND_KEYS = {
     "id", "url", "origin", "state", "weight", "active_requests", "requests_total", "failures_total",
-    "latency_ms",
+    "latency_ms", "connections", "pending",
 }  # fmt: skip
 
 
 def test_status_json_schema_and_values(three) -> None:  # type: ignore[no-untyped-def]
     backends, lb = three
     before = httpx.get(lb.url + "/_lb/status").json()
-    assert set(before) == {"pools"} and set(before["pools"]) == {"web"}
+    assert set(before) == {"pools", "workers"} and set(before["pools"]) == {"web"}
+    # One process: itself, seen now.
+    ((worker,),) = [before["workers"]]
+    assert set(worker) == {"pid", "started", "last_seen"} and worker["pid"] == os.getpid()
+    assert worker["started"] <= worker["last_seen"] <= time.time() + 1
     for b in before["pools"]["web"]["backends"]:
         assert b["latency_ms"] == {"p50": 0, "p95": 0, "p99": 0}
     with httpx.Client(base_url=lb.url) as client:
@@ -198,7 +204,7 @@ def test_status_json_schema_and_values(three) -> None:  # type: ignore[no-untype
 
     doc = wait_until(settled, 5)
     pool = doc["pools"]["web"]
-    assert set(pool) == {"strategy", "backends"} and pool["strategy"] == "round_robin"
+    assert set(pool) == {"strategy", "limits", "backends"} and pool["strategy"] == "round_robin"
     assert [b["id"] for b in pool["backends"]] == ["b1", "b2", "b3"]
     for b, (app, server) in zip(pool["backends"], backends, strict=True):
         assert set(b) == BACKEND_KEYS

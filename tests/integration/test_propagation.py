@@ -7,6 +7,7 @@ would have to be skipped by every one of them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -178,11 +179,19 @@ def test_instances_on_one_redis_share_overrides(  # type: ignore[no-untyped-def]
         instances.append(start_balancer(LoadBalancer(path)))
     east, west = instances
 
-    assert _patch(east.url, "b1", state="draining").status_code == 200
-    wait_until(lambda: _states(west.url)["b1"] == "draining", timeout=5)
+    drained = _patch(east.url, "b1", state="draining")
+    assert drained.status_code == 200
+    # West acknowledged over the bus before east answered: it has applied the change already.
+    assert drained.json()["applied"] == {"workers": 1, "of": 1, "not_applied": [], "instances": 1}
+    assert _states(west.url)["b1"] == "draining"
     # West wrote it into its own control file: a worker it starts later knows it too.
     late = start_balancer(LoadBalancer(path))
     assert _states(late.url)["b1"] == "draining"
+    # West now has two workers (`late` joined its control directory): still one instance.
+    disabled = _patch(east.url, "b2", state="disabled").json()["applied"]
+    assert disabled["instances"] == 1
+    assert _states(late.url)["b2"] == _states(west.url)["b2"] == "disabled"
+    _patch(east.url, "b2", state="active")
 
     # Redis goes away and comes back: the subscriptions are re-established.
     redis_server.restart()
@@ -192,3 +201,37 @@ def test_instances_on_one_redis_share_overrides(  # type: ignore[no-untyped-def]
         return _states(east.url)["b1"] == "healthy"
 
     wait_until(enabled_everywhere, timeout=15, interval=0.3)
+
+
+def test_a_new_kind_of_change_rides_the_same_wake_up(  # type: ignore[no-untyped-def]
+    start_backends, start_balancer, tmp_path, monkeypatch
+) -> None:
+    """What a module adds (say, backends found by discovery) is applied everywhere before
+    `share` or `broadcast` returns, as an event (`on`) or as state (`on_document`)."""
+    monkeypatch.setenv("LB_CONTROL_DIR", str(tmp_path / "control"))
+    (b1,) = start_backends(1)
+    one, two = start_balancer(_config(b1)), start_balancer(_config(b1))
+    seen: list[Any] = []
+
+    async def handler(data: dict[str, Any]) -> None:
+        seen.append(("event", data))
+
+    two.app.control.on("backend_added", handler)
+    two.app.control.on_document(lambda document: seen.append(("state", document.get("found"))))
+
+    def found(document: dict[str, Any], seq: int) -> bool:
+        document["found"] = ["b9"]
+        return True
+
+    async def changes() -> list[Any]:
+        control = one.app.control
+        first = await control.share(found)
+        assert seen[-1] == ("state", ["b9"])  # read by the other worker before share returned
+        second = await control.broadcast("backend_added", {"id": "b9"})
+        assert ("event", {"id": "b9"}) in seen
+        return [first.to_json(), second.to_json()]
+
+    assert one.loop is not None
+    future = asyncio.run_coroutine_threadsafe(changes(), one.loop)
+    both = {"workers": 2, "of": 2, "not_applied": []}
+    assert future.result(10) == [both, both]

@@ -41,6 +41,7 @@ def test_method_raw_path_and_query_byte_for_byte(three) -> None:  # type: ignore
     assert seen["query"] == "x=%20y&&z=%2F"
 
 
+@pytest.mark.lb_protocol
 def test_absolute_form_goes_to_a_backend_with_the_target_authority_as_host(three) -> None:  # type: ignore[no-untyped-def]
     backends, lb = three
     response = raw_request(
@@ -53,6 +54,7 @@ def test_absolute_form_goes_to_a_backend_with_the_target_authority_as_host(three
     assert hosts == ["other.example:1234"]
 
 
+@pytest.mark.lb_protocol
 def test_oversized_target_gets_414_and_nothing_is_forwarded(three) -> None:  # type: ignore[no-untyped-def]
     backends, lb = three
     response = raw_request(
@@ -64,6 +66,7 @@ def test_oversized_target_gets_414_and_nothing_is_forwarded(three) -> None:  # t
     assert sum(b.count() for b, _ in backends) == 0
 
 
+@pytest.mark.lb_protocol
 def test_oversized_headers_get_431(three) -> None:  # type: ignore[no-untyped-def]
     backends, lb = three
     headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(40))
@@ -72,6 +75,7 @@ def test_oversized_headers_get_431(three) -> None:  # type: ignore[no-untyped-de
     assert sum(b.count() for b, _ in backends) == 0
 
 
+@pytest.mark.lb_protocol
 @pytest.mark.parametrize(
     "request_bytes",
     [

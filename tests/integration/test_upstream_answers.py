@@ -66,6 +66,7 @@ def lb_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+@pytest.mark.lb_protocol
 @pytest.mark.parametrize("case", BODILESS.values(), ids=BODILESS.keys())
 def test_bodiless_answer_leaves_both_connections_usable(
     start_balancer: Any, raw_backend: Any, caplog: pytest.LogCaptureFixture, case: Any
@@ -91,6 +92,7 @@ def test_bodiless_answer_leaves_both_connections_usable(
     assert lb_warnings(caplog) == []
 
 
+@pytest.mark.lb_protocol
 def test_backend_304_to_a_conditional_request_through_uvicorn(
     start_backends: Any, start_balancer: Any
 ) -> None:
@@ -142,6 +144,7 @@ def responses(sock: socket.socket, finals: int = 1) -> list[tuple[int, list[tupl
     return seen
 
 
+@pytest.mark.lb_protocol
 def test_103_early_hints_reach_an_http11_client_before_the_final_response(
     start_balancer: Any, raw_backend: Any
 ) -> None:

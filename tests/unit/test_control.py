@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
 from lb.app import LoadBalancer
 from lb.config import load_config
+from lb.control.bus import bus_url
 from lb.control.overrides import Override, PatchError, apply, parse_patch
 from lb.control.reload import ReloadError, describe
-from lb.control.runtime import bus_url
-from lb.control.shared import ControlFile, add_event, put_override
+from lb.control.shared import ControlFile, add_event, put_override, replay_from
 
 
 def _config(*backends: object, **pool: object) -> dict[str, object]:
@@ -142,14 +143,35 @@ def test_control_file_update_read_and_signature(tmp_path) -> None:  # type: igno
         add_event(document, seq, "me", "reload", {})
         return True
 
-    assert file.update(event)
+    assert file.update(event) == 1
     first = file.signature()
     assert first is not None
-    assert file.read()["events"] == [{"seq": 1, "origin": "me", "kind": "reload", "data": {}}]
-    assert not file.update(lambda document, seq: False)  # nothing to change: nothing written
+    (written,) = file.read()["events"]
+    assert written.pop("at") == pytest.approx(time.time(), abs=5)
+    assert written == {"seq": 1, "origin": "me", "kind": "reload", "data": {}}
+    assert file.update(lambda document, seq: False) is None  # nothing to change: nothing written
     assert file.signature() == first and file.read()["seq"] == 1
-    assert file.update(event)
+    assert file.update(event) == 2
     assert file.signature() != first and file.read()["seq"] == 2
+    # The shared counter follows, for every process that maps it.
+    other = ControlFile(str(tmp_path))
+    assert other.counter.view[0] == 2
+    file.close()
+    other.close()
+
+
+def test_replay_from_reruns_only_reloads_made_since_the_config_was_read() -> None:
+    events = [
+        {"seq": 1, "kind": "reload", "at": 10.0},
+        {"seq": 2, "kind": "cache_purge", "at": 30.0},
+        {"seq": 3, "kind": "reload", "at": 25.0},
+        {"seq": 4, "kind": "reload", "at": 40.0},
+    ]
+    document = {"seq": 4, "overrides": [], "events": events}
+    assert replay_from(document, 50.0) == 4  # everything is history
+    assert replay_from(document, 35.0) == 3  # the reload at 40 is run again
+    assert replay_from(document, 20.0) == 2
+    assert replay_from({"seq": 2, "events": [{"seq": 2, "kind": "reload"}]}, 0.0) == 2
 
 
 def test_control_file_keeps_a_bounded_event_log(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ them. Durations are float seconds, sizes are int bytes, networks are `ipaddress`
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -191,6 +192,20 @@ DEFAULT_COMPRESS_TYPES = (
 )
 
 
+# RFC 9110 7.6.1 and the legacy Proxy-Connection: never forwarded, never set by a route.
+HOP_BY_HOP_FIELDS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
 @dataclass(frozen=True)
 class CompressConfig:
     # Traefik's default (nginx: 20 bytes, Caddy: 512): below ~1 KB the coding's own framing and a
@@ -200,6 +215,47 @@ class CompressConfig:
     types: tuple[str, ...] = DEFAULT_COMPRESS_TYPES
     # What lb may encode with, preferred first when the client weighs several alike.
     encodings: tuple[Literal["zstd", "br", "gzip"], ...] = ("zstd", "br", "gzip")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A header value or redirect target with `{placeholder}`s, split once at load: `parts`
+    alternates literal text and placeholder names, starting and ending with text (maybe empty)."""
+
+    text: str
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HeaderRulesConfig:
+    """A route's `request_headers` or `response_headers`: applied remove, then set, then add.
+    Names are lower-case."""
+
+    set: tuple[tuple[str, Template], ...] = ()
+    add: tuple[tuple[str, Template], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RedirectConfig:
+    to: Template  # placeholders: host, path, scheme
+    status: int = 301
+
+
+@dataclass(frozen=True)
+class RouteTimeoutConfig:
+    """A route's `timeouts`: None keeps the pool's."""
+
+    connect: float | None = None
+    read: float | None = None
+
+
+@dataclass(frozen=True)
+class ValueMatch:
+    """A header or cookie value a route requires: `exact`, or `pattern` searched (`~REGEX`)."""
+
+    exact: str | None = None
+    pattern: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +270,7 @@ class MirrorConfig:
 
 @dataclass(frozen=True)
 class RouteConfig:
-    pool: str
+    pool: str | None = None  # None only with `redirect`: answered without a backend
     host: str | None = None  # lower-case, no port; "*.example.com" matches any subdomain
     path_prefix: str = "/"
     strip_prefix: bool = False
@@ -227,6 +283,19 @@ class RouteConfig:
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
     mirror: MirrorConfig | None = None  # shadow copies of this route's requests
+    timeouts: RouteTimeoutConfig | None = None
+    request_headers: HeaderRulesConfig | None = None
+    response_headers: HeaderRulesConfig | None = None
+    redirect: RedirectConfig | None = None
+    # Matching beyond host and path; empty: any. Header names lower-case, methods upper-case.
+    methods: frozenset[str] = frozenset()
+    headers: tuple[tuple[str, ValueMatch], ...] = ()
+    cookies: tuple[tuple[str, ValueMatch], ...] = ()
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the route matches on more than host and path (so it shadows no later one)."""
+        return bool(self.methods or self.headers or self.cookies)
 
 
 @dataclass(frozen=True)

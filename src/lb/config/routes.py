@@ -27,6 +27,7 @@ from lb.config.fields import (
 )
 from lb.config.model import DEFAULT_REDIS_URL, MirrorConfig, RateLimitConfig, RouteConfig
 from lb.config.pools import TOKEN
+from lb.config.traffic import TRAFFIC_KEYS, check_redirect_keys, read_traffic
 
 STORES: tuple[Literal["memory", "redis"], ...] = ("memory", "redis")
 _ON_STORE_ERROR: tuple[Literal["allow", "deny"], ...] = ("allow", "deny")
@@ -43,6 +44,7 @@ _ROUTE_KEYS = (
     "allow",
     "deny",
     "mirror",
+    *TRAFFIC_KEYS,
 )
 
 
@@ -199,7 +201,13 @@ def _read_route(
         problems.add(path, f"expected a mapping with 'pool', got {describe(value)}")
         return None
     s = Section(value, path, problems, _ROUTE_KEYS)
-    pool = s.require("pool", to_str)
+    traffic = read_traffic(s)
+    redirect = s.has("redirect")
+    if redirect:
+        check_redirect_keys(
+            s, ("pool", "strip_prefix", "timeouts", "request_headers", "cache", "mirror")
+        )
+    pool = None if redirect else s.require("pool", to_str)
     if pool is not None and pool not in pool_names:
         s.error("pool", f"unknown pool {pool!r}{suggest(pool, pool_names)}")
     rate_limit: RateLimitConfig | Literal[False] | None = None
@@ -212,7 +220,7 @@ def _read_route(
             rate_limit = read_rate_limit(
                 data, s.key_path("rate_limit"), problems, environ, top_limit, top_limit_broken
             )
-    if pool is None:
+    if pool is None and traffic["redirect"] is None:
         return None
     return RouteConfig(
         pool=pool,
@@ -226,6 +234,7 @@ def _read_route(
         allow=read_networks(s, "allow", ()),
         deny=read_networks(s, "deny", ()),
         mirror=_read_mirror(s.raw("mirror"), s.key_path("mirror"), problems, pool_names),
+        **traffic,
     )
 
 
@@ -253,12 +262,14 @@ def read_routes(
         routes.append(route)
         if len(problems.lines) > before:  # defaults stand in for bad values: nothing to compare
             continue
-        # First match wins, so a second route with the same host and prefix can never match.
+        # First match wins, so a second route with the same host and prefix can never match,
+        # unless the first one also asks for methods, headers or cookies (a canary).
         where = (route.host, route.path_prefix)
         if where in first_at:
             problems.add(
                 path,
                 f"unreachable: routes[{first_at[where]}] has the same host and path_prefix",
             )
-        first_at.setdefault(where, index)
+        if not route.conditional:
+            first_at.setdefault(where, index)
     return tuple(routes)

@@ -13,6 +13,7 @@ from lb.backend import Backend
 from lb.control.members import parse_backend
 from lb.control.overrides import PatchError, find_backend, parse_patch
 from lb.control.reload import ReloadError, log_reload, log_reload_failure
+from lb.control.workers import Applied
 from lb.proxy.errors import admin_error, json_response
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ def _no_backend(request: Request, pool: str, backend_id: str) -> Response:
     return admin_error(request.scope, 404, "not_found", detail)
 
 
-def _described(pool: str, backend: Backend) -> dict[str, object]:
+def _described(pool: str, backend: Backend, applied: Applied) -> dict[str, object]:
+    """A backend as the admin API answers about it, with how many workers (and instances)
+    applied the change before the answer."""
     return {
         "pool": pool,
         "id": backend.id,
@@ -45,6 +48,7 @@ def _described(pool: str, backend: Backend) -> dict[str, object]:
         "state": backend.state,
         "admin_state": backend.admin_state,
         "weight": backend.weight,
+        "applied": applied.to_json(),
     }
 
 
@@ -62,10 +66,10 @@ def control_routes(control: Control, prefix: str) -> list[Route]:
         except PatchError as exc:
             return admin_error(request.scope, 400, "bad_request", str(exc), problems=exc.problems)
         try:
-            backend = await control.set_backend(pool, backend_id, state, weight)
+            backend, applied = await control.set_backend(pool, backend_id, state, weight)
         except KeyError:  # removed by a reload while the body was read
             return _no_backend(request, pool, backend_id)
-        return json_response(_described(pool, backend))
+        return json_response(_described(pool, backend, applied))
 
     async def add_backend(request: Request) -> Response:
         pool = request.path_params["pool"]
@@ -80,18 +84,18 @@ def control_routes(control: Control, prefix: str) -> list[Route]:
         except PatchError as exc:
             return admin_error(request.scope, 400, "bad_request", str(exc), problems=exc.problems)
         try:
-            backend = await control.add_backend(pool, config)
+            backend, applied = await control.add_backend(pool, config)
         except KeyError:  # removed by a reload while the body was read
             return admin_error(request.scope, 404, "not_found", f"no pool {pool!r}")
         except ValueError:
             detail = f"pool {pool!r} has a backend {config.id!r} already"
             return admin_error(request.scope, 409, "conflict", detail)
-        return json_response(_described(pool, backend), 201)
+        return json_response(_described(pool, backend, applied), 201)
 
     async def remove_backend(request: Request) -> Response:
         pool, backend_id = request.path_params["pool"], request.path_params["backend_id"]
         try:
-            backend = await control.remove_backend(pool, backend_id)
+            backend, applied = await control.remove_backend(pool, backend_id)
         except KeyError:
             return _no_backend(request, pool, backend_id)
         except ValueError as exc:
@@ -101,7 +105,7 @@ def control_routes(control: Control, prefix: str) -> list[Route]:
                 "there (or PATCH its state to draining)"
             )
             return admin_error(request.scope, 409, "conflict", detail)
-        return json_response(_described(pool, backend), 202)
+        return json_response(_described(pool, backend, applied), 202)
 
     async def reload(request: Request) -> Response:
         trigger = f"POST {request.url.path} from {request.client.host if request.client else '?'}"

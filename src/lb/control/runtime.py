@@ -2,11 +2,14 @@
 
 Four kinds of change reach a running app: admin overrides of backends (PATCH), backends the admin
 API adds and removes (POST, DELETE: `members.py`), reloads (POST reload, SIGHUP, the file watch)
-and cache purges. Each is applied in this process at once, then shared: with the other workers of
-the instance through the control file (`shared.py`, polled every `POLL_INTERVAL`), and, for
-overrides, added backends and purges, with other instances through Redis pub/sub (`bus.py`) when
-the config uses a Redis store. Overrides and added backends are state; reloads and
-purges are events. Everything here runs on the app's event loop.
+and cache purges (and any kind a module adds with `on` or `on_document`). Each is applied in this
+process at once, then shared: with the other workers of the instance through the control file
+(`shared.py`), whose writer raises the shared sequence number and wakes every live worker
+(`workers.py`), then waits (at most `ASK_TIMEOUT`) until each has applied it; and, for overrides,
+added backends and purges, with other instances through Redis pub/sub (`bus.py`) when the config
+uses a Redis store, counting the instances that acknowledge within the same bound. Before each
+request a worker compares the shared sequence number with `seen_seq` and catches up first if it is
+behind (`lb.app`). Everything here runs on the app's event loop.
 """
 
 from __future__ import annotations
@@ -19,81 +22,46 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
 
 from lb.backend import AdminState, Backend
-from lb.config import BackendConfig, Config, ConfigError, RateLimitConfig, load_config
-from lb.control.bus import RedisBus
+from lb.config import BackendConfig, ConfigError, load_config
+from lb.control.bus import RedisBus, bus_url
+from lb.control.host import Change, ConfigSource, Data, EventHandler, Host
 from lb.control.members import ApiBackends, BackendChange, put_backend
-from lb.control.overrides import (
-    BackendKey,
-    Live,
-    Override,
-    apply,
-    configured_weight,
-    find_backend,
-)
+from lb.control.overrides import BackendKey, Live, Override, apply, configured_weight, find_backend
 from lb.control.periodic import Periodic
 from lb.control.reload import ReloadError, describe, log_purge, log_reload, log_reload_failure
-from lb.control.shared import ENV_DIR, ControlFile, Signature, add_event, put_override
-from lb.redis_client import RedisClients
+from lb.control.shared import (
+    ENV_DIR,
+    ControlFile,
+    Signature,
+    add_event,
+    events_after,
+    put_override,
+    replay_from,
+)
+from lb.control.watch import ConfigWatch
+from lb.control.workers import ALONE, Applied, Peers, WorkerInfo
 from lb.tls import TLSError
-
-ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
 logger = logging.getLogger("lb.control")
 
-POLL_INTERVAL = 0.5  # how often a worker looks at the control file: the propagation delay
+POLL_INTERVAL = 2.0  # a safety net only: changes arrive by wake-up, and requests check the seq
 WATCH_INTERVAL = 1.0  # how often `server.watch_config` looks at the config file
-
-EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def bus_url(config: Config) -> str | None:
-    """The Redis that instances share, when the config uses one (rate limits first, then cache)."""
-    limits = [config.rate_limit, *(r.rate_limit for r in config.routes)]
-    for limit in limits:
-        if isinstance(limit, RateLimitConfig) and limit.store == "redis":
-            return limit.redis_url
-    if config.cache is not None and config.cache.store == "redis":
-        return config.cache.redis_url
-    return None
-
-
-def _file_signature(path: str) -> Signature | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-class Host(Protocol):
-    """What control changes (`lb.runtime.Runtime`): the live generation, and making a new one."""
-
-    @property
-    def generation(self) -> Live: ...
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def redis(self) -> RedisClients: ...
-
-    def reload_certificates(self) -> list[str]: ...
-
-    async def replace(self, config: Config) -> None: ...
-
-    def add_backend(self, pool: str, config: BackendConfig) -> Backend | None: ...
-
-    def remove_backend(self, pool: str, backend_id: str) -> Backend | None: ...
+ASK_TIMEOUT = 2.0  # how long an admin change waits for every worker (and instance) to apply it
+FLUSH_TIMEOUT = 1.0  # how long a scrape or status read waits for every worker's counts
+REPLAY_SLACK = 1.0  # reloads up to this long before a worker loaded its config are run again
 
 
 class Control:
     def __init__(self, runtime: Host) -> None:
         self.runtime = runtime
         self.origin = ""  # host:pid:nonce, set at start (a worker may be forked after __init__)
+        self.instance = ""  # what other instances count this one by (its control directory)
+        self.born = time.time()  # about when this app read its config
         self.overrides: dict[BackendKey, Override] = {}
         self.members = ApiBackends(runtime)  # backends the admin API added and removed
         self.reloads = 0
@@ -101,18 +69,25 @@ class Control:
         self.watch_interval = WATCH_INTERVAL
         directory = os.environ.get(ENV_DIR)
         self.file = ControlFile(directory) if directory else None
+        self.peers: Peers | None = None
+        # The shared sequence number (None without a control file) and the one applied here:
+        # read on every request, so plain attributes.
+        self.counter: memoryview | None = None
+        self.seen_seq = 0
         self.bus: RedisBus | None = None
         self._handlers: dict[str, EventHandler] = {
             "reload": self._reload_event,
             "cache_purge": self._purge_event,
         }
         self._lock = asyncio.Lock()
+        self._catching = asyncio.Lock()
         self._services: list[Periodic] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._seen_seq = 0
         self._file_signature: Signature | None = None
-        self._watched: Signature | None = None
-        self._settling: Signature | None = None
+        self._readers: list[Callable[[Data], object]] = [
+            self._take_overrides,
+            self.members.take_all,
+        ]
         self._sighup_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -124,20 +99,27 @@ class Control:
 
     async def start(self) -> None:
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.instance = self.origin
         if self.file is not None:
-            os.makedirs(self.file.directory, mode=0o700, exist_ok=True)
-            # Catch up with what the other workers were told before this one started; their
-            # events (reloads, purges) are history: this worker has just read the config.
+            directory = self.file.directory
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            self.instance = f"{socket.gethostname()}:{directory}"
+            ops = {"sync": self._sync_op, "flush": self._flush_op}
+            self.peers = Peers(directory, ops)
+            # In the worker table before reading the file: a change made from here on waits for
+            # this worker, one made before is in what it reads now.
+            await self.peers.start()
+            self.counter = self.file.counter.view
             document = self.file.read()
             self._file_signature = self.file.signature()
-            self._take_overrides(document)
-            self.members.take_all(document)
-            self._seen_seq = document["seq"]
-            self._services.append(Periodic("lb control file", self.poll_interval, self._poll_file))
+            self._read(document)
+            self.seen_seq = replay_from(document, self.born - REPLAY_SLACK)
+            self._services.append(Periodic("lb control file", self.poll_interval, self.catch_up))
         if self.runtime.config.source is not None:
-            self._watched = _file_signature(self.runtime.config.source)
-            watch = Periodic("lb config watch", self.watch_interval, self._watch_tick)
-            self._services.append(watch)
+            watch = ConfigWatch(
+                lambda: self.runtime.config, lambda: self._reload_logged("config file changed")
+            )
+            self._services.append(Periodic("lb config watch", self.watch_interval, watch.tick))
         for service in self._services:
             await service.start()
         await self._start_bus(bus_url(self.runtime.config))
@@ -159,6 +141,12 @@ class Control:
             if self.bus is not None:
                 await self.bus.stop()
                 self.bus = None
+            if self.peers is not None:
+                await self.peers.stop()
+                self.peers = None
+            if self.file is not None:
+                self.counter = None
+                self.file.close()
 
     async def _start_bus(self, url: str | None) -> None:
         if self.bus is not None and self.bus.url == url:
@@ -168,7 +156,8 @@ class Control:
             self.bus = None
         if url is None:
             return
-        self.bus = RedisBus(self.runtime.redis.get(url), self.origin, self._bus_message)
+        redis = self.runtime.redis.get(url)
+        self.bus = RedisBus(redis, self.origin, self._bus_message, self.instance)
         await self.bus.start()
         # Subscribed before the app serves, so a change made right after start-up is not missed;
         # with Redis away the app starts anyway and the bus keeps trying.
@@ -194,12 +183,83 @@ class Control:
         self._tasks.add(task)  # referenced until done: an unreferenced task may be collected
         task.add_done_callback(self._tasks.discard)
 
+    # -- the workers of this instance ----------------------------------------------------------
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers of this instance (this process alone without a control file)."""
+        if self.peers is None:
+            return [WorkerInfo(os.getpid(), self.born, time.time())]
+        return self.peers.table()
+
+    async def flush_workers(self) -> Applied:
+        """Have every live worker hand its counts to the shared metrics files (a scrape or
+        status read is about to sum them); bounded by `FLUSH_TIMEOUT`."""
+        if self.peers is None:
+            return ALONE
+        return await self.peers.ask("flush", {}, FLUSH_TIMEOUT)
+
+    async def _flush_op(self, message: dict[str, Any]) -> None:
+        self.runtime.metrics.refresh()
+
+    async def _sync_op(self, message: dict[str, Any]) -> None:
+        seq = message.get("seq")
+        await self.catch_up(seq if isinstance(seq, int) else None)
+
+    async def catch_up(self, seq: int | None = None) -> None:
+        """Apply what the control file holds beyond `seen_seq` (up to `seq` at least)."""
+        if self.file is None:
+            return
+        async with self._catching:
+            if seq is None:
+                seq = self.counter[0] if self.counter is not None else self.seen_seq + 1
+            if self.seen_seq >= seq and self.file.signature() == self._file_signature:
+                return
+            self._file_signature = self.file.signature()
+            document = self.file.read()
+            self._read(document)
+            seen, self.seen_seq = self.seen_seq, max(self.seen_seq, document["seq"])
+            for kind, data in events_after(document, seen, self.origin):
+                await self._run_event(kind, data)
+
+    def on_document(self, reader: Callable[[Data], object]) -> None:
+        """Have `reader(document)` see the control document at start and at every catch-up: for
+        shared *state* (as overrides are) that a worker starting later must learn too."""
+        self._readers.append(reader)
+
+    def _read(self, document: Data) -> None:
+        for reader in self._readers:
+            reader(document)
+
+    async def share(
+        self, change: Change, kind: str = "", data: Data | None = None, instances: bool = False
+    ) -> Applied:
+        """Write `change` (an edit of the document, see `ControlFile.update`) to the control file,
+        wake the workers and wait until each has read it; with `instances`, also publish `kind`
+        and `data` on the bus and count the instances that apply them."""
+        applied = ALONE
+        pending: list[Awaitable[Any]] = []
+        if self.file is not None and self.peers is not None:
+            seq = await self._write_file(change)
+            if seq is None and self.counter is not None:
+                seq = self.counter[0]  # nothing written: everyone up to what is there
+            pending.append(self.peers.ask("sync", {"seq": seq}, ASK_TIMEOUT))
+        if instances and self.bus is not None:
+            pending.append(self.bus.publish_acked(kind, data or {}, ASK_TIMEOUT))
+        results = await asyncio.gather(*pending)
+        for result in results:
+            if isinstance(result, Applied):
+                applied = replace(result, instances=applied.instances)
+            else:
+                applied = replace(applied, instances=result)
+        return applied
+
     # -- backend overrides ------------------------------------------------------------------
 
     async def set_backend(
         self, pool: str, backend_id: str, state: AdminState | None, weight: int | None
-    ) -> Backend:
-        """Change a backend's admin state and/or weight here, then in every peer.
+    ) -> tuple[Backend, Applied]:
+        """Change a backend's admin state and/or weight here, then in every peer; returns the
+        backend and how many peers applied it before the answer.
 
         Raises KeyError when the live generation has no such backend.
         """
@@ -222,11 +282,8 @@ class Control:
             ", ".join(f"{name} {value}" for name, value in changes if value is not None),
         )
         data = override.to_json()
-        if self.file is not None:
-            await self._write_file(lambda document, seq: put_override(document, data))
-        if self.bus is not None:
-            await self.bus.publish("override", data)
-        return backend
+        put = lambda document, seq: put_override(document, data)  # noqa: E731
+        return backend, await self.share(put, "override", data, instances=True)
 
     def _take(self, override: Override) -> None:
         current = self.overrides.get(override.key)
@@ -247,25 +304,21 @@ class Control:
 
     # -- backends added and removed by the admin API ---------------------------------------
 
-    async def add_backend(self, pool: str, config: BackendConfig) -> Backend:
+    async def add_backend(self, pool: str, config: BackendConfig) -> tuple[Backend, Applied]:
         """Add `config` (origin api) to `pool` here, then in every peer; see `ApiBackends.add`."""
         backend, change = self.members.add(pool, config)
-        await self._share_backend(change)
-        return backend
+        return backend, await self._share_backend(change)
 
-    async def remove_backend(self, pool: str, backend_id: str) -> Backend:
+    async def remove_backend(self, pool: str, backend_id: str) -> tuple[Backend, Applied]:
         """Drain, then remove, an API backend here and in every peer; see `ApiBackends.remove`."""
         backend, change = self.members.remove(pool, backend_id)
-        await self._share_backend(change)
-        return backend
+        return backend, await self._share_backend(change)
 
-    async def _share_backend(self, change: BackendChange) -> None:
+    async def _share_backend(self, change: BackendChange) -> Applied:
         # The same way as an override's: the control file (state) and the bus.
         data = change.to_json()
-        if self.file is not None:
-            await self._write_file(lambda document, seq: put_backend(document, data))
-        if self.bus is not None:
-            await self.bus.publish("backend", data)
+        put = lambda document, seq: put_backend(document, data)  # noqa: E731
+        return await self.share(put, "backend", data, instances=True)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -273,43 +326,27 @@ class Control:
         """Run `handler(data)` when a peer broadcasts an event of `kind`."""
         self._handlers[kind] = handler
 
-    async def broadcast(self, kind: str, data: dict[str, Any], *, instances: bool = False) -> None:
+    async def broadcast(
+        self, kind: str, data: dict[str, Any], *, instances: bool = False
+    ) -> Applied:
         """Tell the other workers of this instance (and, with `instances`, every instance on the
-        shared Redis) to run `kind`'s handler with `data`. This process has done it already."""
-        if self.file is not None:
-            origin = self.origin
+        shared Redis) to run `kind`'s handler with `data`, and wait (at most `ASK_TIMEOUT`) until
+        they have. This process has done it already. Returns how many did."""
+        origin = self.origin
 
-            def change(document: dict[str, Any], seq: int) -> bool:
-                add_event(document, seq, origin, kind, data)
-                return True
+        def change(document: dict[str, Any], seq: int) -> bool:
+            add_event(document, seq, origin, kind, data)
+            return True
 
-            await self._write_file(change)
-        if instances and self.bus is not None:
-            await self.bus.publish(kind, data)
+        return await self.share(change, kind, data, instances)
 
-    async def _write_file(self, change: Callable[[dict[str, Any], int], bool]) -> None:
+    async def _write_file(self, change: Change) -> int | None:
         assert self.file is not None
         try:
-            await asyncio.to_thread(self.file.update, change)
+            return await asyncio.to_thread(self.file.update, change)
         except OSError as exc:
             logger.error("cannot write the control file %s: %s", self.file.path, exc)
-
-    async def _poll_file(self) -> None:
-        assert self.file is not None
-        signature = self.file.signature()
-        if signature == self._file_signature:
-            return
-        self._file_signature = signature
-        document = self.file.read()
-        self._take_overrides(document)
-        self.members.take_all(document)
-        seen, self._seen_seq = self._seen_seq, document["seq"]
-        for event in document["events"]:
-            if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
-                continue
-            if event["seq"] <= seen or event.get("origin") == self.origin:
-                continue
-            await self._run_event(event.get("kind"), event.get("data"))
+            return None
 
     async def _bus_message(self, message: dict[str, Any]) -> None:
         kind, data = message["kind"], message["data"]
@@ -326,8 +363,8 @@ class Control:
             if self.file is not None:
                 # Also into this instance's file, for its workers that start later.
                 await self._write_file(lambda document, seq: put_override(document, data))
-            return
-        await self._run_event(kind, data)
+        else:
+            await self._run_event(kind, data)
 
     async def _run_event(self, kind: Any, data: Any) -> None:
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
@@ -364,7 +401,7 @@ class Control:
         async with self._lock:
             report = await self._reload(source)
         if share:
-            await self.broadcast("reload", {})
+            report["applied"] = (await self.broadcast("reload", {})).to_json()
         return report
 
     async def _reload(self, source: ConfigSource | None) -> dict[str, Any]:
@@ -404,23 +441,3 @@ class Control:
             log_reload_failure(trigger, exc.problems)
             return
         log_reload(trigger, report)
-
-    async def _watch_tick(self) -> None:
-        config = self.runtime.config
-        if not config.server.watch_config or config.source is None:
-            self._watched = None
-            return
-        signature = _file_signature(config.source)
-        if self._watched is None:
-            self._watched = signature
-            return
-        if signature == self._watched:
-            self._settling = None
-            return
-        if signature != self._settling:
-            # Changed since the last look: wait one more interval, so a file still being written
-            # (an editor saving in steps) is read once it has settled.
-            self._settling = signature
-            return
-        self._watched, self._settling = signature, None
-        await self._reload_logged("config file changed")

@@ -9,12 +9,14 @@ change:
     {"seq": 7,                      # bumped by every change
      "overrides": [OVERRIDE, ...],  # the admin state / weight of backends (see overrides.py)
      "backends": [CHANGE, ...],     # backends the admin API added or removed (see members.py)
-     "events": [{"seq": 7, "origin": "host:pid:nonce", "kind": "reload", "data": {}}, ...]}
+     "events": [{"seq": 7, "origin": "host:pid:nonce", "kind": "reload", "data": {},
+                 "at": UNIX_TIME}, ...]}
 
 Overrides and backend changes are state: a worker that starts late reads them and catches up.
 Events (reload, cache purge) are things to do once: a worker runs those newer than the `seq` it
-last saw, except its own.
-Each worker notices a change by polling the file's `stat` (see `runtime.Control`).
+last saw, except its own. Whoever changes the file raises the shared sequence number
+(`workers.SharedSeq`, in the same directory) under the same lock, then wakes the workers
+(`workers.Peers`): see `runtime.Control`.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
+
+from lb.control.workers import SharedSeq
 
 ENV_DIR = "LB_CONTROL_DIR"
 MAX_EVENTS = 64  # events kept in the file; a worker polls far more often than this many happen
@@ -46,6 +51,19 @@ class ControlFile:
         self.directory = directory
         self.path = os.path.join(directory, "control.json")
         self._lock_path = os.path.join(directory, "control.lock")
+        self._counter: SharedSeq | None = None
+
+    @property
+    def counter(self) -> SharedSeq:
+        """The shared copy of the document's `seq` (mapped on first use)."""
+        if self._counter is None:
+            self._counter = SharedSeq(self.directory)
+        return self._counter
+
+    def close(self) -> None:
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            counter.close()
 
     def __repr__(self) -> str:
         return f"<ControlFile {self.path}>"
@@ -72,19 +90,21 @@ class ControlFile:
                 data[key] = []
         return data
 
-    def update(self, change: Callable[[Document, int], bool]) -> bool:
+    def update(self, change: Callable[[Document, int], bool]) -> int | None:
         """Under the lock, let `change(document, seq)` edit the document; when it returns True,
-        write it back with `seq` as its new sequence number. Blocking: run it in a thread."""
+        write it back with `seq` as its new sequence number, raise the shared counter to it and
+        return it (else None). Blocking: run it in a thread."""
         with open(self._lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             document = self.read()
-            seq = document["seq"] + 1
+            seq: int = document["seq"] + 1
             if not change(document, seq):
-                return False
+                return None
             document["seq"] = seq
             document["events"] = document["events"][-MAX_EVENTS:]
             self._write(document)
-            return True
+            self.counter.raise_to(seq)
+            return seq
 
     def _write(self, document: Document) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".control-", dir=self.directory)
@@ -115,7 +135,33 @@ def put_override(document: Document, override: dict[str, Any]) -> bool:
 
 
 def add_event(document: Document, seq: int, origin: str, kind: str, data: dict[str, Any]) -> None:
-    document["events"].append({"seq": seq, "origin": origin, "kind": kind, "data": data})
+    event = {"seq": seq, "origin": origin, "kind": kind, "data": data, "at": time.time()}
+    document["events"].append(event)
+
+
+def events_after(document: Document, seen: int, origin: str) -> list[tuple[Any, Any]]:
+    """(kind, data) of the events after `seen` that `origin` did not make itself, oldest first."""
+    return [
+        (event.get("kind"), event.get("data"))
+        for event in document["events"]
+        if isinstance(event, dict)
+        and isinstance(event.get("seq"), int)
+        and event["seq"] > seen
+        and event.get("origin") != origin
+    ]
+
+
+def replay_from(document: Document, since: float) -> int:
+    """The seq a worker starting now catches up from. Events are history (it has just read the
+    config), except reloads made at `since` or later: the config file it read may predate them."""
+    seen: int = document["seq"]
+    for event in document["events"]:
+        if not isinstance(event, dict) or event.get("kind") != "reload":
+            continue
+        at, seq = event.get("at"), event.get("seq")
+        if isinstance(at, int | float) and isinstance(seq, int) and at >= since:
+            seen = min(seen, seq - 1)
+    return seen
 
 
 def prepare_control_dir() -> Callable[[], None]:

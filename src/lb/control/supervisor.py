@@ -3,8 +3,8 @@
 One process (`--workers 1`): the app itself handles SIGHUP (see `runtime.Control`). Several:
 uvicorn's supervisor would answer SIGHUP by replacing every worker, which loses what they know
 (health, counters, latency); lb's supervisor instead checks the file and, when it is valid, posts a
-reload to the control file, which every worker applies in place within `POLL_INTERVAL`. An invalid
-file is reported once, here, and changes nothing.
+reload to the control file and wakes every worker (`workers.wake_all`), which applies it in place.
+An invalid file is reported once, here, and changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from lb.config import ConfigError, load_config
 from lb.control.shared import ENV_DIR, ControlFile, add_event, prepare_control_dir
+from lb.control.workers import wake_all
 from lb.logsetup import reopen_log_files
 
 logger = logging.getLogger("lb.control")
@@ -54,11 +55,15 @@ class Supervisor(Multiprocess):
             add_event(document, seq, origin, "reload", {})
             return True
 
+        file = ControlFile(directory)
         try:
-            ControlFile(directory).update(change)
+            seq = file.update(change)
+            wake_all(directory, {"op": "sync", "seq": seq})
         except OSError as exc:
             logger.error("SIGHUP: cannot write the control file in %s: %s", directory, exc)
             return
+        finally:
+            file.close()
         logger.info("SIGHUP: reloading %s in every worker", self.config_path)
 
     def init_processes(self) -> None:

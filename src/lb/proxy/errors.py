@@ -9,6 +9,7 @@ The one builder of lb's error responses: `error_body` and `error_headers` make t
 `send_error` answers a proxied request (or a WebSocket handshake), `refuse_websocket` a handshake
 whatever the server supports, and `admin_error` the admin app's refusals (401, 403, 404, 405, ...);
 `lb.server` writes the same body and head for the requests it refuses before the app sees them.
+`send_redirect` is the one answer lb makes that is no error: a route's `redirect` (SPEC 12).
 """
 
 from __future__ import annotations
@@ -127,6 +128,31 @@ async def send_error(
     ctx.status = status or STATUS[code]
     log_cause(ctx.status, code, cause, ctx.request_id, ctx.backend)
     await send({"type": f"{kind}.response.start", "status": ctx.status, "headers": out})
+    ctx.bytes_sent = len(body)
+    await send({"type": f"{kind}.response.body", "body": body})
+
+
+# A permanent redirect without freshness is kept by browsers for good: an hour bounds a mistake.
+# A temporary one is about now.
+_REDIRECT_CACHE = {301: b"max-age=3600", 308: b"max-age=3600", 302: b"no-store", 307: b"no-store"}
+
+
+async def send_redirect(
+    send: Send, ctx: RequestContext, status: int, location: bytes, kind: str = "http"
+) -> None:
+    """Answer with `status` and `location` (a route's `redirect`), a one-line text body."""
+    body = b"Redirecting to " + location + b"\n"
+    headers = [
+        (b"location", location),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-request-id", ctx.request_id),
+        (b"cache-control", _REDIRECT_CACHE.get(status, b"no-store")),
+        date_header(),
+    ]
+    ctx.status = status
+    await send({"type": f"{kind}.response.start", "status": status, "headers": headers})
     ctx.bytes_sent = len(body)
     await send({"type": f"{kind}.response.body", "body": body})
 

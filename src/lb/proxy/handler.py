@@ -115,8 +115,7 @@ class Proxy:
         self.policy = RetryPolicy(config.retries, retry_budget)
         self.budget = self.policy.budget
         t = config.timeouts
-        self.timeout = {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}
-        self.timeouts = Timeouts(t.connect, t.read, t.read, t.pool, t.idle)  # for send_raw
+        self.timeouts = Timeouts(t.connect, t.read, t.read, t.pool, t.idle)
         self.preserve_host = config.preserve_host
         self._send_raw: SendRaw | None = getattr(transport, "send_raw", None)
         # Parsing a URL costs more than the rest of the request set-up: once per backend.
@@ -274,9 +273,17 @@ class Proxy:
             peer_trusted=ctx.peer_trusted,
         )
         route = ctx.route
+        timeouts = self.timeouts
         # The request-target is sent on the wire byte for byte; httpx.URL would normalise dot
         # segments and re-quote the path.
-        target = ctx.target if route is None else route.upstream_path(ctx.target)
+        if route is None:
+            target = ctx.target
+        else:
+            target = route.upstream_path(ctx.target)
+            if route.request_headers is not None:
+                headers = route.request_headers.apply(headers, ctx, scope)
+            if route.timeouts is not None:
+                timeouts = route.timeouts
         send_raw = self._send_raw
         if send_raw is not None:
             origin = self._origins.get(backend)
@@ -289,8 +296,8 @@ class Proxy:
             # 103 Early Hints go straight to the client, under lb's own server protocol.
             extensions = scope.get("extensions")
             interim = extensions.get(INTERIM_EXTENSION) if extensions else None
-            return send_raw(origin, method, target, headers, content, self.timeouts, interim)
-        return self._send_httpx(backend, ctx.method, target, headers, body)
+            return send_raw(origin, method, target, headers, content, timeouts, interim)
+        return self._send_httpx(backend, ctx.method, target, headers, body, timeouts)
 
     async def _send_httpx(
         self,
@@ -299,6 +306,7 @@ class Proxy:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: RequestBody,
+        timeouts: Timeouts,
     ) -> Upstream:
         url = self._urls.get(backend)
         if url is None:
@@ -309,7 +317,7 @@ class Proxy:
             headers=headers,
             stream=body,
             # "target" (httpcore honours it too) is written instead of the URL's path.
-            extensions={"timeout": self.timeout, "target": target},
+            extensions={"timeout": timeouts._asdict(), "target": target},
         )
         response = await self.transport.handle_async_request(request)
         if not 100 <= response.status_code <= 599:

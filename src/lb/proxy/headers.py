@@ -10,22 +10,12 @@ import os
 import re
 from collections.abc import Sequence
 
-from lb.config.model import Network
+from lb.config.model import HOP_BY_HOP_FIELDS, Network
 
 Headers = list[tuple[bytes, bytes]]
 
-# RFC 9110 7.6.1, plus the legacy Proxy-Connection.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
+# RFC 9110 7.6.1, plus the legacy Proxy-Connection (the config refuses them in route headers).
+HOP_BY_HOP = frozenset(name.encode("ascii") for name in HOP_BY_HOP_FIELDS)
 
 # Named in a request's Connection header, these still go to the backend: without Host or
 # Content-Length it could not read the request at all.

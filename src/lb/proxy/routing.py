@@ -1,11 +1,19 @@
-"""Routes: which pool serves a request, by host and raw-path prefix. First match wins."""
+"""Routes: which pool serves a request, by host and raw-path prefix, then the route's methods,
+headers and cookies when it asks for them (SPEC 12). First match wins."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from lb.config import RouteConfig
+from lb.config.model import ValueMatch
 from lb.types import Handler, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from lb.proxy.rewrite import HeaderRules
+    from lb.transport import Timeouts
 
 
 async def _unassigned(scope: Scope, receive: Receive, send: Send) -> None:
@@ -13,25 +21,45 @@ async def _unassigned(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class Route:
-    """A compiled route; `handler` is its pipeline (rate limit, cache, proxy), which the
-    generation that compiled it sets once (`lb.generation.Generation._handler`)."""
+    """A compiled route; `handler` is its pipeline (rate limit, cache, proxy or redirect), which
+    the generation that compiled it sets once (`lb.generation.Generation._handler`)."""
 
-    __slots__ = ("config", "pool", "host", "prefix", "strip_prefix", "handler")
+    __slots__ = (
+        "config",
+        "pool",
+        "host",
+        "prefix",
+        "strip_prefix",
+        "handler",
+        "conditions",
+        "timeouts",
+        "request_headers",
+    )
 
     def __init__(
-        self, config: RouteConfig, pool: str, host: str | None, prefix: bytes, strip_prefix: bool
+        self,
+        config: RouteConfig,
+        pool: str | None,
+        host: str | None,
+        prefix: bytes,
+        strip_prefix: bool,
     ) -> None:
         self.config = config
-        self.pool = pool
+        self.pool = pool  # None: a redirect, answered without a backend
         self.host = host  # exact host, or ".suffix" for "*.suffix"
         self.prefix = prefix  # b"" matches every path
         self.strip_prefix = strip_prefix
         self.handler: Handler = _unassigned
+        self.conditions = Conditions.of(config)  # None: host and path decide
+        # Set by the generation with the pipeline, read by the pool's proxy: the pool's timeouts
+        # with the route's over them (None: the pool's own), the route's request header rules.
+        self.timeouts: Timeouts | None = None
+        self.request_headers: HeaderRules | None = None
 
     def __repr__(self) -> str:
         return f"<Route host={self.host} prefix={self.prefix!r} pool={self.pool}>"
 
-    def matches(self, host: str, raw_path: bytes) -> bool:
+    def matches(self, host: str, raw_path: bytes, scope: Scope) -> bool:
         if self.host is not None:
             if self.host[0] == ".":
                 if not host.endswith(self.host):
@@ -39,12 +67,13 @@ class Route:
             elif host != self.host:
                 return False
         prefix = self.prefix
-        if not prefix:
-            return True
         # Whole segments only: /api matches /api, /api/ and /api/x, never /apix.
-        return raw_path.startswith(prefix) and (
-            len(raw_path) == len(prefix) or raw_path[len(prefix)] in b"/?"
-        )
+        if prefix and not (
+            raw_path.startswith(prefix)
+            and (len(raw_path) == len(prefix) or raw_path[len(prefix)] in b"/?")
+        ):
+            return False
+        return self.conditions is None or self.conditions.matches(scope)
 
     def upstream_path(self, raw_path: bytes) -> bytes:
         if self.strip_prefix and self.prefix:
@@ -73,11 +102,80 @@ class Router:
     def all(self) -> tuple[Route, ...]:
         return self.routes if self.fallback is None else (*self.routes, self.fallback)
 
-    def match(self, host: str, raw_path: bytes) -> Route | None:
+    def match(self, host: str, raw_path: bytes, scope: Scope) -> Route | None:
         for route in self.routes:
-            if route.matches(host, raw_path):
+            if route.matches(host, raw_path, scope):
                 return route
         return self.fallback
+
+
+# (name, exact value, or the pattern searched in the value), names and values as ASGI bytes.
+Match = tuple[bytes, bytes | None, re.Pattern[str] | None]
+
+
+def _compile_match(name: str, match: ValueMatch) -> Match:
+    exact = match.exact.encode("latin-1") if match.exact is not None else None
+    return name.encode("latin-1"), exact, match.pattern
+
+
+def _value_matches(exact: bytes | None, pattern: re.Pattern[str] | None, value: bytes) -> bool:
+    if pattern is not None:
+        return pattern.search(value.decode("latin-1")) is not None
+    return value == exact
+
+
+class Conditions:
+    """A route's `methods`, `headers` and `cookies`, all of which must hold. Only routes that
+    have them carry one, so the others pay one attribute test per request."""
+
+    __slots__ = ("methods", "headers", "cookies")
+
+    def __init__(
+        self,
+        methods: frozenset[str],
+        headers: tuple[Match, ...],
+        cookies: tuple[Match, ...],
+    ) -> None:
+        self.methods = methods
+        self.headers = headers
+        self.cookies = cookies
+
+    @classmethod
+    def of(cls, config: RouteConfig) -> Conditions | None:
+        """The route's conditions, or None when it has none."""
+        if not config.conditional:
+            return None
+        return cls(
+            config.methods,
+            tuple(_compile_match(name, m) for name, m in config.headers),
+            tuple(_compile_match(name, m) for name, m in config.cookies),
+        )
+
+    def matches(self, scope: Scope) -> bool:
+        if self.methods and scope.get("method", "GET") not in self.methods:
+            return False
+        headers = scope["headers"]
+        for name, exact, pattern in self.headers:
+            # Any of the header's fields may match: `X-Canary` sent twice is still a canary.
+            if not any(n == name and _value_matches(exact, pattern, v) for n, v in headers):
+                return False
+        if self.cookies:
+            jar = [v for n, v in headers if n == b"cookie"]
+            for name, exact, pattern in self.cookies:
+                if not any(_value_matches(exact, pattern, v) for v in cookie_values(jar, name)):
+                    return False
+        return True
+
+
+def cookie_values(fields: Sequence[bytes], name: bytes) -> list[bytes]:
+    """Every value of cookie `name` in the Cookie fields (`a=1; b=2`, RFC 6265 5.4)."""
+    out = []
+    for field in fields:
+        for pair in field.split(b";"):
+            key, sep, value = pair.strip().partition(b"=")
+            if sep and key == name:
+                out.append(value.strip().strip(b'"'))
+    return out
 
 
 def request_host(headers: Sequence[tuple[bytes, bytes]]) -> str:

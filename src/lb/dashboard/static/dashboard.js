@@ -7,6 +7,7 @@
   const WINDOW = 120; // seconds the charts show
   const HISTORY = WINDOW + 5; // points kept per backend (one a second)
   const RATE_WINDOW = 5; // samples averaged for the req/s and error figures
+  const STALE_S = 5; // a worker whose heartbeat is this far behind the freshest one is stuck
   const TOKEN_KEY = "lb-admin-token";
   const ACTIONS = { drain: "draining", disable: "disabled", enable: "active" };
   const COLORS = { req: "#1f6feb", err: "#cf222e", p50: "#2da44e", p95: "#bf8700", p99: "#8250df" };
@@ -351,6 +352,44 @@
       `<b>${healthy}/${backends}</b> backends healthy · <b>${fixed(rps)}</b> req/s`;
   }
 
+  function age(seconds) {
+    if (seconds < 90) return `${Math.round(seconds)} s`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+    return `${(seconds / 3600).toFixed(1)} h`;
+  }
+
+  // Every worker's pid, age and heartbeat, as the status reports them; ages are taken from the
+  // freshest heartbeat (the balancer's clock), not this browser's.
+  function renderWorkers(workers) {
+    const section = $("workers");
+    if (!Array.isArray(workers) || workers.length === 0) {
+      section.hidden = true;
+      return;
+    }
+    section.hidden = false;
+    const now = Math.max(...workers.map((w) => w.last_seen));
+    const body = $("workers-body");
+    body.replaceChildren();
+    let stale = 0;
+    for (const w of workers) {
+      const row = document.createElement("tr");
+      const behind = now - w.last_seen;
+      row.dataset.pid = w.pid;
+      if (behind > STALE_S) {
+        row.classList.add("stale");
+        stale++;
+      }
+      for (const text of [String(w.pid), age(now - w.started), behind < 1.5 ? "now" : `${age(behind)} ago`]) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.append(cell);
+      }
+      body.append(row);
+    }
+    $("workers-meta").textContent =
+      `${workers.length} live` + (stale ? ` · ${stale} not seen for over ${STALE_S} s` : "");
+  }
+
   // -- polling and actions ---------------------------------------------------------------------
   async function poll() {
     let res;
@@ -369,7 +408,9 @@
       setConn("down", `status answered HTTP ${res.status}`);
       return;
     }
-    render(await res.json());
+    const doc = await res.json();
+    render(doc);
+    renderWorkers(doc.workers);
     setConn("up", "live · " + clock(new Date()));
   }
 
@@ -399,6 +440,11 @@
       if (!res.ok) throw new Error(body.detail || `HTTP ${res.status}`);
       view.pending = { state: body.state, until: Date.now() + 2000 };
       showState(view, body.state);
+      const applied = body.applied;
+      if (applied && applied.workers < applied.of) {
+        const late = (applied.not_applied || []).map((w) => w.pid).join(", ");
+        view.els.note.textContent = `applied in ${applied.workers} of ${applied.of} workers (late: ${late})`;
+      }
     } catch (err) {
       view.els.note.textContent = err.message;
     } finally {
