@@ -10,7 +10,9 @@ N requests are counted, not the start or the warm-up. Instructions are determini
 box's timings are not (docs/performance.md).
 
 Variants: `proxy` (a route without compress), `identity` (compress on, the client accepts no
-coding: the cost of the two layers alone), `gzip`, `br`, `zstd` (compress on, that coding).
+coding: the cost of the two layers alone), `gzip`, `br`, `zstd` (compress on, that coding);
+`headers` (the route's header rules of HEADER_RULES, no compress) and `headers+gzip` (both: the
+route issue 20 asks the benchmark to show next to proxy only).
 """
 
 from __future__ import annotations
@@ -120,11 +122,23 @@ def read_response(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
     return head, after
 
 
+# A route's header rules as an operator writes them in the first week (docs/traffic.md): one set
+# upstream with a placeholder, one set and one removed downstream.
+HEADER_RULES = {
+    "request_headers": {"set": {"X-Client-IP": "{client_ip}"}},
+    "response_headers": {"set": {"X-Frame-Options": "DENY"}, "remove": ["ETag"]},
+}
+
+
 def run(variant: str, backend: int, workdir: str, requests: int, warmup: int) -> float:
-    compress = variant != "proxy"
+    headers = variant.startswith("headers")
+    coding = variant.removeprefix("headers").lstrip("+") or "proxy"  # "headers": no compress
+    route: dict[str, object] = {"pool": "web", "compress": coding != "proxy"}
+    if headers:
+        route.update(HEADER_RULES)
     config = {
         "pools": {"web": {"backends": [f"http://127.0.0.1:{backend}"]}},
-        "routes": [{"pool": "web", "compress": compress}],
+        "routes": [route],
         "logging": {"access_log": False},
     }
     config_path = os.path.join(workdir, f"lb-{variant}.yaml")
@@ -143,14 +157,14 @@ def run(variant: str, backend: int, workdir: str, requests: int, warmup: int) ->
     )  # fmt: skip
     try:
         wait_for_port(port, 600)  # python and lb start slowly under valgrind on a busy box
-        accept = {"proxy": "gzip", "identity": "identity"}.get(variant, variant)
+        accept = {"proxy": "gzip", "identity": "identity"}.get(coding, coding)
         data = request(port, accept)
         with socket.create_connection(("127.0.0.1", port), 60) as sock:
             buf = b""
             for _ in range(warmup):
                 sock.sendall(data)
                 head, buf = read_response(sock, buf)
-            expected = None if variant in ("proxy", "identity") else variant
+            expected = None if not route["compress"] or coding == "identity" else coding
             coding = next(
                 (line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
                  if line.lower().startswith(b"content-encoding:")),
