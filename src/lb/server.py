@@ -255,6 +255,7 @@ class HttpProtocol(Connection):
         header's), and give it the transport."""
         self.connections.discard(self)
         self._disarm_head_timer()
+        self._stop_runner()
         output = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
         for name, value in self.headers:
             output += [name, b": ", value, b"\r\n"]
