@@ -269,14 +269,14 @@ class Connection(asyncio.Protocol):
         try:
             while cycle is not None:
                 await cycle.run_asgi(app)
-                tasks.discard(task)  # type: ignore[arg-type]
+                tasks.discard(task)
                 cycle = None  # not kept alive while idle
                 if task is None or task.cancelling() or self.parser is None:
                     return
                 waiter = self._waiter = self.loop.create_future()
                 cycle, app = await waiter
         finally:
-            tasks.discard(task)  # type: ignore[arg-type]
+            tasks.discard(task)
             if self._runner is task:
                 self._runner = None
                 self._waiter = None

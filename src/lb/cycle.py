@@ -37,7 +37,14 @@ from typing import Any
 
 from lb.httpwire import BAD_NAME, BAD_VALUE, STATUS_LINE, FlowControl
 from lb.proxy.headers import HOP_BY_HOP
-from lb.types import DISCONNECT_EXTENSION, INTERIM_EXTENSION, ASGIApp, Message, Scope
+from lb.types import (
+    DISCONNECT_EXTENSION,
+    INTERIM_EXTENSION,
+    RESPONDER_EXTENSION,
+    ASGIApp,
+    Message,
+    Scope,
+)
 
 COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
 
@@ -94,6 +101,7 @@ class Cycle:
         # The protocol passes one function per connection that calls the current cycle's
         # send_interim: no bound method made per request for what few requests use.
         extensions[INTERIM_EXTENSION] = self.send_interim if interim is None else interim
+        extensions[RESPONDER_EXTENSION] = self
 
     def watch_disconnect(self, callback: Callback | None) -> None:
         """Call `callback` and cancel the request's task if the client goes away before the
@@ -208,7 +216,7 @@ class Cycle:
                 )
             self.response_started = True
             self.waiting_for_100_continue = False
-            self.head = self.encode_head(message)
+            self.head = self.encode_head(message["status"], message.get("headers", ()))
             self.loop.call_soon(self.write_head)
 
         elif not self.response_complete:
@@ -216,42 +224,7 @@ class Cycle:
                 raise RuntimeError(
                     f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
                 )
-            body = message.get("body", b"")
-            more_body = message.get("more_body", False)
-
-            if self.scope["method"] == "HEAD":
-                self.expected_content_length = 0
-                data = b""
-            elif self.chunked_encoding:
-                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-                if not more_body:
-                    data += b"0\r\n\r\n"
-            else:
-                num_bytes = len(body)
-                if num_bytes > self.expected_content_length:
-                    raise RuntimeError("Response content longer than Content-Length")
-                self.expected_content_length -= num_bytes
-                data = body
-
-            head = self.head
-            if head is None:
-                if data:
-                    self.transport.write(data)
-            else:
-                self.head = None
-                if len(data) <= COALESCE_LIMIT:
-                    self.transport.write(head + data)
-                else:
-                    self.transport.writelines((head, data))
-
-            if not more_body:
-                if self.expected_content_length != 0:
-                    raise RuntimeError("Response content shorter than Content-Length")
-                self.response_complete = True
-                self.message_event.set()
-                if not self.keep_alive:
-                    self.transport.close()
-                self.on_response()
+            self.write_body(message.get("body", b""), message.get("more_body", False))
 
         else:
             raise RuntimeError(
@@ -259,10 +232,57 @@ class Cycle:
                 "completed."
             )
 
-    def encode_head(self, message: Message) -> bytes:
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """The whole response at once, as `http.response.start` and one `http.response.body`
+        would send it, without their message dicts, awaits and the call_soon that writes a
+        held-back head. False (nothing done) when it cannot be sent at once: a response already
+        started, a client gone or not reading; the caller then sends it through ASGI."""
+        if self.response_started or self.disconnected or self.flow.write_paused:
+            return False
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.head = self.encode_head(status, headers)
+        self.write_body(body, False)
+        return True
+
+    def write_body(self, body: bytes, more_body: bool) -> None:
+        """One body part (the head with it, when still held back)."""
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            data = b""
+        elif self.chunked_encoding:
+            data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            if not more_body:
+                data += b"0\r\n\r\n"
+        else:
+            num_bytes = len(body)
+            if num_bytes > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= num_bytes
+            data = body
+
+        head = self.head
+        if head is None:
+            if data:
+                self.transport.write(data)
+        else:
+            self.head = None
+            if len(data) <= COALESCE_LIMIT:
+                self.transport.write(head + data)
+            else:
+                self.transport.writelines((head, data))
+
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    def encode_head(self, status_code: int, headers: Any) -> bytes:
         """The status line and header section of `http.response.start`, as uvicorn makes them."""
-        status_code = message["status"]
-        headers = message.get("headers", ())
         if self.default_headers:
             headers = self.default_headers + list(headers)
 
