@@ -147,7 +147,7 @@ class Connection(asyncio.Protocol):
         if cycle is not None:
             if not cycle.response_complete:
                 cycle.lost()
-            cycle.message_event.set()
+            cycle.wake()
         if self.flow is not None:
             self.flow.resume_writing()
         if exc is None and self.transport is not None:

@@ -67,7 +67,6 @@ class Cycle:
         access_logger: logging.Logger,
         access_log: bool,
         default_headers: list[tuple[bytes, bytes]],
-        message_event: asyncio.Event,
         expect_100_continue: bool,
         keep_alive: bool,
         on_response: Callable[..., None],
@@ -81,7 +80,10 @@ class Cycle:
         self.access_logger = access_logger
         self.access_log = access_log
         self.default_headers = default_headers
-        self.message_event = message_event
+        # `receive`'s wake-up (what an asyncio.Event would be, made only when waited on: a
+        # bodiless request, most of them, never waits).
+        self.message_ready = False
+        self._waiter: asyncio.Future[None] | None = None
         self.on_response = on_response
         self.disconnected = False
         self.keep_alive = keep_alive
@@ -126,10 +128,20 @@ class Cycle:
         content.append(b"\r\n")
         self.transport.write(b"".join(content))
 
+    def wake(self) -> None:
+        """Something for `receive`: a body part, the body's end, a disconnect, the response's
+        end."""
+        self.message_ready = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # cancelled with its request
+                waiter.set_result(None)
+
     def lost(self) -> None:
         """The client connection is gone (or unusable) with the response incomplete."""
         self.disconnected = True
-        self.message_event.set()
+        self.wake()
         callback = self.on_disconnect
         if callback is not None:
             self.on_disconnect = None
@@ -194,8 +206,10 @@ class Cycle:
             self.waiting_for_100_continue = False
         if not self.disconnected and not self.response_complete:
             self.flow.resume_reading()
-            await self.message_event.wait()
-            self.message_event.clear()
+            if not self.message_ready:
+                waiter = self._waiter = self.loop.create_future()
+                await waiter
+            self.message_ready = False
         if self.disconnected or self.response_complete:
             return {"type": "http.disconnect"}
         message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
@@ -276,7 +290,7 @@ class Cycle:
             if self.expected_content_length != 0:
                 raise RuntimeError("Response content shorter than Content-Length")
             self.response_complete = True
-            self.message_event.set()
+            self.wake()
             if not self.keep_alive:
                 self.transport.close()
             self.on_response()

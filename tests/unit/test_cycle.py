@@ -51,7 +51,6 @@ def cycle(method: str = "GET", keep_alive: bool = True) -> tuple[Cycle, FakeTran
         logger,
         False,
         [],
-        asyncio.Event(),
         False,
         keep_alive,
         lambda: completed.append(1),
