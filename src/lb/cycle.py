@@ -97,6 +97,9 @@ class Cycle:
         self.loop = loop
         self.head: bytes | None = None  # the response head, not written yet
         self.on_disconnect: Callback | None = None
+        self.head_hook: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]] | None = (
+            None
+        )
         self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
         extensions: dict[str, Any] = scope.setdefault("extensions", {})
         extensions[DISCONNECT_EXTENSION] = self.watch_disconnect
@@ -104,6 +107,13 @@ class Cycle:
         # send_interim: no bound method made per request for what few requests use.
         extensions[INTERIM_EXTENSION] = self.send_interim if interim is None else interim
         extensions[RESPONDER_EXTENSION] = self
+
+    def on_head(
+        self, hook: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
+    ) -> None:
+        """See `lb.types.Responder`."""
+        outer = self.head_hook
+        self.head_hook = hook if outer is None else lambda headers: outer(hook(headers))
 
     def watch_disconnect(self, callback: Callback | None) -> None:
         """Call `callback` and cancel the request's task if the client goes away before the
@@ -185,6 +195,7 @@ class Cycle:
                 self.transport.write(head)
 
     async def send_500_response(self) -> None:
+        self.head_hook = None  # the server's own answer, no layer's
         await self.send(
             {
                 "type": "http.response.start",
@@ -230,7 +241,10 @@ class Cycle:
                 )
             self.response_started = True
             self.waiting_for_100_continue = False
-            self.head = self.encode_head(message["status"], message.get("headers", ()))
+            headers = message.get("headers", ())
+            if self.head_hook is not None:
+                headers = self.head_hook(list(headers))
+            self.head = self.encode_head(message["status"], headers)
             self.loop.call_soon(self.write_head)
 
         elif not self.response_complete:
@@ -255,6 +269,8 @@ class Cycle:
             return False
         self.response_started = True
         self.waiting_for_100_continue = False
+        if self.head_hook is not None:
+            headers = self.head_hook(headers)
         self.head = self.encode_head(status, headers)
         self.write_body(body, False)
         return True

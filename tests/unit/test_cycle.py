@@ -225,3 +225,33 @@ async def test_respond_closes_a_connection_not_kept_alive() -> None:
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
     ]
     assert transport.closed and completed == [1]
+
+
+async def test_head_hooks_rewrite_both_paths_inner_first() -> None:
+    def add(tag: bytes) -> Any:
+        return lambda headers: [*headers, (b"x-order", tag)]
+
+    for direct in (True, False):
+        c, transport, _ = cycle()
+        c.on_head(add(b"outer"))
+        c.on_head(add(b"inner"))  # registered later: a layer further in
+        if direct:
+            assert c.respond(200, [(b"content-length", b"2")], b"ok")
+        else:
+            await c.send(start(content_length=b"2"))
+            await c.send(body(b"ok"))
+        assert transport.writes == [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-order: inner\r\nx-order: outer\r\n\r\nok"
+        ]
+
+
+async def test_the_servers_own_500_takes_no_hook() -> None:
+    c, transport, _ = cycle()
+    c.on_head(lambda headers: [*headers, (b"x-layer", b"1")])
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError("boom")
+
+    await c.run_asgi(failing)
+    assert transport.writes[0].startswith(b"HTTP/1.1 500 ")
+    assert b"x-layer" not in transport.writes[0]
