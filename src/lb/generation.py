@@ -19,6 +19,7 @@ from lb.backend import Backend
 from lb.cache import Cache
 from lb.cache.cache import create_store
 from lb.cache.redis_store import RedisStore
+from lb.compress import Compress, Compression, Negotiate
 from lb.config import BackendConfig, Config, PoolConfig
 from lb.config.model import RouteTimeoutConfig
 from lb.health import HealthChecker
@@ -143,8 +144,9 @@ class Generation:
 
     def _handler(self, route: Route) -> Handler:
         """The pipeline of one route: response headers, client filter, body limit, rate limit,
-        then cache, then the mirror, then the proxy (or, for a redirect, the redirect). The
-        proxy reads the route's timeouts and request headers, which are set here too."""
+        then cache, then the mirror, then the proxy (or, for a redirect, the redirect);
+        compression on either side of the cache (`lb.compress.layer`). The proxy reads the
+        route's timeouts and request headers, which are set here too."""
         config = route.config
         handler: Handler
         if config.redirect is not None:
@@ -162,8 +164,14 @@ class Generation:
                 pool = self.pools[mirror.pool]
                 handler = Mirror(handler, mirror, pool_name, pool, self._transport, self._metrics)
                 self.mirrors.append(handler)
+            compression = None
+            if config.compress is not None:
+                compression = Compression(config.compress, self._metrics)
+                handler = Compress(handler, compression)
             if self.cache is not None and config.cache:
                 handler = self.cache.layer(handler)
+            if compression is not None:
+                handler = Negotiate(handler, compression)
         handler = self.rate_limits.wrap(route, handler)
         limit = config.max_body_bytes
         if limit is None:

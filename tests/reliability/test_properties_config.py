@@ -215,9 +215,21 @@ def to_mapping(config: Config) -> dict[str, Any]:
     out.pop("source", None)
     for pool in out["pools"].values():
         pool.pop("name")
+        for backend in pool["backends"]:
+            backend.pop("origin")  # "config": where it came from, not a key of the file
+        for target in pool.pop("discover", []):  # discovered names are backend entries
+            if target["kind"] == "dns":
+                url = f"{target['scheme']}://{target['name']}:{target['port']}"
+                entry = {"url": url, "discover": "dns"}
+            else:
+                entry = {"srv": target["name"], "discover": "srv", "scheme": target["scheme"]}
+            pool["backends"].append({**entry, "weight": target["weight"]})
     for route in out.get("routes", []):
         if route.get("rate_limit") is None:
             route.pop("rate_limit", None)
+        for key in ("methods", "headers", "cookies"):  # empty: match any (the default)
+            if not route.get(key):
+                route.pop(key, None)
     return out  # type: ignore[no-any-return]
 
 

@@ -169,6 +169,29 @@ class CacheConfig:
     store_set_cookie: bool = False  # store Set-Cookie responses without public / s-maxage
 
 
+# Compressible by default: text and the structured text formats (what nginx's gzip_types,
+# Traefik's and Caddy's defaults cover between them), not images or archives that are compressed.
+DEFAULT_COMPRESS_TYPES = (
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "application/x-javascript",
+    "application/xml",
+    "application/xhtml+xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/ld+json",
+    "application/manifest+json",
+    "application/problem+json",
+    "application/graphql-response+json",
+    "application/wasm",
+    "image/svg+xml",
+    "image/x-icon",
+    "font/ttf",
+    "font/otf",
+)
+
+
 # RFC 9110 7.6.1 and the legacy Proxy-Connection: never forwarded, never set by a route.
 HOP_BY_HOP_FIELDS = frozenset(
     {
@@ -181,6 +204,17 @@ HOP_BY_HOP_FIELDS = frozenset(
         "upgrade",
     }
 )
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    # Traefik's default (nginx: 20 bytes, Caddy: 512): below ~1 KB the coding's own framing and a
+    # TCP segment make the saving nil. Applies when the response says its length.
+    min_bytes: int = 1024
+    # Media types (lower case, no parameters): exact, or "type/*" for a whole top-level type.
+    types: tuple[str, ...] = DEFAULT_COMPRESS_TYPES
+    # What lb may encode with, preferred first when the client weighs several alike.
+    encodings: tuple[Literal["zstd", "br", "gzip"], ...] = ("zstd", "br", "gzip")
 
 
 @dataclass(frozen=True)
@@ -243,6 +277,7 @@ class RouteConfig:
     # None: inherit the top-level setting; False: off on this route; a config: this route's own.
     rate_limit: RateLimitConfig | Literal[False] | None = None
     cache: bool = True  # False: the cache layer is bypassed on this route
+    compress: CompressConfig | None = None  # None: responses pass as the backend sent them
     max_body_bytes: int | None = None  # None: server.max_body_bytes applies
     # Client IPs: refused when in `deny`, or when `allow` is not empty and they are not in it.
     allow: tuple[Network, ...] = ()

@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from lb.config.backends import normalise_host
+from lb.config.compress import read_compress
 from lb.config.fields import (
     Invalid,
     Problems,
@@ -38,6 +39,7 @@ _ROUTE_KEYS = (
     "strip_prefix",
     "rate_limit",
     "cache",
+    "compress",
     "max_body_bytes",
     "allow",
     "deny",
@@ -227,6 +229,7 @@ def _read_route(
         strip_prefix=s.read("strip_prefix", False, to_bool),
         rate_limit=rate_limit,
         cache=s.read("cache", True, to_bool),
+        compress=read_compress(s.raw("compress"), s.key_path("compress"), problems),
         max_body_bytes=s.read_optional("max_body_bytes", None, to_size(0)),
         allow=read_networks(s, "allow", ()),
         deny=read_networks(s, "deny", ()),

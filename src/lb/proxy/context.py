@@ -15,7 +15,8 @@ Who writes which field (everyone else only reads it):
                     response), lb.cache.layer (a hit, a 304, or a response it took over: it then
                     resets the proxy's count), lb.websocket (101 and the relayed bytes),
                     lb.errors (every answer lb makes itself); lb.app only for a WebSocket with no
-                    route (closed with 1008)
+                    route (closed with 1008); lb.compress (bytes_sent only: the coded size of a
+                    response it encoded, after the proxy counted the backend's bytes)
     error           the layer that gave up, with its reason: lb.proxy, lb.websocket, lb.errors
                     (the code, when nothing said why before)
     cache           lb.cache.layer (HIT, MISS, STALE, BYPASS, ...)
