@@ -14,6 +14,10 @@ two for what a proxy relays:
   client connection lost (or whose framing breaks) before the response is complete calls it once
   and cancels the request's task. The proxy uses it instead of a watcher task per request
   listening on `receive`.
+* **A whole response in one call.** The scope carries the cycle itself as `RESPONDER_EXTENSION`
+  (`lb.types.Responder`): a layer handed the cycle's own `send` may answer with `respond`
+  (head and whole body, no message dicts) and rewrite the head with `on_head` instead of
+  wrapping `send`. The proxy and the rate limit do; under any other server they use ASGI.
 * **Interim responses.** The scope carries `INTERIM_EXTENSION`, a function `(status, headers)`
   that writes a 1xx response (103 Early Hints) at once, before the final one, to an HTTP/1.1
   client. ASGI has no message for it; the proxy hands it to the transport.
