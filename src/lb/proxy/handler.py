@@ -31,6 +31,7 @@ from lb.proxy.downstream import (
     RequestBody,
     Watcher,
     has_body,
+    responder_for,
     watch_client,
 )
 from lb.proxy.errors import send_error
@@ -40,7 +41,6 @@ from lb.strategy import PickRequest
 from lb.transport import Origin, PoolOverflow, Timeouts, origin_of
 from lb.types import (
     INTERIM_EXTENSION,
-    RESPONDER_EXTENSION,
     Message,
     Receive,
     Responder,
@@ -140,10 +140,7 @@ class Proxy:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
         watcher, send = watch_client(scope, receive, send)
-        extensions = scope.get("extensions")
-        responder: Responder | None = extensions.get(RESPONDER_EXTENSION) if extensions else None
-        if responder is not None and getattr(send, "__self__", None) is not responder:
-            responder = None  # a layer wraps `send`: the response must pass through it
+        responder = responder_for(scope, send)  # None when a layer wraps `send`
         if has_body(scope["headers"]):
             body = RequestBody(receive, True, watcher.start)
         else:

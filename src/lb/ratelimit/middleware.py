@@ -15,15 +15,14 @@ from typing import Any
 from lb.config import RateLimitConfig
 from lb.metrics import Metrics
 from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.downstream import responder_for
 from lb.proxy.errors import refuse_websocket, send_error
 from lb.ratelimit.gcra import Decision, rate_limit_headers
 from lb.ratelimit.store import Store, StoreUnavailable
 from lb.types import (
-    RESPONDER_EXTENSION,
     Handler,
     Message,
     Receive,
-    Responder,
     Scope,
     Send,
 )
@@ -112,12 +111,8 @@ class RateLimit:
         self.metrics.rate_limit(result.allowed)
         extra = rate_limit_headers(self.limit, result)
         if result.allowed:
-            extensions = scope.get("extensions")
-            responder: Responder | None = (
-                extensions.get(RESPONDER_EXTENSION) if extensions else None
-            )
-            owner: object = getattr(send, "__self__", None)
-            if responder is not None and owner is responder:
+            responder = responder_for(scope, send)
+            if responder is not None:
                 # lb's server adds them as it encodes the head: `send` stays unwrapped, and the
                 # proxy can hand it a whole response in one call.
                 responder.on_head(partial(_add_headers, extra))
