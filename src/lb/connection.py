@@ -96,6 +96,8 @@ class Connection(asyncio.Protocol):
         self._handshake: asyncio.Task[None] | None = None  # TLS after a PROXY header
         self._early: list[bytes] | None = None  # its first bytes, before `_connected`
         self.cycle: Cycle | None = None  # the request being answered
+        self._runner: asyncio.Task[None] | None = None  # runs the requests (see `_run`)
+        self._waiter: asyncio.Future[tuple[Cycle | None, Any]] | None = None  # it waits, idle
 
     # A request's head must arrive within header_timeout of the connection opening or of its first
     # byte: a slowloris client trickling header bytes would otherwise hold its connection forever.
@@ -145,12 +147,13 @@ class Connection(asyncio.Protocol):
         if cycle is not None:
             if not cycle.response_complete:
                 cycle.lost()
-            cycle.message_event.set()
+            cycle.wake()
         if self.flow is not None:
             self.flow.resume_writing()
         if exc is None and self.transport is not None:
             self.transport.close()
         self.parser = None  # type: ignore[assignment]
+        self._stop_runner()
 
     def eof_received(self) -> None:
         pass
@@ -232,16 +235,59 @@ class Connection(asyncio.Protocol):
         else:
             self._run(cycle, app)
 
+    # A task per request costs more than the rest of setting the request up (asyncio registers
+    # each in a weak set and runs a done callback at its end): a connection runs its requests in
+    # one task of its own, the runner, which waits on a future between them. The runner is in
+    # `tasks` (what limit_concurrency counts and shutdown waits for) only while it runs one.
     def _run(self, cycle: Cycle, app: Any) -> None:
         """Run the request in a task kept on the cycle, which cancels it when the client leaves
-        (see lb.cycle)."""
-        if self.reset_contextvars:
+        (see lb.cycle): the connection's runner when it is idle, else a task of its own."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set_result((cycle, app))
+            task = self._runner
+            assert task is not None  # waiting runners are never without their task
+        elif self.reset_contextvars:  # a fresh context per request, as uvicorn gives it
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+            task.add_done_callback(self.tasks.discard)
+        elif self._runner is None:
+            task = self._runner = self.loop.create_task(self._serve(cycle, app))
         else:
+            # The runner is still busy (pipelining, or work after its response): this one must
+            # not wait for it.
             task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
         cycle.task = task
+
+    async def _serve(self, cycle: Cycle | None, app: Any) -> None:
+        """The runner: the connection's requests one after another, until it closes (or a
+        request of it was cancelled: a cancelled task is not used again)."""
+        task = self._runner
+        tasks = self.tasks
+        try:
+            while cycle is not None:
+                await cycle.run_asgi(app)
+                tasks.discard(task)
+                cycle = None  # not kept alive while idle
+                if task is None or task.cancelling() or self.parser is None:
+                    return
+                waiter = self._waiter = self.loop.create_future()
+                cycle, app = await waiter
+        finally:
+            tasks.discard(task)
+            if self._runner is task:
+                self._runner = None
+                self._waiter = None
+
+    def _stop_runner(self) -> None:
+        """The connection is done (closed, or handed to a WebSocket protocol): an idle runner
+        ends."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set_result((None, None))
 
     def _start_deferred(self) -> None:
         for cycle, app in self._deferred:

@@ -14,6 +14,10 @@ two for what a proxy relays:
   client connection lost (or whose framing breaks) before the response is complete calls it once
   and cancels the request's task. The proxy uses it instead of a watcher task per request
   listening on `receive`.
+* **A whole response in one call.** The scope carries the cycle itself as `RESPONDER_EXTENSION`
+  (`lb.types.Responder`): a layer handed the cycle's own `send` may answer with `respond`
+  (head and whole body, no message dicts) and rewrite the head with `on_head` instead of
+  wrapping `send`. The proxy and the rate limit do; under any other server they use ASGI.
 * **Interim responses.** The scope carries `INTERIM_EXTENSION`, a function `(status, headers)`
   that writes a 1xx response (103 Early Hints) at once, before the final one, to an HTTP/1.1
   client. ASGI has no message for it; the proxy hands it to the transport.
@@ -37,7 +41,14 @@ from typing import Any
 
 from lb.httpwire import BAD_NAME, BAD_VALUE, STATUS_LINE, FlowControl
 from lb.proxy.headers import HOP_BY_HOP
-from lb.types import DISCONNECT_EXTENSION, INTERIM_EXTENSION, ASGIApp, Message, Scope
+from lb.types import (
+    DISCONNECT_EXTENSION,
+    INTERIM_EXTENSION,
+    RESPONDER_EXTENSION,
+    ASGIApp,
+    Message,
+    Scope,
+)
 
 COALESCE_LIMIT = 64 * 1024  # a body part this small is copied into one write with the head
 
@@ -60,7 +71,6 @@ class Cycle:
         access_logger: logging.Logger,
         access_log: bool,
         default_headers: list[tuple[bytes, bytes]],
-        message_event: asyncio.Event,
         expect_100_continue: bool,
         keep_alive: bool,
         on_response: Callable[..., None],
@@ -74,7 +84,10 @@ class Cycle:
         self.access_logger = access_logger
         self.access_log = access_log
         self.default_headers = default_headers
-        self.message_event = message_event
+        # `receive`'s wake-up (what an asyncio.Event would be, made only when waited on: a
+        # bodiless request, most of them, never waits).
+        self.message_ready = False
+        self._waiter: asyncio.Future[None] | None = None
         self.on_response = on_response
         self.disconnected = False
         self.keep_alive = keep_alive
@@ -88,12 +101,23 @@ class Cycle:
         self.loop = loop
         self.head: bytes | None = None  # the response head, not written yet
         self.on_disconnect: Callback | None = None
+        self.head_hook: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]] | None = (
+            None
+        )
         self.task: asyncio.Task[None] | None = None  # set by the protocol that starts it
         extensions: dict[str, Any] = scope.setdefault("extensions", {})
         extensions[DISCONNECT_EXTENSION] = self.watch_disconnect
         # The protocol passes one function per connection that calls the current cycle's
         # send_interim: no bound method made per request for what few requests use.
         extensions[INTERIM_EXTENSION] = self.send_interim if interim is None else interim
+        extensions[RESPONDER_EXTENSION] = self
+
+    def on_head(
+        self, hook: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
+    ) -> None:
+        """See `lb.types.Responder`."""
+        outer = self.head_hook
+        self.head_hook = hook if outer is None else lambda headers: outer(hook(headers))
 
     def watch_disconnect(self, callback: Callback | None) -> None:
         """Call `callback` and cancel the request's task if the client goes away before the
@@ -118,10 +142,20 @@ class Cycle:
         content.append(b"\r\n")
         self.transport.write(b"".join(content))
 
+    def wake(self) -> None:
+        """Something for `receive`: a body part, the body's end, a disconnect, the response's
+        end."""
+        self.message_ready = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # cancelled with its request
+                waiter.set_result(None)
+
     def lost(self) -> None:
         """The client connection is gone (or unusable) with the response incomplete."""
         self.disconnected = True
-        self.message_event.set()
+        self.wake()
         callback = self.on_disconnect
         if callback is not None:
             self.on_disconnect = None
@@ -165,6 +199,7 @@ class Cycle:
                 self.transport.write(head)
 
     async def send_500_response(self) -> None:
+        self.head_hook = None  # the server's own answer, no layer's
         await self.send(
             {
                 "type": "http.response.start",
@@ -186,8 +221,10 @@ class Cycle:
             self.waiting_for_100_continue = False
         if not self.disconnected and not self.response_complete:
             self.flow.resume_reading()
-            await self.message_event.wait()
-            self.message_event.clear()
+            if not self.message_ready:
+                waiter = self._waiter = self.loop.create_future()
+                await waiter
+            self.message_ready = False
         if self.disconnected or self.response_complete:
             return {"type": "http.disconnect"}
         message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
@@ -208,7 +245,10 @@ class Cycle:
                 )
             self.response_started = True
             self.waiting_for_100_continue = False
-            self.head = self.encode_head(message)
+            headers = message.get("headers", ())
+            if self.head_hook is not None:
+                headers = self.head_hook(list(headers))
+            self.head = self.encode_head(message["status"], headers)
             self.loop.call_soon(self.write_head)
 
         elif not self.response_complete:
@@ -216,42 +256,7 @@ class Cycle:
                 raise RuntimeError(
                     f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
                 )
-            body = message.get("body", b"")
-            more_body = message.get("more_body", False)
-
-            if self.scope["method"] == "HEAD":
-                self.expected_content_length = 0
-                data = b""
-            elif self.chunked_encoding:
-                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-                if not more_body:
-                    data += b"0\r\n\r\n"
-            else:
-                num_bytes = len(body)
-                if num_bytes > self.expected_content_length:
-                    raise RuntimeError("Response content longer than Content-Length")
-                self.expected_content_length -= num_bytes
-                data = body
-
-            head = self.head
-            if head is None:
-                if data:
-                    self.transport.write(data)
-            else:
-                self.head = None
-                if len(data) <= COALESCE_LIMIT:
-                    self.transport.write(head + data)
-                else:
-                    self.transport.writelines((head, data))
-
-            if not more_body:
-                if self.expected_content_length != 0:
-                    raise RuntimeError("Response content shorter than Content-Length")
-                self.response_complete = True
-                self.message_event.set()
-                if not self.keep_alive:
-                    self.transport.close()
-                self.on_response()
+            self.write_body(message.get("body", b""), message.get("more_body", False))
 
         else:
             raise RuntimeError(
@@ -259,10 +264,59 @@ class Cycle:
                 "completed."
             )
 
-    def encode_head(self, message: Message) -> bytes:
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """The whole response at once, as `http.response.start` and one `http.response.body`
+        would send it, without their message dicts, awaits and the call_soon that writes a
+        held-back head. False (nothing done) when it cannot be sent at once: a response already
+        started, a client gone or not reading; the caller then sends it through ASGI."""
+        if self.response_started or self.disconnected or self.flow.write_paused:
+            return False
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        if self.head_hook is not None:
+            headers = self.head_hook(headers)
+        self.head = self.encode_head(status, headers)
+        self.write_body(body, False)
+        return True
+
+    def write_body(self, body: bytes, more_body: bool) -> None:
+        """One body part (the head with it, when still held back)."""
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            data = b""
+        elif self.chunked_encoding:
+            data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            if not more_body:
+                data += b"0\r\n\r\n"
+        else:
+            num_bytes = len(body)
+            if num_bytes > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= num_bytes
+            data = body
+
+        head = self.head
+        if head is None:
+            if data:
+                self.transport.write(data)
+        else:
+            self.head = None
+            if len(data) <= COALESCE_LIMIT:
+                self.transport.write(head + data)
+            else:
+                self.transport.writelines((head, data))
+
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.wake()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    def encode_head(self, status_code: int, headers: Any) -> bytes:
         """The status line and header section of `http.response.start`, as uvicorn makes them."""
-        status_code = message["status"]
-        headers = message.get("headers", ())
         if self.default_headers:
             headers = self.default_headers + list(headers)
 

@@ -15,7 +15,6 @@ here imports uvicorn (tests/unit/test_no_private_uvicorn.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import urllib.parse
 from typing import Any
@@ -141,7 +140,6 @@ class HttpProtocol(Connection):
             self.access_logger,
             self.access_log,
             self.server_state.default_headers,
-            asyncio.Event(),
             self.expect_100_continue,
             http_version != "1.0" and parser.should_keep_alive(),
             self.on_response_complete,
@@ -162,14 +160,14 @@ class HttpProtocol(Connection):
         cycle.body += body
         if len(cycle.body) > HIGH_WATER_LIMIT:
             self.flow.pause_reading()
-        cycle.message_event.set()
+        cycle.wake()
 
     def on_message_complete(self) -> None:
         cycle = self.cycle
         if cycle is None or cycle.response_complete or self._upgrading():
             return
         cycle.more_body = False
-        cycle.message_event.set()
+        cycle.wake()
 
     def data_received(self, data: bytes) -> None:
         if self._early is not None:  # TLS after a PROXY header, not yet connected
@@ -255,6 +253,7 @@ class HttpProtocol(Connection):
         header's), and give it the transport."""
         self.connections.discard(self)
         self._disarm_head_timer()
+        self._stop_runner()
         output = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
         for name, value in self.headers:
             output += [name, b": ", value, b"\r\n"]

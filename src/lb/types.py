@@ -19,6 +19,24 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # register a callback run when the client disconnects, and one to send an interim (1xx) response.
 DISCONNECT_EXTENSION = "lb.disconnect"
 INTERIM_EXTENSION = "lb.interim"
+# And the request's cycle itself, a `Responder`: a layer handed the server's own `send` (no layer
+# between wraps it: `send.__self__` is the responder) may send a whole response with one call, or
+# have the response's headers rewritten without wrapping `send`.
+RESPONDER_EXTENSION = "lb.responder"
+
+HeaderList = list[tuple[bytes, bytes]]
+
+
+class Responder(Protocol):
+    def on_head(self, hook: Callable[[HeaderList], HeaderList]) -> None:
+        """Rewrite the response's headers with `hook`, as a `send` wrapper put around the
+        server's own `send` now would (hooks of inner layers run first)."""
+        ...
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Send the whole response, as `http.response.start` and one final
+        `http.response.body` would; False, with nothing sent, when it must go through ASGI."""
+        ...
 
 
 class Handler(Protocol):

@@ -214,9 +214,12 @@ def test_websocket_echo_and_close_code(three) -> None:  # type: ignore[no-untype
 
 # lb's protocol calls the proxy back from connection_lost; under any other server (bare uvicorn,
 # a mounting app) a watcher task listens on `receive`.
+# `earlier`: requests answered on the connection first, so that under lb's protocol the hanging
+# one runs in the connection's runner task, handed to it while it waited, and is cancelled there.
+@pytest.mark.parametrize("earlier", [0, 2])
 @pytest.mark.parametrize("http", ["lb", "httptools"])
 def test_client_disconnect_cancels_upstream_and_later_requests_work(  # type: ignore[no-untyped-def]
-    start_backends, start_balancer, http
+    start_backends, start_balancer, http, earlier
 ) -> None:
     backends = start_backends(3)
     config = pool_config([s.url for _, s in backends])
@@ -224,7 +227,10 @@ def test_client_disconnect_cancels_upstream_and_later_requests_work(  # type: ig
     for backend, _ in backends:
         backend.release.clear()
         backend.cancelled.clear()
-    sock = socket.create_connection(("127.0.0.1", lb.port))
+    sock = socket.create_connection(("127.0.0.1", lb.port), 10)
+    for _ in range(earlier):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock).status == 200
     sock.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_until(lambda: sum(b.in_flight for b, _ in backends) == 1)
     sock.close()

@@ -51,7 +51,6 @@ def cycle(method: str = "GET", keep_alive: bool = True) -> tuple[Cycle, FakeTran
         logger,
         False,
         [],
-        asyncio.Event(),
         False,
         keep_alive,
         lambda: completed.append(1),
@@ -181,3 +180,78 @@ async def test_a_lost_client_calls_back_once_and_cancels_the_request() -> None:
     c.lost()  # nobody registered: the task runs on
     await c.task
     assert calls == ["gone"] and c.disconnected
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "headers", "data"),
+    [
+        ("GET", 200, {"content_length": b"5"}, b"hello"),
+        ("GET", 200, {}, b"abc"),  # no length: chunked, as through ASGI
+        ("HEAD", 200, {"content_length": b"100"}, b""),
+        ("GET", 304, {"content_length": b"100"}, b""),
+        ("GET", 204, {}, b""),
+    ],
+)
+async def test_respond_writes_what_the_two_messages_write(
+    method: str, status: int, headers: dict[str, bytes], data: bytes
+) -> None:
+    through_asgi, asgi_transport, asgi_completed = cycle(method)
+    await through_asgi.send(start(status, **headers))
+    await through_asgi.send(body(data))
+    direct, transport, completed = cycle(method)
+    assert direct.respond(status, start(status, **headers)["headers"], data)
+    assert transport.writes == asgi_transport.writes and len(transport.writes) == 1
+    assert completed == asgi_completed == [1] and direct.response_complete
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1  # no head left to flush
+
+
+async def test_respond_declines_when_it_cannot_send_at_once() -> None:
+    started, transport, _ = cycle()
+    await started.send(start(content_length=b"2"))
+    assert not started.respond(200, [], b"ok")
+    paused, transport, _ = cycle()
+    paused.flow.pause_writing()
+    assert not paused.respond(200, [], b"ok") and not paused.response_started
+    gone, transport, _ = cycle()
+    gone.lost()
+    assert not gone.respond(200, [], b"ok") and transport.writes == []
+
+
+async def test_respond_closes_a_connection_not_kept_alive() -> None:
+    c, transport, completed = cycle(keep_alive=False)
+    assert c.respond(200, [(b"content-length", b"2")], b"ok")
+    assert transport.writes == [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    ]
+    assert transport.closed and completed == [1]
+
+
+async def test_head_hooks_rewrite_both_paths_inner_first() -> None:
+    def add(tag: bytes) -> Any:
+        return lambda headers: [*headers, (b"x-order", tag)]
+
+    for direct in (True, False):
+        c, transport, _ = cycle()
+        c.on_head(add(b"outer"))
+        c.on_head(add(b"inner"))  # registered later: a layer further in
+        if direct:
+            assert c.respond(200, [(b"content-length", b"2")], b"ok")
+        else:
+            await c.send(start(content_length=b"2"))
+            await c.send(body(b"ok"))
+        assert transport.writes == [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-order: inner\r\nx-order: outer\r\n\r\nok"
+        ]
+
+
+async def test_the_servers_own_500_takes_no_hook() -> None:
+    c, transport, _ = cycle()
+    c.on_head(lambda headers: [*headers, (b"x-layer", b"1")])
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError("boom")
+
+    await c.run_asgi(failing)
+    assert transport.writes[0].startswith(b"HTTP/1.1 500 ")
+    assert b"x-layer" not in transport.writes[0]

@@ -98,6 +98,16 @@ def test_response_headers_keep_duplicates_and_set_request_id() -> None:
 
 
 @pytest.mark.parametrize(
+    "connection", [b"keep-alive", b"Keep-Alive", b"close", b"keep-alive, x-y", b"Close,X-Y"]
+)
+def test_response_connection_header_drops_what_it_names(connection: bytes) -> None:
+    headers = [(b"Connection", connection), (b"Keep-Alive", b"timeout=5"), (b"X-Y", b"1")]
+    out = downstream_response_headers(headers, b"ours")
+    kept = [] if b"x-y" in connection.lower() else [(b"x-y", b"1")]
+    assert out == [*kept, (b"x-request-id", b"ours")]
+
+
+@pytest.mark.parametrize(
     ("value", "ok"),
     [
         (b"abc", True),

@@ -24,6 +24,7 @@ from lb.cache.request import CacheRequest, cache_request
 from lb.cache.rules import SAFE_METHODS, Reuse, age_header, reuse
 from lb.cache.store import StoreError
 from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.downstream import responder_for
 from lb.proxy.errors import send_error
 from lb.proxy.headers import new_request_id
 from lb.types import Receive, Scope, Send
@@ -93,14 +94,14 @@ class CacheLayer:
             age = entry.age(now)
             decision = reuse(entry.policy, age, request.directives)
             if decision is Reuse.FRESH:
-                await self._serve(send, ctx, request, entry, age, "HIT")
+                await self._serve(scope, send, ctx, request, entry, age, "HIT")
                 return
             if decision is Reuse.STALE:
-                await self._serve(send, ctx, request, entry, age, "STALE")
+                await self._serve(scope, send, ctx, request, entry, age, "STALE")
                 return
             if decision is Reuse.STALE_WHILE_REVALIDATE:
                 self._refresh_later(scope, ctx, request, entry)
-                await self._serve(send, ctx, request, entry, age, "STALE")
+                await self._serve(scope, send, ctx, request, entry, age, "STALE")
                 return
         if request.directives.only_if_cached:
             self._result(ctx, "MISS")
@@ -162,9 +163,9 @@ class CacheLayer:
             await cache.put(entry)
             if release is not None:
                 release()
-            await self._serve(send, ctx, request, entry, entry.age(cache.clock()), "HIT")
+            await self._serve(scope, send, ctx, request, entry, entry.age(cache.clock()), "HIT")
         elif outcome is Outcome.USE_STALE and stale is not None:
-            await self._serve(send, ctx, request, stale, stale.age(cache.clock()), "STALE")
+            await self._serve(scope, send, ctx, request, stale, stale.age(cache.clock()), "STALE")
         elif outcome is Outcome.MISMATCH and stale is not None:
             await cache.invalidate([stale.primary])
             await self._refetch(scope, receive, send, ctx, request, release)
@@ -208,6 +209,7 @@ class CacheLayer:
 
     async def _serve(
         self,
+        scope: Scope,
         send: Send,
         ctx: RequestContext,
         request: CacheRequest,
@@ -234,9 +236,11 @@ class CacheLayer:
         headers.append((b"x-request-id", ctx.request_id))
         headers.append((b"x-cache", _X_CACHE[result]))
         ctx.status = status
-        await send({"type": "http.response.start", "status": status, "headers": headers})
         ctx.bytes_sent = len(body)
-        await send({"type": "http.response.body", "body": body})
+        responder = responder_for(scope, send)  # lb's server, no layer around: in one call
+        if responder is None or not responder.respond(status, headers, body):
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
 
     def _refresh_later(
         self, scope: Scope, ctx: RequestContext, request: CacheRequest, entry: Entry

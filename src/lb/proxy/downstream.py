@@ -16,7 +16,15 @@ from typing import Any, Protocol
 import httpx
 
 from lb.exceptions import LBError
-from lb.types import DISCONNECT_EXTENSION, Message, Receive, Scope, Send
+from lb.types import (
+    DISCONNECT_EXTENSION,
+    RESPONDER_EXTENSION,
+    Message,
+    Receive,
+    Responder,
+    Scope,
+    Send,
+)
 
 REPLAY_LIMIT = 64 * 1024  # request body bytes kept so that a retry can send them again
 
@@ -31,6 +39,14 @@ class Watcher(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def responder_for(scope: Scope, send: Send) -> Responder | None:
+    """lb's server's responder when `send` is its own (no layer wraps it), else None."""
+    extensions = scope.get("extensions")
+    responder: Responder | None = extensions.get(RESPONDER_EXTENSION) if extensions else None
+    owner: object = getattr(send, "__self__", None)
+    return responder if responder is not None and owner is responder else None
 
 
 def watch_client(scope: Scope, receive: Receive, send: Send) -> tuple[Watcher, Any]:

@@ -31,14 +31,22 @@ from lb.proxy.downstream import (
     RequestBody,
     Watcher,
     has_body,
+    responder_for,
     watch_client,
 )
 from lb.proxy.errors import send_error
 from lb.proxy.headers import downstream_response_headers, upstream_request_headers
-from lb.proxy.retry import RetryBudget, RetryPolicy
+from lb.proxy.retry import RetryBudget, RetryPolicy, describe_error, error_kind
 from lb.strategy import PickRequest
 from lb.transport import Origin, PoolOverflow, Timeouts, origin_of
-from lb.types import INTERIM_EXTENSION, Message, Receive, Scope, Send
+from lb.types import (
+    INTERIM_EXTENSION,
+    Message,
+    Receive,
+    Responder,
+    Scope,
+    Send,
+)
 
 logger = logging.getLogger("lb.proxy")
 
@@ -132,6 +140,7 @@ class Proxy:
         ctx: RequestContext = scope[SCOPE_KEY]
         total = self.pool.config.timeouts.total
         watcher, send = watch_client(scope, receive, send)
+        responder = responder_for(scope, send)  # None when a layer wraps `send`
         if has_body(scope["headers"]):
             body = RequestBody(receive, True, watcher.start)
         else:
@@ -139,11 +148,11 @@ class Proxy:
             watcher.start()
         try:
             if total is None:
-                await self._forward(scope, send, ctx, body, watcher)
+                await self._forward(scope, send, ctx, body, watcher, responder)
             else:
                 try:
                     async with asyncio.timeout(total):
-                        await self._forward(scope, send, ctx, body, watcher)
+                        await self._forward(scope, send, ctx, body, watcher, responder)
                 except TimeoutError:
                     if ctx.backend is not None:
                         self.metrics.upstream_error(self.pool.name, ctx.backend, "timeout")
@@ -172,6 +181,7 @@ class Proxy:
         ctx: RequestContext,
         body: RequestBody,
         watcher: Watcher,
+        responder: Responder | None,
     ) -> None:
         pool = self.pool
         policy = self.policy
@@ -209,8 +219,8 @@ class Proxy:
                 # A request the transport would not write is the client's fault, not the backend's.
                 ours = isinstance(exc, httpx.LocalProtocolError)
                 pool.done(backend, time.perf_counter() - start, ours)
-                ctx.error = _describe(exc)
-                self.metrics.upstream_error(pool.name, backend.id, _kind(exc))
+                ctx.error = describe_error(exc)
+                self.metrics.upstream_error(pool.name, backend.id, error_kind(exc))
                 if isinstance(exc, PoolOverflow):
                     self.metrics.traffic.overflow(pool.name, exc.limit)
                 logger.warning(
@@ -241,7 +251,9 @@ class Proxy:
                 continue
             try:
                 set_cookie = pool.sticky_cookie(request, backend)
-                ok = await self._stream_response(send, ctx, backend, response, set_cookie)
+                ok = await self._stream_response(
+                    send, ctx, backend, response, set_cookie, responder
+                )
             finally:
                 ok = ok or watcher.disconnected
                 elapsed = time.perf_counter() - start
@@ -345,9 +357,11 @@ class Proxy:
         backend: Backend,
         response: Upstream,
         set_cookie: bytes | None = None,
+        responder: Responder | None = None,
     ) -> bool:
         """Send the backend's response on; False if it broke off after the head was sent.
-        `set_cookie` is the sticky session cookie to add, if any."""
+        `set_cookie` is the sticky session cookie to add, if any; a whole response goes to
+        `responder` (lb's server, when no layer wraps `send`) in one call."""
         headers = downstream_response_headers(response.headers, ctx.request_id)
         if set_cookie is not None:
             headers.append((b"set-cookie", set_cookie))
@@ -365,10 +379,15 @@ class Proxy:
             if status == 204:  # and a 204 must not carry one (RFC 9110 8.6)
                 headers = [h for h in headers if h[0] != b"content-length"]
         ctx.status = status
-        await send({"type": "http.response.start", "status": status, "headers": headers})
         sent = 0
         try:
             body = None if length == 0 else response.complete_body()
+            if responder is not None and (body is not None or length == 0):
+                data = body or b""
+                if (length < 0 or len(data) == length) and responder.respond(status, headers, data):
+                    sent = len(data)
+                    return True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             if body is not None:
                 # All of it came with the head: one message, and no iteration to end it.
                 if length > 0 and len(body) != length:
@@ -392,7 +411,7 @@ class Proxy:
                     raise httpx.RemoteProtocolError("response body shorter than Content-Length")
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.HTTPError as exc:
-            ctx.error = _describe(exc)
+            ctx.error = describe_error(exc)
             self.metrics.upstream_error(self.pool.name, backend.id, "aborted")
             logger.warning(
                 "upstream broke off mid-response, aborting the client connection: pool=%s "
@@ -409,33 +428,3 @@ class Proxy:
             ctx.bytes_sent = sent  # also when the client left mid-body
             await response.aclose()
         return True
-
-
-def _kind(exc: httpx.HTTPError) -> str:
-    """The `kind` label of lb_upstream_errors_total."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect_timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect_error"
-    if isinstance(exc, PoolOverflow):
-        return "overflow"
-    if isinstance(exc, httpx.PoolTimeout):
-        return "pool_timeout"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    return "bad_response"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect_timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return f"connect_error ({exc})" if str(exc) else "connect_error"
-    if isinstance(exc, PoolOverflow):
-        return f"overflow ({exc})"
-    if isinstance(exc, httpx.PoolTimeout):
-        return "pool_timeout"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    text = str(exc)
-    return f"{type(exc).__name__} ({text})" if text else type(exc).__name__

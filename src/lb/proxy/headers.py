@@ -21,6 +21,8 @@ HOP_BY_HOP = frozenset(name.encode("ascii") for name in HOP_BY_HOP_FIELDS)
 # Content-Length it could not read the request at all.
 _NEVER_DROPPED = frozenset({b"host", b"content-length"})
 
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -147,7 +149,9 @@ def downstream_response_headers(
     for name, value in headers:
         name = name.lower()
         if name in HOP_BY_HOP:
-            if name == b"connection":
+            # "Connection: keep-alive" (or close), as most backends send, names nothing more to
+            # drop: no token set, and no second pass over the list.
+            if name == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                 drop = (drop or set()) | _connection_tokens(value)
             continue
         if name == b"x-request-id":

@@ -29,6 +29,7 @@ import httpx
 
 from lb.config import RetryConfig
 from lb.exceptions import LBError
+from lb.transport import PoolOverflow
 
 T = TypeVar("T")
 
@@ -139,3 +140,34 @@ class RetryPolicy:
                 f"no response head within per_try_timeout {self.per_try_timeout:g}s",
                 request=request,
             ) from None
+
+
+def error_kind(exc: httpx.HTTPError) -> str:
+    """The `kind` label of lb_upstream_errors_total."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, PoolOverflow):
+        return "overflow"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool_timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    return "bad_response"
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong with an upstream try, for the log and `ctx.error`."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connect_error ({exc})" if str(exc) else "connect_error"
+    if isinstance(exc, PoolOverflow):
+        return f"overflow ({exc})"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool_timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    text = str(exc)
+    return f"{type(exc).__name__} ({text})" if text else type(exc).__name__

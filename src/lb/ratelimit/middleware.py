@@ -8,16 +8,24 @@ accept) gets the RateLimit-* headers.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from lb.config import RateLimitConfig
 from lb.metrics import Metrics
 from lb.proxy.context import SCOPE_KEY, RequestContext
+from lb.proxy.downstream import responder_for
 from lb.proxy.errors import refuse_websocket, send_error
 from lb.ratelimit.gcra import Decision, rate_limit_headers
 from lb.ratelimit.store import Store, StoreUnavailable
-from lb.types import Handler, Message, Receive, Scope, Send
+from lb.types import (
+    Handler,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 _OURS = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"})
 # Longer key values (header keys are the client's to choose) are stored as a digest, so a table
@@ -103,22 +111,35 @@ class RateLimit:
         self.metrics.rate_limit(result.allowed)
         extra = rate_limit_headers(self.limit, result)
         if result.allowed:
-            await self.app(scope, receive, _with_headers(send, extra))
+            responder = responder_for(scope, send)
+            if responder is not None:
+                # lb's server adds them as it encodes the head: `send` stays unwrapped, and the
+                # proxy can hand it a whole response in one call.
+                responder.on_head(partial(_add_headers, extra))
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, _with_headers(send, extra))
         else:
             await _reject(
                 scope, receive, send, ctx, "rate_limited", self.detail, result.retry_after, extra
             )
 
 
+def _add_headers(
+    extra: list[tuple[bytes, bytes]], headers: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    # The backend's own RateLimit-* headers would contradict ours: the balancer's limit is the
+    # one the client is under here.
+    kept = [h for h in headers if h[0].lower() not in _OURS]
+    kept.extend(extra)
+    return kept
+
+
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     async def send_with_headers(message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start" or kind == "websocket.accept":
-            # The backend's own RateLimit-* headers would contradict ours: the balancer's limit
-            # is the one the client is under here.
-            headers = [h for h in message.get("headers", ()) if h[0].lower() not in _OURS]
-            headers.extend(extra)
-            message["headers"] = headers
+            message["headers"] = _add_headers(extra, message.get("headers", ()))
         await send(message)
 
     return send_with_headers
