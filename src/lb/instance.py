@@ -180,6 +180,19 @@ class LeaderOnly:
                 await self.service.stop()
 
 
+Signature = tuple[int, int, int]  # (inode, mtime ns, size) of a file
+
+
+def file_signature(path: str) -> Signature | None:
+    """Changes whenever the file at `path` is replaced (a new inode each time, as
+    `write_atomically` makes) or rewritten; None when it is absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def write_atomically(directory: str, path: str, document: object) -> None:
     """Replace the JSON file `path` (in `directory`) with `document`: written to a temporary file
     first, then renamed, so a reader sees the old or the new document, never half of one."""

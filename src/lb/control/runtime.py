@@ -37,7 +37,6 @@ from lb.control.reload import ReloadError, describe, log_purge, log_reload, log_
 from lb.control.shared import (
     ENV_DIR,
     ControlFile,
-    Signature,
     add_event,
     events_after,
     put_override,
@@ -45,6 +44,7 @@ from lb.control.shared import (
 )
 from lb.control.watch import ConfigWatch
 from lb.control.workers import ALONE, Applied, Peers, WorkerInfo
+from lb.instance import Signature
 from lb.tls import TLSError
 
 logger = logging.getLogger("lb.control")

@@ -32,12 +32,12 @@ from collections.abc import Callable
 from typing import Any
 
 from lb.control.workers import SharedSeq
+from lb.instance import Signature, file_signature
 
 ENV_DIR = "LB_CONTROL_DIR"
 MAX_EVENTS = 64  # events kept in the file; a worker polls far more often than this many happen
 
 Document = dict[str, Any]
-Signature = tuple[int, int, int]
 
 
 def empty_document() -> Document:
@@ -70,11 +70,7 @@ class ControlFile:
 
     def signature(self) -> Signature | None:
         """Changes whenever the document is replaced (a new inode each time), None when absent."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_signature(self.path)
 
     def read(self) -> Document:
         """The current document; an empty one when the file is missing or unreadable."""

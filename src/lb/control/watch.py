@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 
 from lb.config import Config
-from lb.control.shared import Signature
-
-
-def file_signature(path: str) -> Signature | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+from lb.instance import Signature, file_signature
 
 
 class ConfigWatch:

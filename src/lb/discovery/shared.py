@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from lb.config import Config, DiscoverConfig
 from lb.discovery.resolver import Endpoint
-from lb.instance import write_atomically
+from lb.instance import Signature, file_signature, write_atomically
 
 logger = logging.getLogger("lb.discovery")
 
@@ -51,7 +51,7 @@ class SharedAnswers:
         self.config = config
         self.leading = leading
         self.answers: dict[AnswerKey, frozenset[Endpoint]] = {}
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: Signature | None = None
         self._writer: asyncio.Task[None] | None = None
         self._dirty = False
 
@@ -109,12 +109,8 @@ class SharedAnswers:
     def refresh(self) -> bool:
         """Read the document if it was replaced since the last read, and apply what it says for
         every name the live config discovers; True when it was read."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if signature == self._signature:
+        signature = file_signature(self.path)
+        if signature is None or signature == self._signature:
             return False
         self._signature = signature
         answers = self._read()

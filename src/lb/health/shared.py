@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from lb.instance import write_atomically
+from lb.instance import Signature, file_signature, write_atomically
 
 logger = logging.getLogger("lb.health")
 
@@ -65,7 +65,7 @@ class SharedHealth:
         self.directory = directory
         self.path = os.path.join(directory, FILE_NAME)
         self._lock_path = os.path.join(directory, LOCK_NAME)
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: Signature | None = None
         self._entries: list[Entry] = []
         self._subscribers: list[Subscriber] = []
         self._pending: dict[BackendKey, dict[str, Any]] = {}
@@ -104,12 +104,8 @@ class SharedHealth:
     def refresh(self) -> bool:
         """Read the document if it was replaced since the last read and tell the subscribers;
         True when it was."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if signature == self._signature:
+        signature = file_signature(self.path)
+        if signature is None or signature == self._signature:
             return False
         self._signature = signature
         self._entries = self._read()
