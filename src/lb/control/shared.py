@@ -21,7 +21,6 @@ last saw, except its own. Whoever changes the file raises the shared sequence nu
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lb.control.workers import SharedSeq
-from lb.instance import Signature, file_signature
+from lb.instance import Signature, file_signature, write_atomically
 
 ENV_DIR = "LB_CONTROL_DIR"
 MAX_EVENTS = 64  # events kept in the file; a worker polls far more often than this many happen
@@ -103,15 +102,7 @@ class ControlFile:
             return seq
 
     def _write(self, document: Document) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".control-", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump(document, file, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self.directory, self.path, document)
 
 
 def put_override(document: Document, override: dict[str, Any]) -> bool:
