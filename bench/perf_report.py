@@ -92,15 +92,20 @@ def _format(value: float | None, kind: str | None) -> str:
     return f"{round(value):,}".replace(",", " ")
 
 
-def machine(doc: Doc, venv_python: str) -> str:
-    meta, v = doc["meta"], doc["meta"]["versions"]
-    venv = v.get("venv", {}) if isinstance(v.get("venv"), dict) else {}
+def prometheus_version(venv_python: str) -> str:
+    """prometheus-client's version in lb's venv (the harness records the others)."""
     code = "import importlib.metadata as m; print(m.version('prometheus-client'))"
     try:
         result = subprocess.run([venv_python, "-c", code], capture_output=True, text=True)
-        prometheus = result.stdout.strip() or "?"
     except OSError:
-        prometheus = "?"
+        return "?"
+    return result.stdout.strip() or "?"
+
+
+def machine(doc: Doc, venv_python: str) -> str:
+    meta, v = doc["meta"], doc["meta"]["versions"]
+    venv = v.get("venv", {}) if isinstance(v.get("venv"), dict) else {}
+    prometheus = meta.get("prometheus_client") or prometheus_version(venv_python)
     packages = ", ".join(
         f"{name} {venv.get(name)}"
         for name in ("uvicorn", "uvloop", "httptools", "httpx", "aiohttp")
@@ -274,7 +279,7 @@ def profile_section(small: Doc | None) -> str:
         if path is None or not Path(path).exists() or us is None:
             continue
         found, samples = profile_layers.shares(path)
-        title = f"{label} ({_n(us)} µs/req, {samples:,} samples)".replace(",", " ")
+        title = f"{label} ({_n(us)} µs/req, {_n(samples)} samples)"
         columns.append((title, {name: share * us for name, share in found.items()}))
     if not columns:
         return "No profile in this run (`--no-profile`, or `--quick` without `--profile`).\n"

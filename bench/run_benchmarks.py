@@ -103,11 +103,18 @@ def prepare_before(rev: str) -> Path:
     return place
 
 
+def _label(spec: str) -> str:
+    """A target spec's label, as the harness names it: `name=` of a custom one, else its kind."""
+    options = spec.partition(":")[0].partition("@")[2].split(",")
+    return next((o[5:] for o in options if o.startswith("name=")), spec.partition("@")[0])
+
+
 def harness_command(args: argparse.Namespace, path: str, out: Path) -> list[str]:
     command = [sys.executable, str(args.harness), "--venv", args.venv, "-t", *args.targets]
     command += ["-c", args.connections, "-d", str(args.duration), "-r", str(args.repeats)]
     command += ["--path", path, "--ref", "nginx", "--out", str(out)]
     command += ["--backend-ports", args.backend_ports, "--lb-port", str(args.lb_port)]
+    command += shlex.split(args.harness_args)
     if args.profile:
         command += ["--profile", str(RESULTS / f"profile-{PATHS[path]}")]
     return command
@@ -120,12 +127,16 @@ def run(args: argparse.Namespace) -> list[Path]:
         out = RESULTS / f"{args.name}-{name}.json"
         command = harness_command(args, path, out)
         print("+", shlex.join(command), flush=True)
-        subprocess.run(command, cwd=args.harness.parent.parent, check=True)
+        if subprocess.run(command, cwd=args.harness.parent.parent).returncode:
+            raise SystemExit(f"the harness failed (its output is above); {out} not written")
         # What was measured, for --report later: this commit (and whether files were changed).
         doc = json.loads(out.read_text())
         doc["meta"]["lb_commit"] = _commit()
         doc["meta"]["before"] = args.before_commit
         doc["meta"]["run_benchmarks"] = args.command
+        doc["meta"]["prometheus_client"] = perf_report.prometheus_version(
+            str(Path(args.venv) / "bin" / "python")
+        )
         out.write_text(json.dumps(doc, indent=1))
         outputs.append(out)
     return outputs
@@ -152,12 +163,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--name", default="performance", help="JSON file prefix in bench/results")
     parser.add_argument("--backend-ports", default="19001-19003", help="as the harness's")
     parser.add_argument("--lb-port", type=int, default=18080, help="as the harness's")
+    parser.add_argument(
+        "--harness-args", default="", help="more options for lbbench.py, e.g. '--quiet-wait 5'"
+    )
     parser.add_argument("--quick", action="store_true", help="1 repeat of 3 s: a smoke run")
     parser.add_argument("--report", action="store_true", help="only rewrite the doc's sections")
     parser.add_argument(
         "--before", default=BEFORE, help=f"the lb-before target's revision ({BEFORE}; none: skip)"
     )
     parser.add_argument("--workers2", action="store_true", help="also lb's 2-worker targets")
+    parser.add_argument(
+        "--skip", nargs="+", default=[], metavar="NAME", help="leave out these targets (haproxy)"
+    )
     parser.add_argument(
         "--profile",
         action=argparse.BooleanOptionalAction,
@@ -185,7 +202,8 @@ def main() -> None:
     else:
         before = None if args.before == "none" else prepare_before(args.before)
         args.before_commit = _git("rev-parse", "--short", args.before) if before else None
-        args.targets = targets(before, args.workers2, FLOOR if FLOOR.exists() else None)
+        specs = targets(before, args.workers2, FLOOR if FLOOR.exists() else None)
+        args.targets = [spec for spec in specs if _label(spec) not in args.skip]
         outputs = run(args)
     soaks = [RESULTS / f"soak-{profile}.json" for profile in ("proxy", "full")]
     perf_report.write_doc(outputs, soaks, DOC, args.venv)
