@@ -55,7 +55,7 @@ LAYERS = [
     ("bench shim (lb_target.Mix)", ("lb_target.py",)),
 ]  # fmt: skip
 LOOP = "event loop (uvloop: epoll, reads)"
-OTHER = "other"
+OTHER = "other (no frame of a layer: C code alone)"
 ORDER = [name for name, _ in LAYERS] + [LOOP, OTHER]
 
 
@@ -79,7 +79,10 @@ def shares(path: Path | str) -> tuple[dict[str, float], int]:
                 continue
             samples = int(n)
             total += samples
-            found = next((g for g in map(layer, reversed(stack.split(";"))) if g), OTHER)
+            # py-spy's first frame is the process with its command line, which names no layer
+            # (though lb_target.py's names the bench shim's file).
+            frames = [f for f in stack.split(";") if not f.startswith("process ")]
+            found = next((g for g in map(layer, reversed(frames)) if g), OTHER)
             counts[found] += samples
     return {name: samples / total for name, samples in counts.most_common()}, total
 

@@ -114,6 +114,7 @@ def test_render_rebuilds_the_three_sections(bench: tuple[ModuleType, ...], tmp_p
         "data_received (/work/main/src/lb/server.py:90) 50",
         "process 1;_forward (/work/main/bench/.before/6467445/src/lb/proxy.py:40) 30",
         "process 1;send_raw (/work/main/src/lb/transport/pool.py:12) 10",
+        'process 2:"python /work/main/bench/lb_target.py" 5',  # no frame: not the bench shim's
     ]
     collapsed = tmp_path / "lb-before-c50.collapsed.txt"
     collapsed.write_text("\n".join(lines) + "\n")
@@ -130,10 +131,11 @@ def test_render_rebuilds_the_three_sections(bench: tuple[ModuleType, ...], tmp_p
     assert all(f"kept {name}" in out for name in ("results", "targets", "profile"))
     assert "| lb-proxy | 6 400 |" in out  # the results table
     assert "| proxy only, 1 worker, 50 connections, `/` | ≥ 3× naive aiohttp | **3.20×**" in out
-    assert "| layer | lb-before (230 µs/req, 100 samples) |" in out  # lb-proxy's file is missing
-    assert "| client side: lb's protocol" in out and "| 115.0 |" in out  # 50 % of 230
-    assert "| proxy handler | 69.0 |" in out  # the before code's lb/proxy.py
-    assert "| event loop (uvloop: epoll, reads) | 23.0 |" in out
+    assert "| layer | lb-before (230 µs/req, 105 samples) |" in out  # lb-proxy's file is missing
+    assert "| client side: lb's protocol" in out and "| 109.5 |" in out  # 50 of 105 samples
+    assert "| proxy handler | 65.7 |" in out  # the before code's lb/proxy.py
+    assert "| event loop (uvloop: epoll, reads) | 21.9 |" in out
+    assert "| other (no frame of a layer: C code alone) | 11.0 |" in out
     assert report.render(out, docs, {}, "/nonexistent-venv") == out  # rebuilding is stable
 
 
