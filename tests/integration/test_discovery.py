@@ -50,7 +50,9 @@ def _backends(url: str, client: httpx.Client | None = None) -> dict[str, dict[st
     try:
         status = response.json()
     except ValueError:
-        # A status read that is not JSON is a wrong answer, never retried: show what came.
+        status = None
+    if not isinstance(status, dict):
+        # A wrong answer, never retried: what came is the clue (the server's log has the rest).
         headers = dict(response.headers)
         body = response.content[:500]
         pytest.fail(f"/_lb/status: {response.status_code} {headers} {body!r}")
