@@ -48,7 +48,7 @@ def _cpu_ticks(pid: int) -> int:
 
 
 def measure(
-    profile: str, requests: int, python: str, warmup: int, cpu: bool = False
+    profile: str, requests: int, python: str, warmup: int, cpu: bool = False, path: str = "/"
 ) -> tuple[int, int]:
     """(instructions, requests); with `cpu`, no valgrind and (CPU µs, requests) instead."""
     nginx = Nginx(2).start()
@@ -78,15 +78,15 @@ def measure(
     try:
         wait_for_port(port, timeout=900)  # minutes: Python starts slowly under valgrind
         url = f"http://127.0.0.1:{port}"
-        run_wrk(url, requests=warmup, connections=50, max_seconds=300)
+        run_wrk(url, requests=warmup, connections=50, max_seconds=300, paths=(path,))
         if cpu:
             before = _cpu_ticks(lb.pid)
-            result = run_wrk(url, requests=requests, connections=50, max_seconds=600)
+            result = run_wrk(url, requests=requests, connections=50, max_seconds=600, paths=(path,))
             ticks = _cpu_ticks(lb.pid) - before
             return ticks * 1_000_000 // os.sysconf("SC_CLK_TCK"), result.requests
         control = ["callgrind_control"]
         subprocess.run([*control, "-i", "on", str(lb.pid)], check=True, capture_output=True)
-        result = run_wrk(url, requests=requests, connections=50, max_seconds=600)
+        result = run_wrk(url, requests=requests, connections=50, max_seconds=600, paths=(path,))
         subprocess.run([*control, "-d", str(lb.pid)], check=True, capture_output=True)
         time.sleep(1)
         return _instructions(out), result.requests
@@ -106,9 +106,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--path", default="/", help="/ (a short body) or /big (16 KiB)")
     parser.add_argument("--cpu", action="store_true", help="CPU µs per request, no valgrind")
     args = parser.parse_args()
-    instructions, done = measure(args.profile, args.requests, args.python, args.warmup, args.cpu)
+    instructions, done = measure(
+        args.profile, args.requests, args.python, args.warmup, args.cpu, args.path
+    )
     version = subprocess.run(
         [args.python, "-c", "import sys; print(sys.version.split()[0])"],
         capture_output=True,
@@ -116,7 +119,10 @@ def main() -> None:
     ).stdout.strip()
     per = instructions / done if done else 0
     unit = "CPU µs" if args.cpu else "Ir"
-    print(f"python {version} profile={args.profile}: {instructions} {unit} / {done} requests")
+    print(
+        f"python {version} profile={args.profile} path={args.path}:"
+        f" {instructions} {unit} / {done} requests"
+    )
     print(
         f"{per:,.1f} CPU µs per request" if args.cpu else f"{round(per):,} instructions per request"
     )

@@ -166,6 +166,9 @@ def run_wrk(
     return WrkResult.parse(output, seconds)
 
 
+BIG_SIZE = 16384
+
+
 class Nginx:
     """nginx serving fixed answers on `ports` (one server block each), from a generated config
     in its own directory: never the system's config, pid file or logs."""
@@ -177,6 +180,14 @@ class Nginx:
         self.process: subprocess.Popen[bytes] | None = None
 
     def config(self) -> str:
+        # /big: a 16 KiB static file, as the shared bench's backends serve it (sendfile, ETag,
+        # Last-Modified), for measuring a body that does not come whole with its head.
+        big = os.path.join(self.dir, "big.bin")
+        with open(big, "wb") as f:
+            f.write((b"0123456789abcdef" * 1024)[:BIG_SIZE])
+        # nginx's workers run as nobody when it is started as root: they must read the file.
+        os.chmod(self.dir, 0o755)
+        os.chmod(big, 0o644)
         servers = "\n".join(
             textwrap.dedent(
                 f"""
@@ -198,6 +209,7 @@ class Nginx:
                         add_header Cache-Control "no-store";
                         return 200 "never stored from {i}\\n";
                     }}
+                    location = /big {{ default_type application/octet-stream; alias {big}; }}
                     location / {{ return 200 "hello from {i}\\n"; }}
                 }}"""
             )

@@ -44,6 +44,12 @@ def _tagged(message: Any, result: bytes) -> Any:
     return {**message, "headers": headers}
 
 
+def _tag_miss(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    out = [(n, v) for n, v in headers if n != b"x-cache"]
+    out.append((b"x-cache", b"MISS"))
+    return out
+
+
 class CacheLayer:
     __slots__ = ("inner", "cache")
 
@@ -141,6 +147,16 @@ class CacheLayer:
     ) -> None:
         """Go upstream for a miss, or to revalidate `stale`."""
         cache = self.cache
+        if stale is None and release is None and not request.may_store:
+            # Nothing to store, nothing stale to refresh: the response goes on as it is, only
+            # tagged. Under lb's server, with no layer around `send`, the tag is a head hook, so
+            # the proxy still answers in one call (the Tee would make it stream messages).
+            responder = responder_for(scope, send)
+            if responder is not None:
+                responder.on_head(_tag_miss)
+                await self.inner(scope, receive, send)
+                self._result(ctx, "MISS")
+                return
         headers = request.headers
         if stale is not None:
             upstream = validation_headers(headers, stale.etag, stale.last_modified_raw)
