@@ -48,7 +48,13 @@ def _cpu_ticks(pid: int) -> int:
 
 
 def measure(
-    profile: str, requests: int, python: str, warmup: int, cpu: bool = False, path: str = "/"
+    profile: str,
+    requests: int,
+    python: str,
+    warmup: int,
+    cpu: bool = False,
+    path: str = "/",
+    script: str = "lb_target.py",
 ) -> tuple[int, int]:
     """(instructions, requests); with `cpu`, no valgrind and (CPU µs, requests) instead."""
     nginx = Nginx(2).start()
@@ -70,7 +76,7 @@ def measure(
         "--instr-atstart=no",  # on once warmed up (callgrind_control -i on)
         f"--callgrind-out-file={out}/callgrind.out.%p",
         python,
-        str(ROOT / "bench" / "lb_target.py"),
+        str(ROOT / "bench" / script),
     ]
     if cpu:
         command = command[command.index(python) :]
@@ -107,10 +113,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--path", default="/", help="/ (a short body) or /big (16 KiB)")
+    parser.add_argument(
+        "--floor", action="store_true", help="bench/floor_proxy.py instead of lb (the yardstick)"
+    )
     parser.add_argument("--cpu", action="store_true", help="CPU µs per request, no valgrind")
     args = parser.parse_args()
     instructions, done = measure(
-        args.profile, args.requests, args.python, args.warmup, args.cpu, args.path
+        args.profile,
+        args.requests,
+        args.python,
+        args.warmup,
+        args.cpu,
+        args.path,
+        "floor_proxy.py" if args.floor else "lb_target.py",
     )
     version = subprocess.run(
         [args.python, "-c", "import sys; print(sys.version.split()[0])"],

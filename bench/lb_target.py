@@ -11,6 +11,9 @@ LB_OPT_*:
 * LB_OPT_CACHED — with `full`: the share of requests that are cacheable (default 0.5: half).
 * LB_OPT_TRANSPORT — `lb` (default); `httpx`: httpx's own transport; `aiohttp`: the
   httpx-aiohttp transport (one worker only; the transport comparison in docs/transport.md).
+* LB_OPT_SERVER — `uvicorn` (default: `lb serve`, lb's own HTTP/1.1 protocol); `granian`:
+  granian (the `bench` extra) serving `lb.app:app` over its own HTTP protocol, proxy only, the
+  alternative server issue 19 asked to measure (docs/performance.md).
 
 Why a mix needs help: wrk asks for one path all run long, and the harness's nginx backends answer
 every path alike. So under `full`, `mixed_app` (a shim in front of lb, in this file, not in the
@@ -100,6 +103,8 @@ def main() -> None:
     transport = os.environ.get("LB_OPT_TRANSPORT", "lb")
     if transport != "lb":
         return serve_with_transport(transport, path)
+    if os.environ.get("LB_OPT_SERVER", "uvicorn") == "granian":
+        return serve_with_granian(path)
     if profile == "full" and "cache" in chosen:
         return serve_mixed(path)
     args = [sys.executable, "-m", "lb", "serve", "-c", path, "--host", os.environ["LB_HOST"]]
@@ -132,6 +137,15 @@ def serve_mixed(path: str) -> None:
         serve("lb_target:mixed_app", path, factory=True, **options)
     finally:
         cleanup()
+
+
+def serve_with_granian(path: str) -> None:
+    os.environ["LB_CONFIG"] = path
+    granian = os.path.join(os.path.dirname(sys.executable), "granian")
+    args = [granian, "--interface", "asgi", "--host", os.environ["LB_HOST"]]
+    args += ["--port", os.environ["LB_PORT"], "--workers", os.environ.get("LB_WORKERS", "1")]
+    args += ["--loop", "uvloop", "--no-ws", "--log-level", "warning", "lb.app:app"]
+    os.execv(granian, args)
 
 
 def serve_with_transport(name: str, path: str) -> None:

@@ -235,6 +235,8 @@ def lb_process(tmp_path):  # type: ignore[no-untyped-def]
     yield factory
     for process in started:
         process.stop()
+        # Shown with a failed test only: a 500's traceback is in the server's log, nowhere else.
+        print(f"--- {process.log_path} (tail)\n{process.output()[-4000:]}")
 
 
 @pytest.fixture

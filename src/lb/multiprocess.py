@@ -16,11 +16,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Set next to ENV_DIR once the directory was cleaned for this instance, so a worker started later
 # (a restart after a crash) does not wipe what the others wrote.
 ENV_READY = "LB_METRICS_DIR_READY"
+_HEADER = 8  # bytes a metric file starts with (how much of it is used, padding) once sized
 
 
 def multiprocess_dir() -> str | None:
@@ -120,29 +125,55 @@ def read_samples(
 
     Returns {sample name: {sorted label pairs: value}}.
     """
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    files: list[str] = []
-    for kind in kinds:
-        files.extend(glob.glob(os.path.join(path, f"{kind}_*.db")))
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    merged = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
-    for metric in merged:
+    for metric in WrittenFiles(path, kinds).collect():
         for sample in metric.samples:
             labels = tuple(sorted(sample.labels.items()))
             out.setdefault(sample.name, {})[labels] = sample.value
     return out
 
 
+def written_files(path: str, kinds: Iterable[str] = ("*",)) -> list[str]:
+    """The metric files of `kinds` in `path`, less those a worker is still creating.
+
+    prometheus-client creates a worker's file empty, then sizes it (zero-filled, which reads as
+    no value): a reader that opens it in between fails on the missing header (`struct.error`),
+    and the scrape or status read with it. Such a file holds no value yet, so it is left out; a
+    file only grows, so one seen sized is read whole.
+    """
+    files = []
+    for kind in kinds:
+        for name in glob.glob(os.path.join(path, f"{kind}_*.db")):
+            with contextlib.suppress(FileNotFoundError):  # a dead worker's live gauges go
+                if os.stat(name).st_size >= _HEADER:
+                    files.append(name)
+    return files
+
+
+class WrittenFiles:
+    """prometheus-client's `MultiProcessCollector` over `written_files` only (its own reads every
+    file there, one being created included)."""
+
+    def __init__(self, path: str, kinds: Iterable[str] = ("*",)) -> None:
+        self.path = path
+        self.kinds = tuple(kinds)
+
+    def __repr__(self) -> str:
+        return f"<WrittenFiles {self.path} {self.kinds}>"
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = written_files(self.path, self.kinds)
+        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
+
+
 def render(path: str) -> bytes:
     """The Prometheus text exposition of every worker's values, summed."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client import generate_latest
 
     sweep_dead(path)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
+    return generate_latest(WrittenFiles(path))
 
 
 def backend_totals(path: str) -> dict[tuple[str, str], dict[str, float]]:

@@ -46,7 +46,16 @@ def _config(dns: DnsServer, *backends: object, **pool: object) -> dict[str, obje
 
 
 def _backends(url: str, client: httpx.Client | None = None) -> dict[str, dict[str, Any]]:
-    status = (client or httpx).get(url + "/_lb/status").json()
+    response = (client or httpx).get(url + "/_lb/status")
+    try:
+        status = response.json()
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        # A wrong answer, never retried: what came is the clue (the server's log has the rest).
+        headers = dict(response.headers)
+        body = response.content[:500]
+        pytest.fail(f"/_lb/status: {response.status_code} {headers} {body!r}")
     return {b["id"]: b for b in status["pools"]["web"]["backends"]}
 
 

@@ -111,6 +111,27 @@ def test_lb_serve_two_workers_report_the_sum(start_backends, lb_process) -> None
     assert not os.path.exists(path)  # the directory lb serve made is gone with it
 
 
+def test_a_metrics_file_being_created_fails_no_read(start_backends, lb_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # prometheus-client creates a worker's file empty, then sizes it. A worker descheduled in
+    # between (a loaded machine, a worker starting or seeing its first backend) left such a file
+    # for another worker's status read or scrape: a 500 "Internal Server Error" in plain text.
+    ((_, server),) = start_backends(1)
+    config = {"pools": {"web": {"backends": [server.url]}}, "logging": {"access_log": False}}
+    path = tmp_path / "metrics"
+    lb = lb_process(config, workers=2, **{mp.ENV_DIR: str(path)})
+    for kind in ("counter", "gauge_livesum"):  # this pid lives on: no sweep removes its files
+        (path / f"{kind}_{os.getpid()}.db").write_bytes(b"")
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(limits=limits, timeout=30) as fresh:  # whichever worker answers
+        for _ in range(6):
+            status = fresh.get(lb.url + "/_lb/status")
+            assert status.status_code == 200, status.text
+            assert [b["url"] for b in status.json()["pools"]["web"]["backends"]] == [server.url]
+            scrape = fresh.get(lb.url + "/_lb/metrics")
+            assert scrape.status_code == 200, scrape.text
+            assert "lb_pool_usable_backends" in scrape.text
+
+
 def _scrape_ok(url: str) -> bool:
     try:
         scraped_total(url)

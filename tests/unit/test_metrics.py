@@ -320,6 +320,23 @@ def test_read_samples_sums_workers_and_sweep_drops_dead_live_gauges(tmp_path) ->
     assert mp.pids_with_live_files(path) == {101}
 
 
+def test_a_file_a_worker_is_still_creating_is_read_as_no_value(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # prometheus-client creates a worker's file empty, then sizes it: a scrape or status read in
+    # between failed on it (struct.error), a 500 instead of the answer.
+    path = str(tmp_path)
+    labels = {"pool": "web", "backend": "a"}
+    _write(path, "counter", 101, [("lb_backend_requests_total", labels, 5.0)])
+    _write(path, "gauge_livesum", 101, [("lb_backend_active_requests", labels, 2.0)])
+    for kind in ("counter", "gauge_livesum", "gauge_livemax", "histogram"):
+        (tmp_path / f"{kind}_{os.getpid()}.db").write_bytes(b"")
+    key = (("backend", "a"), ("pool", "web"))
+    samples = mp.read_samples(path, ("counter", "gauge_livesum"))
+    assert samples["lb_backend_requests_total"][key] == 5
+    assert samples["lb_backend_active_requests"][key] == 2
+    assert mp.backend_totals(path)[("web", "a")]["requests_total"] == 5
+    assert b'lb_backend_requests_total{backend="a",pool="web"} 5.0' in mp.render(path)
+
+
 def test_sweep_keeps_live_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     _write(str(tmp_path), "gauge_livesum", os.getpid(), [("lb_backend_active_requests", {}, 1.0)])
     assert mp.sweep_dead(str(tmp_path)) == []

@@ -6,7 +6,7 @@ Header names from the ASGI server are lower-case bytes; values are passed on byt
 from __future__ import annotations
 
 import ipaddress
-import os
+import random
 import re
 from collections.abc import Sequence
 
@@ -27,7 +27,10 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 def new_request_id() -> bytes:
-    return os.urandom(16).hex().encode("ascii")
+    # 128 random bits, from the random module rather than os.urandom: a request id needs to be
+    # unique, not unguessable, and os.urandom is a getrandom() system call per request. (The
+    # module reseeds itself in a forked child, so gunicorn's workers draw different ids.)
+    return b"%032x" % random.getrandbits(128)
 
 
 def valid_request_id(value: bytes) -> bool:
