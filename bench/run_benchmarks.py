@@ -1,75 +1,122 @@
 """The performance benchmark of docs/performance.md, in one command.
 
-    .venv/bin/python bench/run_benchmarks.py            # ~15-20 min on a quiet 2-core box
+    .venv/bin/python bench/run_benchmarks.py            # ~25 min on a quiet 2-core box
     .venv/bin/python bench/run_benchmarks.py --quick    # a smoke run: 1 repeat, 3 s each
+    .venv/bin/python bench/run_benchmarks.py --report   # rewrite the doc's sections from the JSON
 
 Run it with the Python of lb's virtualenv (the Python targets run from it; `--venv` to name
 another). It runs the shared harness (`../shared/bench/lbbench.py`, found beside the project or
 one folder further up, or given with `--harness`; see its README) twice, for `/` (a ~100-byte
-body) and `/big` (16 KiB), each at 50 and 200 connections, with these targets interleaved:
+body) and `/big` (16 KiB), each at 50 and 200 connections, with these targets interleaved
+(1 worker each):
 
-    nginx, haproxy                 the C load balancers (1 worker each)
-    naive-aiohttp                  the naive Python proxy the targets are stated against
-    lb-proxy, lb-proxy-2w          lb, proxy only (round robin), 1 and 2 workers
-    lb-full, lb-full-2w            lb with every feature on (bench/lb_target.py, profile=full)
+    nginx, haproxy     the C load balancers
+    naive-aiohttp      the naive Python proxy the targets are stated against
+    python-floor       bench/floor_proxy.py: the least a Python proxy does (when the file exists)
+    lb-before          lb at `--before REV` (default 6467445, where issue 19's round started),
+                       from a `git archive` in bench/.before/REV with a virtualenv of its own
+    lb-proxy           lb, proxy only (round robin)
+    lb-full            lb with every feature on (bench/lb_target.py, profile=full)
 
-It keeps the harness's JSON in bench/results/ and writes the tables, the machine, the versions and
-the exact commands between the `results` markers of docs/performance.md (the rest of that page is
-prose, kept as it is). `--report` rewrites the tables from the JSON of an earlier run.
+and with `--workers2` also lb-proxy-2w and lb-full-2w. `--profile` (on for a full run, off for
+`--quick`) profiles each Python target once more under py-spy (the harness's `--profile`, into
+bench/results/profile-small and -big).
+
+It keeps the harness's JSON in bench/results/ and rewrites three sections of
+docs/performance.md (bench/perf_report.py): the tables (`results`), issue 19's targets (`targets`,
+with the soak's bench/results/soak-*.json) and lb's time by layer before and after (`profile`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import perf_report
+
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_PLACES = [ROOT.parent / "shared", ROOT.parent.parent / "shared"]  # checkout, worktree
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-
-LB = "PYTHONPATH={src} $LB_PYTHON {target}".format(
-    src=shlex.quote(str(ROOT / "src")), target=shlex.quote(str(ROOT / "bench" / "lb_target.py"))
-)
-TARGETS = [
-    "nginx",
-    "haproxy",
-    "naive-aiohttp",
-    f"custom@name=lb-proxy,python=1:{LB}",
-    f"custom@name=lb-proxy-2w,workers=2,python=1:{LB}",
-    f"custom@name=lb-full,profile=full,python=1:{LB}",
-    f"custom@name=lb-full-2w,profile=full,workers=2,python=1:{LB}",
-]
+FLOOR = ROOT / "bench" / "floor_proxy.py"
+BEFORE = "6467445"  # the commit issue 19's round of work started from
 PATHS = {"/": "small", "/big": "big"}
 
-# (header, summary key, format): "int" groups thousands, "ratio" has two decimals, "ms" two
-# decimals below 100, "pct" and "us" are whole numbers.
-COLUMNS = [
-    ("target", None, None),
-    ("rps", "rps_median", "int"),
-    ("× nginx", "rps_ratio_to_ref", "ratio"),
-    ("× aiohttp", None, "ratio"),
-    ("p50 ms", "p50_ms", "ms"),
-    ("p99 ms", "p99_ms", "ms"),
-    ("LB CPU %", "lb_cpu_pct", "pct"),
-    ("µs/req", "lb_cpu_us_per_req", "us"),
-    ("n", None, None),
-    ("foreign %", "foreign_cpu_pct_max", "pct"),
-]
+
+def lb_command(root: Path) -> str:
+    """The custom target's command: bench/lb_target.py of the checkout at `root`."""
+    src, target = shlex.quote(str(root / "src")), shlex.quote(str(root / "bench" / "lb_target.py"))
+    return f"PYTHONPATH={src} $LB_PYTHON {target}"
+
+
+def targets(before: Path | None, workers2: bool, floor: Path | None) -> list[str]:
+    """The harness's target specs, in the order each repeat runs them."""
+    lb = lb_command(ROOT)
+    specs = ["nginx", "haproxy", "naive-aiohttp"]
+    if floor is not None:
+        specs.append(f"custom@name=python-floor,python=1:$LB_PYTHON {shlex.quote(str(floor))}")
+    if before is not None:
+        # Its own venv: that revision pins uvicorn 0.54, which today's lb no longer does.
+        venv = before / "venv"
+        specs.append(f"custom@name=lb-before,venv={venv},python=1:{lb_command(before)}")
+    specs += [
+        f"custom@name=lb-proxy,python=1:{lb}",
+        f"custom@name=lb-full,profile=full,python=1:{lb}",
+    ]
+    if workers2:
+        specs += [
+            f"custom@name=lb-proxy-2w,workers=2,python=1:{lb}",
+            f"custom@name=lb-full-2w,profile=full,workers=2,python=1:{lb}",
+        ]
+    return specs
+
+
+def prepare_before(rev: str) -> Path:
+    """bench/.before/REV: that revision's src and bench, and a venv with it installed (once)."""
+    place = ROOT / "bench" / ".before" / rev
+    if not (place / "pyproject.toml").exists():
+        # Extracted beside and renamed, so an interrupted extraction is not taken for a whole one.
+        partial = place.with_name(rev + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "src", "bench", "pyproject.toml"],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive.stdout, check=True)
+        partial.rename(place)
+    venv = place / "venv"
+    installed = venv / ".installed"
+    if not installed.exists():
+        print(f"+ a venv for {rev} in {venv} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "-q"]
+        subprocess.run([*pip, "-e", str(place)], check=True)
+        installed.touch()
+    return place
+
+
+def _label(spec: str) -> str:
+    """A target spec's label, as the harness names it: `name=` of a custom one, else its kind."""
+    options = spec.partition(":")[0].partition("@")[2].split(",")
+    return next((o[5:] for o in options if o.startswith("name=")), spec.partition("@")[0])
 
 
 def harness_command(args: argparse.Namespace, path: str, out: Path) -> list[str]:
-    command = [sys.executable, str(args.harness), "--venv", args.venv, "-t", *TARGETS]
+    command = [sys.executable, str(args.harness), "--venv", args.venv, "-t", *args.targets]
     command += ["-c", args.connections, "-d", str(args.duration), "-r", str(args.repeats)]
     command += ["--path", path, "--ref", "nginx", "--out", str(out)]
     command += ["--backend-ports", args.backend_ports, "--lb-port", str(args.lb_port)]
+    command += shlex.split(args.harness_args)
+    if args.profile:
+        command += ["--profile", str(RESULTS / f"profile-{PATHS[path]}")]
     return command
 
 
@@ -80,111 +127,34 @@ def run(args: argparse.Namespace) -> list[Path]:
         out = RESULTS / f"{args.name}-{name}.json"
         command = harness_command(args, path, out)
         print("+", shlex.join(command), flush=True)
-        subprocess.run(command, cwd=args.harness.parent.parent, check=True)
+        if subprocess.run(command, cwd=args.harness.parent.parent).returncode:
+            raise SystemExit(f"the harness failed (its output is above); {out} not written")
         # What was measured, for --report later: this commit (and whether files were changed).
         doc = json.loads(out.read_text())
         doc["meta"]["lb_commit"] = _commit()
+        doc["meta"]["before"] = args.before_commit
         doc["meta"]["run_benchmarks"] = args.command
+        doc["meta"]["prometheus_client"] = perf_report.prometheus_version(
+            str(Path(args.venv) / "bin" / "python")
+        )
         out.write_text(json.dumps(doc, indent=1))
         outputs.append(out)
     return outputs
 
 
-def table(doc: dict[str, object]) -> str:
-    summary: dict[str, dict[str, dict[str, float]]] = doc["summary"]  # type: ignore[assignment]
-    lines = []
-    for conns, per in summary.items():
-        aiohttp = per.get("naive-aiohttp", {}).get("rps_median")
-        lines.append(f"**{conns} connections**\n")
-        lines.append("| " + " | ".join(name for name, _, _ in COLUMNS) + " |")
-        lines.append("|---|" + "---:|" * (len(COLUMNS) - 1))
-        for label, s in per.items():
-            cells = []
-            for name, key, kind in COLUMNS:
-                if name == "target":
-                    cells.append(label)
-                elif name == "× aiohttp":
-                    cells.append(_format(s["rps_median"] / aiohttp if aiohttp else None, "ratio"))
-                elif name == "n":
-                    cells.append(f"{s['n']}/{s['n_all']}")
-                else:
-                    cells.append(_format(s.get(key) if key else None, kind))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _format(value: float | None, kind: str | None) -> str:
-    if value is None:
-        return "-"
-    if kind == "ratio":
-        return f"{value:.2f}"
-    if kind == "ms" and value < 100:
-        return f"{value:.2f}"
-    return f"{round(value):,}".replace(",", " ")
-
-
-def machine(doc: dict[str, object], venv_python: str) -> str:
-    meta: dict[str, object] = doc["meta"]  # type: ignore[assignment]
-    v: dict[str, object] = meta["versions"]  # type: ignore[assignment]
-    venv: dict[str, str] = v.get("venv", {})  # type: ignore[assignment]
-    code = "import importlib.metadata as m; print(m.version('prometheus-client'))"
-    result = subprocess.run([venv_python, "-c", code], capture_output=True, text=True)
-    prometheus = result.stdout.strip() or "?"
-    packages = ", ".join(
-        f"{name} {venv.get(name)}"
-        for name in ("uvicorn", "uvloop", "httptools", "httpx", "aiohttp")
-    )
-    return (
-        f"- machine: {v.get('cpus')} vCPU {v.get('cpu_model', '?')}, kernel {v.get('kernel')}, "
-        f"{platform.system()}\n"
-        f"- {v.get('nginx')}; {v.get('haproxy')}; {v.get('wrk')}\n"
-        f"- Python {venv.get('python')}, {packages}, prometheus-client {prometheus}\n"
-        f"- lb commit {meta.get('lb_commit', '?')}; started {meta.get('started')}; load average "
-        f"at the end of the first run {[round(x, 2) for x in meta.get('loadavg_at_end', [])]}\n"
-    )
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    return result.stdout.strip()
 
 
 def _commit() -> str:
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-        return result.stdout.strip()
-
-    changed = git("status", "--porcelain", "--", "src", "bench/lb_target.py")
-    return (git("rev-parse", "--short", "HEAD") or "?") + (" with local changes" if changed else "")
+    changed = _git("status", "--porcelain", "--", "src", "bench/lb_target.py")
+    local = " with local changes" if changed else ""
+    return (_git("rev-parse", "--short", "HEAD") or "?") + local
 
 
-def write_doc(outputs: list[Path], venv: str) -> None:
-    metas = [json.loads(out.read_text())["meta"] for out in outputs]
-    took = sum(meta["elapsed_s"] for meta in metas)
-    command = metas[0].get("run_benchmarks", "python bench/run_benchmarks.py")
-    parts = [f"Produced by `{command}` in {took / 60:.0f} min (harness commands below).\n"]
-    for out in outputs:
-        doc = json.loads(out.read_text())
-        args = doc["meta"]["args"]
-        size = "~100 B body" if args["path"] == "/" else f"{args['big_size']} B body"
-        parts.append(
-            f"### `{args['path']}` ({size}), {args['duration']} s × {args['repeats']} repeats\n"
-        )
-        parts.append(table(doc))
-    first = json.loads(outputs[0].read_text())
-    parts.append("Machine and versions:\n")
-    parts.append(machine(first, str(Path(venv) / "bin" / "python")))
-    parts.append("Harness commands (run from the folder above the project):\n")
-    parts.append("```sh")
-    for out in outputs:
-        argv = json.loads(out.read_text())["meta"]["argv"]
-        parts.append(shlex.join(["python3", *argv]))
-    parts.append("```\n")
-    text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    DOC.write_text(f"{head}{BEGIN}\n" + "\n".join(parts) + f"\n{END}{tail}")
-    print(f"wrote {DOC}")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--venv", default=sys.prefix, help="lb's virtualenv (default: this one)")
     parser.add_argument("--harness", type=Path, help="lbbench.py (default: ../shared/bench)")
     parser.add_argument("-d", "--duration", type=int, default=10, help="seconds per measurement")
@@ -193,22 +163,50 @@ def main() -> None:
     parser.add_argument("--name", default="performance", help="JSON file prefix in bench/results")
     parser.add_argument("--backend-ports", default="19001-19003", help="as the harness's")
     parser.add_argument("--lb-port", type=int, default=18080, help="as the harness's")
+    parser.add_argument(
+        "--harness-args", default="", help="more options for lbbench.py, e.g. '--quiet-wait 5'"
+    )
     parser.add_argument("--quick", action="store_true", help="1 repeat of 3 s: a smoke run")
-    parser.add_argument("--report", action="store_true", help="only rewrite the doc's tables")
-    args = parser.parse_args()
+    parser.add_argument("--report", action="store_true", help="only rewrite the doc's sections")
+    parser.add_argument(
+        "--before", default=BEFORE, help=f"the lb-before target's revision ({BEFORE}; none: skip)"
+    )
+    parser.add_argument("--workers2", action="store_true", help="also lb's 2-worker targets")
+    parser.add_argument(
+        "--skip", nargs="+", default=[], metavar="NAME", help="leave out these targets (haproxy)"
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy each Python target (default: on, off with --quick)",
+    )
+    args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.repeats, args.name = 3, 1, "quick"
+    if args.profile is None:
+        args.profile = not args.quick
     if args.harness is None:
         found = [p / "bench" / "lbbench.py" for p in HARNESS_PLACES]
         args.harness = next((p for p in found if p.exists()), found[0])
     args.harness = args.harness.resolve()
-    args.command = shlex.join(["python", "bench/run_benchmarks.py", *sys.argv[1:]])
+    args.command = shlex.join(["python", "bench/run_benchmarks.py", *argv])
+    return args
+
+
+def main() -> None:
+    args = parse(sys.argv[1:])
     started = time.time()
     if args.report:
         outputs = [RESULTS / f"{args.name}-{name}.json" for name in PATHS.values()]
     else:
+        before = None if args.before == "none" else prepare_before(args.before)
+        args.before_commit = _git("rev-parse", "--short", args.before) if before else None
+        specs = targets(before, args.workers2, FLOOR if FLOOR.exists() else None)
+        args.targets = [spec for spec in specs if _label(spec) not in args.skip]
         outputs = run(args)
-    write_doc(outputs, args.venv)
+    soaks = [RESULTS / f"soak-{profile}.json" for profile in ("proxy", "full")]
+    perf_report.write_doc(outputs, soaks, DOC, args.venv)
     print(f"done in {time.time() - started:.0f} s")
 
 
