@@ -55,7 +55,13 @@ def lb_command(root: Path) -> str:
     return f"PYTHONPATH={src} $LB_PYTHON {target}"
 
 
-def targets(before: Path | None, workers2: bool, floor: Path | None) -> list[str]:
+def targets(
+    before: Path | None,
+    workers2: bool,
+    floor: Path | None,
+    granian: bool = False,
+    venv_new: Path | None = None,
+) -> list[str]:
     """The harness's target specs, in the order each repeat runs them."""
     lb = lb_command(ROOT)
     specs = ["nginx", "haproxy", "naive-aiohttp"]
@@ -69,6 +75,12 @@ def targets(before: Path | None, workers2: bool, floor: Path | None) -> list[str
         f"custom@name=lb-proxy,python=1:{lb}",
         f"custom@name=lb-full,profile=full,python=1:{lb}",
     ]
+    if granian:
+        # granian serving lb.app:app (issue 19's alternative server), proxy only.
+        specs.append(f"custom@name=lb-granian,server=granian,python=1:{lb}")
+    if venv_new is not None:
+        # The same lb on the other interpreter of CI and the Dockerfile (.venv-3.13).
+        specs.append(f"custom@name=lb-proxy-new,venv={venv_new},python=1:{lb}")
     if workers2:
         specs += [
             f"custom@name=lb-proxy-2w,workers=2,python=1:{lb}",
@@ -173,6 +185,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--workers2", action="store_true", help="also lb's 2-worker targets")
     parser.add_argument(
+        "--granian", action="store_true", help="also lb-granian: granian serving lb.app:app"
+    )
+    parser.add_argument(
+        "--venv-new",
+        type=Path,
+        help="also lb-proxy-new: lb proxy only from this venv (make install-new: .venv-3.13)",
+    )
+    parser.add_argument(
         "--skip", nargs="+", default=[], metavar="NAME", help="leave out these targets (haproxy)"
     )
     parser.add_argument(
@@ -202,7 +222,13 @@ def main() -> None:
     else:
         before = None if args.before == "none" else prepare_before(args.before)
         args.before_commit = _git("rev-parse", "--short", args.before) if before else None
-        specs = targets(before, args.workers2, FLOOR if FLOOR.exists() else None)
+        specs = targets(
+            before,
+            args.workers2,
+            FLOOR if FLOOR.exists() else None,
+            args.granian,
+            args.venv_new,
+        )
         args.targets = [spec for spec in specs if _label(spec) not in args.skip]
         outputs = run(args)
     soaks = [RESULTS / f"soak-{profile}.json" for profile in ("proxy", "full")]

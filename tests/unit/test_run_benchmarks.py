@@ -164,6 +164,9 @@ def test_targets_are_the_issue_targets_interleaved(bench: tuple[ModuleType, ...]
     assert "profile=full" in specs[6]
     two = run.targets(None, True, None)
     assert [s for s in two if "-2w" in s] == two[-2:] and len(two) == 7
+    more = run.targets(None, False, None, True, Path("/x/.venv-3.13"))
+    assert "custom@name=lb-granian,server=granian,python=1:" in more[-2]
+    assert more[-1].startswith("custom@name=lb-proxy-new,venv=/x/.venv-3.13,python=1:")
 
 
 def test_options_profile_by_default_but_not_quick(bench: tuple[ModuleType, ...]) -> None:
