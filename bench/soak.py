@@ -18,6 +18,7 @@ to the fourth 250k (a leak would grow linearly with requests).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -99,6 +100,7 @@ def main() -> None:
         start_new_session=True,
     )
     rows = []
+    pids: list[int] = []
     try:
         assert server.stdout is not None
         serving = None
@@ -151,6 +153,9 @@ def main() -> None:
             # the last run: the figures are taken, so nothing is lost by not waiting longer.
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
+            for pid in pids:  # lb runs in a session of its own: the harness would stop it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
     out = ROOT / "bench" / "results" / f"soak-{args.profile}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"argv": sys.argv, "start_rss_kib": start_rss, "connections": args.connections}
