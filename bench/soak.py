@@ -101,9 +101,9 @@ def main() -> None:
     )
     rows = []
     pids: list[int] = []
+    serving = None
     try:
         assert server.stdout is not None
-        serving = None
         for line in server.stdout:
             if line.startswith("SERVING "):
                 serving = json.loads(line[len("SERVING ") :])
@@ -153,7 +153,9 @@ def main() -> None:
             # the last run: the figures are taken, so nothing is lost by not waiting longer.
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
-            for pid in pids:  # lb runs in a session of its own: the harness would stop it
+            # lb and the backends run in sessions of their own: the harness would stop them.
+            others = [serving["backends_pid"]] if serving else []
+            for pid in [*pids, *others]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
     out = ROOT / "bench" / "results" / f"soak-{args.profile}.json"

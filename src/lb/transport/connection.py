@@ -151,7 +151,12 @@ class Connection(ResponseParsing, asyncio.Protocol):
             else:
                 transport.writelines((head, body))
             if rest is None:
-                self._sent()
+                # What _sent() does, inline: this is every bodiless request's path.
+                self._request_done = True
+                if read_timeout is not None:
+                    deadline = self._head_deadline = self.loop.time() + read_timeout
+                    if self._head_timer is None:
+                        self._head_timer = self.loop.call_at(deadline, self._check_head_deadline)
             else:
                 # A task, so that a response arriving mid-upload (an early 413, or a backend
                 # that echoes as it reads) is returned at once instead of after the upload.

@@ -9,7 +9,6 @@ instead of filling memory.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
@@ -60,7 +59,8 @@ class ResponseStream(httpx.AsyncByteStream):
         self.reason = reason
         self.http_version = http_version
         self.conn: Connection | None = conn
-        self.chunks: deque[bytes] = deque()
+        # A list, not a deque: every reader takes all of it at once, and a list is cheaper to make.
+        self.chunks: list[bytes] = []
         self.size = 0  # bytes in `chunks`
         self.done = False  # the whole body has arrived
         self.error: BaseException | None = None  # raised once `chunks` is drained
@@ -78,13 +78,21 @@ class ResponseStream(httpx.AsyncByteStream):
         """Append a body chunk; True when the consumer is behind and reading should pause."""
         self.chunks.append(data)
         self.size += len(data)
-        self.wake()
+        waiter = self.waiter  # wake(), inline: once per body part of every response
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
         return self.size > HIGH_WATER
 
     def end(self) -> None:
         self.done = True
         self.conn = None
-        self.wake()
+        waiter = self.waiter  # wake(), inline
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def fail(self, error: BaseException) -> None:
         if not self.done and self.error is None:
@@ -105,7 +113,7 @@ class ResponseStream(httpx.AsyncByteStream):
         if not self.done or self.error is not None:
             return None
         chunks = self.chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self.size = 0
         return data
@@ -125,7 +133,7 @@ class ResponseStream(httpx.AsyncByteStream):
             await self._wait()
         # Hand over everything that arrived since the last call in one piece: fewer writes
         # downstream, and a streamed response still gets each burst as soon as it lands.
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self.size = 0
         conn = self.conn
