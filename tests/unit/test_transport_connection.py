@@ -236,3 +236,47 @@ def test_complete_body_only_once_the_whole_body_is_in() -> None:
     failed.feed(b"part")
     failed.fail(RuntimeError("reset"))
     assert failed.complete_body() is None  # a broken body is never handed over as whole
+
+
+async def test_a_request_cancelled_after_its_whole_response_leaves_the_connection_alone() -> None:
+    # The client went away (its request task cancelled) in the moment between the response
+    # completing, which hands the connection back to the pool, and the task resuming. Tearing
+    # the connection down then would break the next request on it (a 502 under load, when it
+    # has gone to another request already).
+    conn, fake, pool = connect()
+    task = await send(conn)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert conn in pool.idle  # complete: released, and the task has not run since
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.state == "open" and not conn.closed
+    assert pool.take_idle() is conn
+    second = await send(conn)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert await body(await second) == b"ok"
+
+
+async def test_a_request_cancelled_mid_response_drops_the_connection() -> None:
+    conn, fake, pool = connect()
+    task = await send(conn)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")  # 8 bytes to come
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.state == "aborted" and conn not in pool.idle
+
+
+async def test_a_request_cancelled_as_its_body_ends_leaves_the_connection_alone() -> None:
+    conn, fake, pool = connect()
+    task = await send(conn)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok")
+    stream = await task
+    reading = asyncio.create_task(body(stream))
+    await asyncio.sleep(0)  # it takes "ok" and waits for the rest
+    conn.data_received(b"!!")  # the end: released to the pool, the reader not yet resumed
+    assert conn in pool.idle
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert fake.state == "open" and pool.take_idle() is conn

@@ -134,7 +134,7 @@ class Connection(ResponseParsing, asyncio.Protocol):
         transport = self.transport
         assert transport is not None  # pooled connections are connected
         self._inflight = True
-        self.exchanges += 1
+        number = self.exchanges = self.exchanges + 1
         self._received = False
         self._head_bytes = 0
         self._is_head = is_head
@@ -166,9 +166,12 @@ class Connection(ResponseParsing, asyncio.Protocol):
                 )
             return await waiter
         except BaseException:
-            # Cancelled, timed out or failed: the connection is mid-exchange and unusable.
             waiter.cancel()  # nobody else will await it
-            self.abort(None)
+            # Cancelled, timed out or failed mid-exchange: the connection is unusable. Unless
+            # the exchange is over already: the whole response came in the moment before the
+            # task resumed, and the connection went back to the pool, maybe to another request.
+            if self._inflight and self.exchanges == number:
+                self.abort(None)
             raise
 
     def _sent(self) -> None:

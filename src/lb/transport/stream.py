@@ -152,9 +152,12 @@ class ResponseStream(httpx.AsyncByteStream):
             await waiter
         except BaseException:
             # Cancelled mid-body (the client went away): the rest of the body is unwanted
-            # and the connection is mid-response, so it cannot be reused.
+            # and the connection is mid-response, so it cannot be reused. Unless the body ended
+            # in the moment before the task resumed (`end` let go of the connection, which went
+            # back to the pool, maybe to another request already): then it is not ours to drop.
             self.waiter = None
-            conn.abort(self._closed_error())
+            if self.conn is not None:
+                self.conn.abort(self._closed_error())
             raise
         finally:
             if timer is not None:
