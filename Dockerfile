@@ -1,6 +1,7 @@
 # lb in a container: docs/deployment.md, "lb at the edge" > Docker.
-# 3.13: ~15-19 % less CPU per request than 3.11 for lb (docs/performance.md, "Python 3.11 or 3.13").
-FROM python:3.13-slim
+# 3.11: at lb's current code it spent 3-11 % less CPU per request than 3.13 in every same-run
+# comparison (docs/performance.md, "Python 3.11 or 3.13"); CI tests both.
+FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -214,8 +214,8 @@ def targets_rows(small: Doc | None, big: Doc | None, soaks: dict[str, Doc]) -> l
         ["memory, 1M requests from 1,000 keep-alive clients", "flat: RSS < 120 MB per worker, "
          f"< {FLAT_MIB:.0f} MiB growth from the 2nd to the 4th 250k", *_memory_row(soaks)],
         ["the transport's instructions per request", "≤ before",
-         "not measured by this script (callgrind, not timing): `bench/callgrind_per_request.py`, "
-         "see [lb's own HTTP/1.1 protocol](#lbs-own-http11-protocol-issue-19)", "see there"],
+         "not measured by this script (callgrind, not timing): `bench/transport_instructions.py`, "
+         "see [The transport](#the-transports-instructions-per-request)", "see there"],
     ]  # fmt: skip
 
 
