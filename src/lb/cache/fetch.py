@@ -36,6 +36,17 @@ if TYPE_CHECKING:
     from lb.cache.request import CacheRequest
 
 
+def with_x_cache(headers: list[tuple[bytes, bytes]], result: bytes) -> list[tuple[bytes, bytes]]:
+    """`headers` with X-Cache set to `result`: a backend's own X-Cache is replaced, not kept."""
+    out = [(n, v) for n, v in headers if n != b"x-cache"]
+    out.append((b"x-cache", result))
+    return out
+
+
+def tag_miss(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return with_x_cache(headers, b"MISS")
+
+
 class Outcome(enum.Enum):
     FORWARDED = "forwarded"  # the upstream response went to the client (MISS)
     REFRESHED = "refreshed"  # a 304 refreshed the stale entry: `Tee.entry` answers (HIT)
@@ -170,8 +181,7 @@ class Tee:
         if send is None:
             self._mode = _CAPTURE
             return
-        out = [(n, v) for n, v in headers if n != b"x-cache"]
-        out.append((b"x-cache", b"MISS"))
+        out = tag_miss(headers)
         # The client's own conditional was taken off the upstream request so the response could
         # be stored; it is answered here, against the response just received (RFC 9111 §4.3.2).
         # The 304 waits for the body to be stored, since it ends the client's exchange.

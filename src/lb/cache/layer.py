@@ -17,7 +17,7 @@ from lb.cache.conditional import (
     not_modified_headers,
     validation_headers,
 )
-from lb.cache.fetch import Outcome, Tee, idle_receive
+from lb.cache.fetch import Outcome, Tee, idle_receive, tag_miss, with_x_cache
 from lb.cache.keys import invalidated_targets, normalize_host, primary_key
 from lb.cache.ranges import UNSATISFIABLE, byte_range, content_range, unsatisfied_range
 from lb.cache.request import CacheRequest, cache_request
@@ -39,15 +39,7 @@ _X_CACHE = {name: name.encode("ascii") for name in ("HIT", "MISS", "STALE", "BYP
 
 
 def _tagged(message: Any, result: bytes) -> Any:
-    headers = [(n, v) for n, v in message["headers"] if n != b"x-cache"]
-    headers.append((b"x-cache", result))
-    return {**message, "headers": headers}
-
-
-def _tag_miss(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    out = [(n, v) for n, v in headers if n != b"x-cache"]
-    out.append((b"x-cache", b"MISS"))
-    return out
+    return {**message, "headers": with_x_cache(message["headers"], result)}
 
 
 class CacheLayer:
@@ -153,7 +145,7 @@ class CacheLayer:
             # the proxy still answers in one call (the Tee would make it stream messages).
             responder = responder_for(scope, send)
             if responder is not None:
-                responder.on_head(_tag_miss)
+                responder.on_head(tag_miss)
                 await self.inner(scope, receive, send)
                 self._result(ctx, "MISS")
                 return
