@@ -29,7 +29,8 @@ from servers import free_port, wait_for_port  # noqa: E402
 from wrkload import Nginx, run_wrk  # noqa: E402
 
 
-def _instructions(directory: str) -> int:
+def instructions_in(directory: str) -> int:
+    """The instructions counted in the callgrind.out* files of `directory`, summed."""
     total = 0
     for path in glob.glob(os.path.join(directory, "callgrind.out*")):
         with open(path) as f:
@@ -95,7 +96,7 @@ def measure(
         result = run_wrk(url, requests=requests, connections=50, max_seconds=600, paths=(path,))
         subprocess.run([*control, "-d", str(lb.pid)], check=True, capture_output=True)
         time.sleep(1)
-        return _instructions(out), result.requests
+        return instructions_in(out), result.requests
     finally:
         lb.terminate()
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import os
 import subprocess
 import sys
@@ -55,6 +54,9 @@ def client(port: int, requests: int) -> None:
 
 
 def instructions(src: Path, port: int, requests: int) -> int:
+    # Here, not at the top: the traced client (this file run with --client) need not load it.
+    from callgrind_per_request import instructions_in
+
     out = tempfile.mkdtemp(prefix="lb-transport-ir-")
     env = dict(os.environ, PYTHONPATH=str(src), PYTHONHASHSEED="0")
     subprocess.run(
@@ -72,14 +74,7 @@ def instructions(src: Path, port: int, requests: int) -> int:
         check=True,
         capture_output=True,
     )
-    total = 0
-    for path in glob.glob(os.path.join(out, "callgrind.out*")):
-        with open(path) as f:
-            for line in f:
-                if line.startswith(("summary:", "totals:")):
-                    total += int(line.split()[1])
-                    break
-    return total
+    return instructions_in(out)
 
 
 def main() -> None:
