@@ -1,5 +1,5 @@
 # lb in a container: docs/deployment.md, "lb at the edge" > Docker.
-# 3.11: at lb's current code it spent 3-11 % less CPU per request than 3.13 in every same-run
+# 3.11: at lb's current code 3.13 used 4-18 % more CPU per request in every interleaved bench
 # comparison (docs/performance.md, "Python 3.11 or 3.13"); CI tests both.
 FROM python:3.11-slim
 
